@@ -1,0 +1,123 @@
+"""Input validation shared by every mechanism.
+
+Each helper raises ``TypeError`` (wrong kind of object or dtype) or
+``ValueError`` (wrong shape, size or value) with a message that names the
+argument and says what was expected.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = [
+    "check_array",
+    "check_tensor",
+    "check_qkv",
+    "check_positive_int",
+    "check_nonnegative_int",
+    "check_positive_float",
+    "check_mask",
+]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_positive_int(name: str, value) -> int:
+    """Return ``value`` as int if it is an integer >= 1, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    return int(value)
+
+
+def check_nonnegative_int(name: str, value) -> int:
+    """Return ``value`` as int if it is an integer >= 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= 0, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value}")
+    return int(value)
+
+
+def check_positive_float(name: str, value) -> float:
+    """Return ``value`` as float if it is a finite real number > 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Check a NumPy float array: right ndim, non-empty, finite. Returns it as float64."""
+    if isinstance(x, torch.Tensor) or not isinstance(x, (np.ndarray, list, tuple)):
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    arr = np.asarray(x)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if ndims is not None and arr.ndim not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr.astype(np.float64, copy=False)
+
+
+def check_tensor(name: str, x, ndim: int | None = None) -> torch.Tensor:
+    """Check a floating-point torch tensor: right ndim, non-empty, finite."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_qkv(q, k, v) -> tuple[int, int, int, int, int]:
+    """Validate attention inputs q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv).
+
+    Returns (B, H, N, M, D).
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, ndim=4)
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    B, H, N, D = q.shape
+    if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
+        raise ValueError(
+            f"q, k, v must share batch and head sizes (B, H), got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if k.shape[3] != D:
+        raise ValueError(f"k must have head dimension D={D} like q, got k of shape {tuple(k.shape)}")
+    if v.shape[2] != k.shape[2]:
+        raise ValueError(f"v must have as many positions as k ({k.shape[2]}), got v of shape {tuple(v.shape)}")
+    return B, H, N, k.shape[2], D
+
+
+def check_mask(name: str, mask, n_query: int, n_key: int):
+    """Check a boolean mask broadcastable to (..., n_query, n_key); True = may attend."""
+    if mask is None:
+        return None
+    if isinstance(mask, torch.Tensor):
+        ok_dtype = mask.dtype == torch.bool
+    elif isinstance(mask, np.ndarray):
+        ok_dtype = mask.dtype == np.bool_
+    else:
+        raise TypeError(f"{name} must be a boolean array or tensor, got {type(mask).__name__}")
+    if not ok_dtype:
+        raise TypeError(f"{name} must have a boolean dtype (True = may attend), got {mask.dtype}")
+    if mask.ndim < 2 or tuple(mask.shape[-2:]) != (n_query, n_key):
+        raise ValueError(f"{name} must end in shape ({n_query}, {n_key}) (queries, keys), got {tuple(mask.shape)}")
+    return mask

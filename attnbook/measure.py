@@ -1,0 +1,198 @@
+"""Measuring time, memory and scaling (chapter 2, The cost of a Transformer).
+
+Timing warms up, synchronises the device (CUDA events on a GPU), repeats, and
+reports the median with the interquartile range. Scaling exponents are fitted
+on log-log axes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checks import check_nonnegative_int, check_positive_int
+
+__all__ = [
+    "Timing",
+    "LogLogFit",
+    "sync",
+    "time_fn",
+    "peak_memory_bytes",
+    "describe_device",
+    "environment",
+    "fit_loglog",
+]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock statistics of repeated calls, in seconds."""
+
+    median_s: float
+    q25_s: float
+    q75_s: float
+    min_s: float
+    repeats: int
+    device: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogLogFit:
+    """y ≈ exp(intercept) · x**slope, fitted by least squares on log-log axes."""
+
+    slope: float
+    intercept: float
+    r2: float
+
+    def predict(self, x):
+        return np.exp(self.intercept) * np.asarray(x, dtype=float) ** self.slope
+
+
+def _as_device(device) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def sync(device=None) -> None:
+    """Wait until queued work on ``device`` has finished (no-op on CPU)."""
+    device = _as_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def time_fn(fn, *args, warmup: int = 2, repeats: int = 7, device=None, **kwargs) -> Timing:
+    """Time ``fn(*args, **kwargs)``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    On CUDA each call is bracketed by CUDA events; elsewhere by ``time.perf_counter``
+    after synchronising. Returns the median and quartiles.
+    """
+    check_nonnegative_int("warmup", warmup)
+    check_positive_int("repeats", repeats)
+    device = _as_device(device)
+    for _ in range(warmup):
+        fn(*args, **kwargs)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(*args, **kwargs)
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn(*args, **kwargs)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    t = np.asarray(times)
+    return Timing(float(np.median(t)), float(np.quantile(t, 0.25)), float(np.quantile(t, 0.75)),
+                  float(t.min()), repeats, describe_device(device))
+
+
+def peak_memory_bytes(fn, *args, device=None, **kwargs) -> int:
+    """Peak bytes allocated while ``fn(*args, **kwargs)`` runs, above what was allocated before.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the running sum of the
+    allocations and frees that ``torch.profiler`` records (torch tensors only).
+    """
+    device = _as_device(device)
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn(*args, **kwargs)
+        sync(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    if device.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda' for memory measurement, got {device}")
+    return _cpu_peak_bytes(fn, *args, **kwargs)
+
+
+def _cpu_peak_bytes(fn, *args, **kwargs) -> int:
+    """Peak of the running sum of CPU tensor allocations/frees recorded by the profiler."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # silence the profiler's start/stop chatter
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn(*args, **kwargs)
+    stack, allocations = list(prof.profiler.kineto_results.experimental_event_tree()), []
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.typed[0] == _EventType.Allocation:
+            allocations.append((node.start_time_ns, node.typed[1].alloc_size))
+    current = peak = 0
+    for _, size in sorted(allocations):
+        current += size
+        peak = max(peak, current)
+    return int(peak)
+
+
+def describe_device(device=None) -> str:
+    """A one-line description of ``device`` (default: the book's default device)."""
+    if device is None:
+        from .config import DEVICE
+
+        device = DEVICE
+    device = torch.device(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda})"
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def environment(device=None) -> dict:
+    """Labels for a stored result: device, torch version, date (UTC) and git commit."""
+    dev = torch.device(device) if device is not None else None
+    return {
+        "device": describe_device(dev),
+        "device_kind": (dev.type if dev is not None else "cpu"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": _git_commit(),
+    }
+
+
+def fit_loglog(x, y) -> LogLogFit:
+    """Least-squares line through (log x, log y): the scaling exponent is its slope."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got shapes {x.shape} and {y.shape}")
+    if x.size < 2:
+        raise ValueError(f"need at least 2 points to fit a slope, got {x.size}")
+    if np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("x and y must be positive to fit on log-log axes")
+    lx, ly = np.log(x), np.log(y)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    resid = ly - (slope * lx + intercept)
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
+    return LogLogFit(float(slope), float(intercept), r2)

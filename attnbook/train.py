@@ -1,0 +1,104 @@
+"""A small, deterministic training loop (chapters 5, 6, 7 and 8).
+
+``get_batch(split, generator) -> (x, y)`` supplies data; the loop uses AdamW,
+evaluates train and validation loss every ``eval_every`` steps, and records
+time per iteration and (on CUDA) peak memory.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checks import check_positive_float, check_positive_int
+from .measure import describe_device, sync
+
+__all__ = ["set_seed", "TrainResult", "evaluate", "train"]
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way for data sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: loss history, timing, memory, device."""
+
+    seed: int
+    steps: int
+    history: list = field(default_factory=list)  # dicts: step, train_loss, val_loss
+    time_per_iter_s: float = float("nan")
+    peak_memory_bytes: int | None = None
+    device: str = ""
+    params: int = 0
+
+    @property
+    def final_val_loss(self) -> float:
+        return self.history[-1]["val_loss"]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model, get_batch, split: str, batches: int, generator: torch.Generator) -> float:
+    """Mean loss of ``model`` over ``batches`` batches of ``split``."""
+    was_training = model.training
+    model.eval()
+    losses = [model(*get_batch(split, generator))[1].item() for _ in range(batches)]
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 0.0, eval_every: int = 100,
+          eval_batches: int = 10, seed: int = 0, progress: bool = True, grad_clip: float = 1.0) -> TrainResult:
+    """Train ``model`` (returning ``(logits, loss)`` from ``model(x, y)``) for ``steps`` AdamW steps.
+
+    ``get_batch(split, generator)`` returns (x, y) on the model's device for split 'train' or 'val'.
+    Evaluation uses its own generator (seed + 1) so it does not perturb the training stream.
+    """
+    check_positive_int("steps", steps)
+    check_positive_int("eval_every", eval_every)
+    check_positive_int("eval_batches", eval_batches)
+    check_positive_float("lr", lr)
+    gen = set_seed(seed)
+    eval_gen = torch.Generator().manual_seed(seed + 1)
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    result = TrainResult(seed=seed, steps=steps, device=describe_device(device),
+                         params=sum(p.numel() for p in model.parameters()))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    model.train()
+    bar = tqdm(range(1, steps + 1), disable=not progress, leave=False, desc="train")
+    for step in bar:
+        sync(device)
+        t0 = time.perf_counter()
+        x, y = get_batch("train", gen)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if step % eval_every == 0 or step == steps:
+            row = {"step": step,
+                   "train_loss": evaluate(model, get_batch, "train", eval_batches, eval_gen),
+                   "val_loss": evaluate(model, get_batch, "val", eval_batches, eval_gen)}
+            result.history.append(row)
+            bar.set_postfix(val=f"{row['val_loss']:.3f}")
+    result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))
+    if device.type == "cuda":
+        result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
+    return result
