@@ -24,6 +24,7 @@ __all__ = [
     "lm_head_flops",
     "decode_token_flops",
     "crossover_length",
+    "rnn_flops",
 ]
 
 
@@ -40,12 +41,13 @@ def matmul_flops(m: int, k: int, n: int, batch: int = 1) -> int:
 
 def qkv_flops(n: int, d_model: int, *, batch: int = 1) -> int:
     """Q, K, V projections of n tokens: 3 · 2·n·d² = 6nd². Chapter 2."""
+    _check(n=n, d_model=d_model, batch=batch)
     return 3 * matmul_flops(n, d_model, d_model, batch)
 
 
 def scores_flops(n: int, d_model: int, heads: int = 1, *, batch: int = 1) -> int:
     """QKᵀ for all heads: H · 2·n²·d_k = 2n²d (independent of H). Chapter 2."""
-    _check(heads=heads)
+    _check(n=n, d_model=d_model, heads=heads, batch=batch)
     if d_model % heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
     return heads * matmul_flops(n, d_model // heads, n, batch)
@@ -67,6 +69,7 @@ def av_flops(n: int, d_model: int, heads: int = 1, *, batch: int = 1) -> int:
 
 def out_proj_flops(n: int, d_model: int, *, batch: int = 1) -> int:
     """Output projection: 2nd². Chapter 2."""
+    _check(n=n, d_model=d_model, batch=batch)
     return matmul_flops(n, d_model, d_model, batch)
 
 
@@ -82,6 +85,7 @@ def mha_flops(n: int, d_model: int, heads: int, *, batch: int = 1) -> int:
 
 def ffn_flops(n: int, d_model: int, d_ff: int, *, batch: int = 1) -> int:
     """Two-layer FFN d -> d_ff -> d: 4·n·d·d_ff (= 16nd² for d_ff = 4d). Chapter 2."""
+    _check(n=n, d_model=d_model, d_ff=d_ff, batch=batch)
     return matmul_flops(n, d_model, d_ff, batch) + matmul_flops(n, d_ff, d_model, batch)
 
 
@@ -92,6 +96,7 @@ def layer_flops(n: int, d_model: int, heads: int, d_ff: int, *, batch: int = 1) 
 
 def lm_head_flops(n: int, d_model: int, vocab_size: int, *, batch: int = 1) -> int:
     """Logits for n positions: 2·n·d·|V|. Chapter 2."""
+    _check(n=n, d_model=d_model, vocab_size=vocab_size, batch=batch)
     return matmul_flops(n, d_model, vocab_size, batch)
 
 
@@ -112,7 +117,9 @@ def decode_token_flops(context: int, d_model: int, heads: int, d_ff: int, layers
     Per layer: projections and FFN for one token (8d² + 4d·d_ff) plus attention of
     one query against context + 1 keys (4·(context+1)·d). Chapter 2.
     """
-    _check(context=context, layers=layers)
+    _check(context=context, d_model=d_model, heads=heads, layers=layers)
+    if d_model % heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
     n_keys = context + 1
     per_layer = (qkv_flops(1, d_model, batch=batch) + out_proj_flops(1, d_model, batch=batch)
                  + ffn_flops(1, d_model, d_ff, batch=batch)
@@ -131,3 +138,9 @@ def crossover_length(d_model: int, d_ff: int | None = None) -> float:
     """
     _check(d_model=d_model)
     return 2.0 * d_model + (0 if d_ff is None else check_positive_int("d_ff", d_ff))
+
+
+def rnn_flops(n: int, d_model: int, *, batch: int = 1) -> int:
+    """Elman RNN layer over n tokens: input and recurrent products, 2·2·n·d² = 4nd². Chapter 1."""
+    _check(n=n, d_model=d_model, batch=batch)
+    return 2 * matmul_flops(n, d_model, d_model, batch)
