@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .checks import check_positive_float, check_positive_int
 from .measure import describe_device, sync
@@ -79,7 +79,7 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     model.train()
-    bar = tqdm(range(1, steps + 1), disable=not progress, leave=False, desc="train")
+    bar = tqdm(range(1, steps + 1), disable=None if progress else True, leave=False, desc="train")  # None: only on a terminal
     for step in bar:
         sync(device)
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..measure import environment
 
@@ -55,7 +55,7 @@ def suites() -> dict[str, Suite]:
 
 def sweep(values, desc: str):
     """Iterate over ``values`` with a progress bar (suites sweep sizes through this)."""
-    return tqdm(list(values), desc=desc, leave=False)
+    return tqdm(list(values), desc=desc, leave=False, disable=None)  # None: only on a terminal
 
 
 class CorrectnessError(RuntimeError):
