@@ -1,0 +1,113 @@
+"""Chapter 2 tooling: timing, memory, slope fits, the benchmark runner and the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from attnbook import bench, config, measure
+from attnbook.bench import CorrectnessError, checked, load_result, run_suite, suite
+
+
+def test_fit_loglog_recovers_known_exponents():
+    x = np.array([128, 256, 512, 1024, 2048.0])
+    for slope in (1.0, 2.0, 0.5):
+        fit = measure.fit_loglog(x, 3e-6 * x**slope)
+        assert abs(fit.slope - slope) < 1e-12 and fit.r2 > 0.999999
+        np.testing.assert_allclose(fit.predict(x), 3e-6 * x**slope, rtol=1e-10)
+
+
+@pytest.mark.parametrize("x, y, match", [([1.0], [1.0], "at least 2"), ([1, 2], [1, -1], "positive"),
+                                          ([1, 2, 3], [1, 2], "equal length")])
+def test_fit_loglog_bad_input(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        measure.fit_loglog(x, y)
+
+
+def test_time_fn_orders_work_and_reports_spread():
+    a = torch.randn(256, 256)
+    small = measure.time_fn(lambda: a @ a, repeats=5)
+    big = measure.time_fn(lambda: torch.cat([a] * 8) @ a, repeats=5)
+    assert big.median_s > small.median_s > 0
+    assert small.q25_s <= small.median_s <= small.q75_s and small.repeats == 5
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        measure.time_fn(lambda: None, repeats=0)
+
+
+def test_cpu_peak_memory_sees_the_score_matrix():
+    q = torch.randn(1, 1, 1024, 32)
+    dense_peak = measure.peak_memory_bytes(lambda: torch.softmax(q @ q.transpose(-1, -2), -1) @ q)
+    assert dense_peak >= 1024 * 1024 * 4  # at least one float32 n x n matrix is alive at once
+    assert measure.peak_memory_bytes(lambda: q * 2) < 1024 * 1024 * 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only: max_memory_allocated")
+def test_cuda_peak_memory():
+    x = torch.randn(1024, 1024, device="cuda")
+    assert measure.peak_memory_bytes(lambda: x @ x, device="cuda") >= 1024 * 1024 * 4
+
+
+def test_environment_labels():
+    env = measure.environment("cpu")
+    assert set(env) >= {"device", "torch", "date", "git_commit", "device_kind"}
+    assert env["torch"] == torch.__version__ and env["device_kind"] == "cpu"
+
+
+def test_checked_refuses_a_wrong_implementation():
+    ref = np.ones((3, 3))
+    assert checked("ok", torch.ones(3, 3), ref) == 0.0
+    with pytest.raises(CorrectnessError, match="relative error"):
+        checked("wrong", torch.ones(3, 3) * 1.01, ref)
+    with pytest.raises(CorrectnessError, match="shape"):
+        checked("shape", torch.ones(3, 2), ref)
+    with pytest.raises(CorrectnessError, match="NaN"):
+        checked("nan", torch.full((3, 3), float("nan")), ref)
+
+
+def test_runner_writes_labelled_results_and_refuses_broken_suites(tmp_path):
+    @suite("_test_ok", "a tiny suite")
+    def ok(device, quick):
+        return [{"n": 1, "median_s": measure.time_fn(lambda: torch.ones(4).sum(), repeats=2).median_s}]
+
+    @suite("_test_broken", "a suite whose implementation is wrong")
+    def broken(device, quick):
+        checked("broken", torch.zeros(2), np.ones(2))
+        return [{"n": 1, "median_s": 1.0}]
+
+    result = run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path)
+    stored = json.loads((tmp_path / "_test_ok-cpu.json").read_text())
+    assert stored["meta"]["torch"] == torch.__version__ and stored["quick"] is True
+    assert stored["rows"] == result["rows"] and load_result("_test_ok", "cpu", tmp_path)["rows"] == result["rows"]
+    assert load_result("_test_ok", "cuda", tmp_path) is None
+    with pytest.raises(CorrectnessError):
+        run_suite("_test_broken", device="cpu", out_dir=tmp_path)
+    assert not (tmp_path / "_test_broken-cpu.json").exists()
+    with pytest.raises(ValueError, match="suite must be one of"):
+        run_suite("no-such-suite")
+
+
+def test_cli_lists_and_runs_the_cost_suite(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "list"], capture_output=True, text=True, check=True)
+    assert "cost" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "cost", "--device", "cpu", "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads((tmp_path / "cost-cpu.json").read_text())["rows"]
+    assert {r["sweep"] for r in rows} == {"n", "d"} and all(r["median_s"] > 0 for r in rows)
+
+
+def test_stored_cost_result_is_labelled():
+    stored = load_result("cost", "cpu")
+    assert stored is not None, "attnbook/results/cost-cpu.json must be committed"
+    assert {"device", "torch", "date", "git_commit"} <= set(stored["meta"])
+
+
+def test_config_switch(monkeypatch):
+    assert isinstance(config.QUICK, bool)
+    monkeypatch.setenv("ATTNBOOK_QUICK", "maybe")
+    with pytest.raises(ValueError, match="ATTNBOOK_QUICK must be '0' or '1'"):
+        config._quick_from_env()
+    monkeypatch.setenv("ATTNBOOK_QUICK", "0")
+    assert config._quick_from_env() is False
+    assert config.pick(1, 2) == (1 if config.QUICK else 2)
