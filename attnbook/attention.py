@@ -16,7 +16,7 @@ from .checks import check_qkv
 
 __all__ = ["Method", "register", "methods", "method_info", "attention"]
 
-_PROVIDERS = ("attnbook.dense",)
+_PROVIDERS = ("attnbook.dense", "attnbook.long", "attnbook.elementwise")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def method_info(name: str) -> Method:
     return _REGISTRY[name]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, method: str = "dense",
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, /, method: str = "dense",
               causal: bool = False, **options) -> torch.Tensor:
     """Attention by any registered method.
 

@@ -3,6 +3,16 @@
 Okabe-Ito colours (colour-blind safe), labelled axes with units, log-log
 scaling plots with the fitted slope in the legend, and stored reference runs
 drawn dashed with hollow markers next to the reader's live run (solid, filled).
+Figures are drawn on white; the site shows them on a white card in its dark
+theme, so they read the same in both.
+
+Typical use::
+
+    attnbook.plot.use_style()
+    fig, ax = attnbook.plot.subplots()
+    attnbook.plot.loglog_fit(ax, ns, times, "dense", color=attnbook.plot.color("dense"))
+    attnbook.plot.loglog_fit(ax, stored_ns, stored_times, "dense", stored=True, color=attnbook.plot.color("dense"))
+    attnbook.plot.labels(ax, "sequence length n (tokens)", "forward time (s)")
 """
 from __future__ import annotations
 
@@ -12,28 +22,65 @@ import numpy as np
 
 from .measure import fit_loglog
 
-__all__ = ["PALETTE", "use_style", "loglog_fit", "labels", "subplots"]
+__all__ = ["PALETTE", "use_style", "loglog_fit", "labels", "subplots", "color"]
 
+# Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion,
+# reddish purple, sky blue, yellow, black. Distinguishable with every common colour-vision deficiency.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+_STYLE = {
+    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+    "figure.figsize": (6.4, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+    "text.color": "#222222",
+    "axes.labelcolor": "#222222",
+    "axes.edgecolor": "#444444",
+    "xtick.color": "#444444",
+    "ytick.color": "#444444",
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "lines.linewidth": 1.8,
+    "lines.markersize": 5,
+    "font.size": 10,
+}
+
+_COLOURS: dict[str, str] = {}
 
 
 def use_style() -> None:
-    """Apply the book's matplotlib style (white figures readable in light and dark site themes)."""
-    mpl.rcParams.update({
-        "axes.prop_cycle": mpl.cycler(color=PALETTE),
-        "figure.figsize": (6.4, 4.0),
-        "figure.dpi": 100,
-        "savefig.dpi": 150,
-        "figure.facecolor": "white",
-        "axes.facecolor": "white",
-        "savefig.facecolor": "white",
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "legend.frameon": False,
-        "font.size": 10,
-    })
+    """Apply the book's matplotlib style (white figures readable in light and dark site themes).
+
+    In a notebook, figures are also rendered at twice the pixel density so that they stay sharp.
+    """
+    mpl.rcParams.update(_STYLE)
+    try:  # only inside IPython/Jupyter
+        from IPython import get_ipython
+
+        if get_ipython() is not None:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("retina")
+    except ImportError:
+        pass
+
+
+def color(name: str) -> str:
+    """A stable colour for a series name (e.g. a mechanism), so it keeps its colour across figures."""
+    if name not in _COLOURS:
+        _COLOURS[name] = PALETTE[len(_COLOURS) % len(PALETTE)]
+    return _COLOURS[name]
 
 
 def subplots(ncols: int = 1, nrows: int = 1, **kwargs):
@@ -55,16 +102,25 @@ def labels(ax, x: str, y: str, title: str | None = None):
 def loglog_fit(ax, x, y, label: str, stored: bool = False, color=None, fit: bool = True):
     """Plot y against x on log-log axes with a least-squares fit; slope goes in the legend.
 
-    ``stored=True`` marks a stored reference run (dashed line, hollow markers);
-    live runs are solid with filled markers. Returns the :class:`~attnbook.measure.LogLogFit`
-    (or None when ``fit=False``).
+    ``stored=True`` marks a stored reference run (dashed line, hollow markers, "[stored]" in the
+    legend); live runs are solid with filled markers. Returns the
+    :class:`~attnbook.measure.LogLogFit` (or None when ``fit=False``).
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    if x.size < (2 if fit else 1):
+        raise ValueError(f"x must hold at least {2 if fit else 1} points to plot, got {x.size}")
+    for name, values in (("x", x), ("y", y)):
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise ValueError(f"{name} must be finite and positive for a log-log plot")
     result = fit_loglog(x, y) if fit else None
     text = f"{label} (slope {result.slope:.2f})" if result is not None else label
     text += " [stored]" if stored else ""
-    line = ax.loglog(x, y, "o", mfc="none" if stored else None, color=color, label=text)[0]
+    marker = dict(marker="s" if stored else "o", linestyle="none", color=color,
+                  markerfacecolor="none" if stored else None)
+    line = ax.loglog(x, y, label=text, **marker)[0]
     if result is not None:
         xs = np.geomspace(x.min(), x.max(), 50)
         ax.loglog(xs, result.predict(xs), "--" if stored else "-", color=line.get_color(), alpha=0.8)

@@ -2,20 +2,25 @@
 
 ``get_batch(split, generator) -> (x, y)`` supplies data; the loop uses AdamW,
 evaluates train and validation loss every ``eval_every`` steps, and records
-time per iteration and (on CUDA) peak memory.
+time per iteration, peak memory (CUDA: the whole run; CPU: the first step,
+measured with the profiler), the model's config and the device.
+:meth:`TrainResult.save_json` writes it all, labelled, to a JSON file.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .checks import check_positive_float, check_positive_int
-from .measure import describe_device, sync
+from .measure import describe_device, environment, peak_memory_bytes, sync
 
 __all__ = ["set_seed", "TrainResult", "evaluate", "train"]
 
@@ -39,6 +44,7 @@ class TrainResult:
     peak_memory_bytes: int | None = None
     device: str = ""
     params: int = 0
+    config: dict = field(default_factory=dict)  # the model's config (dataclass fields) and the run's settings
 
     @property
     def final_val_loss(self) -> float:
@@ -46,6 +52,13 @@ class TrainResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def save_json(self, path) -> Path:
+        """Write the result, labelled with :func:`attnbook.measure.environment`, to ``path``; return it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"meta": environment(), **self.as_dict()}, indent=1, default=str) + "\n")
+        return path
 
 
 @torch.no_grad()
@@ -73,16 +86,19 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
     eval_gen = torch.Generator().manual_seed(seed + 1)
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    config = getattr(model, "config", None)
+    settings = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "eval_every": eval_every,
+                "eval_batches": eval_batches, "grad_clip": grad_clip}
     result = TrainResult(seed=seed, steps=steps, device=describe_device(device),
-                         params=sum(p.numel() for p in model.parameters()))
+                         params=sum(p.numel() for p in model.parameters()),
+                         config={**(asdict(config) if dataclasses.is_dataclass(config) else {}), "train": settings})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     model.train()
     bar = tqdm(range(1, steps + 1), disable=None if progress else True, leave=False, desc="train")  # None: only on a terminal
-    for step in bar:
-        sync(device)
-        t0 = time.perf_counter()
+
+    def one_step():
         x, y = get_batch("train", gen)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
@@ -90,6 +106,14 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
+
+    for step in bar:
+        sync(device)
+        t0 = time.perf_counter()
+        if step == 1 and device.type == "cpu":
+            result.peak_memory_bytes = peak_memory_bytes(one_step, device=device)  # not timed: see below
+        else:
+            one_step()
         sync(device)
         times.append(time.perf_counter() - t0)
         if step % eval_every == 0 or step == steps:
@@ -98,7 +122,7 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
                    "val_loss": evaluate(model, get_batch, "val", eval_batches, eval_gen)}
             result.history.append(row)
             bar.set_postfix(val=f"{row['val_loss']:.3f}")
-    result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))
+    result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))  # step 1 warms up
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
     return result

@@ -3,3 +3,6 @@
 Convention: a multiply-add counts as 2 FLOPs.
 """
 from .flops import *  # noqa: F401,F403  (chapter 2)
+from .long import *  # noqa: F401,F403  (chapter 4)
+from .bounds import *  # noqa: F401,F403  (chapter 5)
+from .generative import *  # noqa: F401,F403  (chapter 8)

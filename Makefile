@@ -1,0 +1,96 @@
+# The computational complexity of attention: build and test.
+#
+#   make site    virtual environment in .venv, every notebook executed, the site in _build/html
+#   make test    the same set-up, then: unit tests, nbval over every notebook, the full
+#                `-n -W` site build, and the browser test of the built site (what CI runs)
+#
+# Both start from nothing but Python 3.11. torch is installed FIRST and pinned (TORCH), so that
+# pip never resolves a multi-GB CUDA build while installing the rest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is a CPU wheel on this machine's disk. Elsewhere, to avoid a CUDA download:
+#   make site TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+BOOK_FLAGS ?= -n -W --keep-going
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.md))
+
+# The tiny-Shakespeare corpus sits in ../shared/data when this checkout has one.
+ifneq ($(wildcard $(CURDIR)/../shared/data),)
+export ATTNBOOK_DATA ?= $(abspath $(CURDIR)/../shared/data)
+endif
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: help venv site build notebooks test unit nbval browser chromium clean
+
+help:
+	@echo "make site   build the book into _build/html (every notebook executed)"
+	@echo "make test   unit tests, nbval over every notebook, the -n -W build, the browser test"
+	@echo "make notebooks  write notebooks/*.ipynb (Jupytext) for Jupyter or Colab"
+	@echo "make clean  remove _build"
+
+# ---------------------------------------------------------------- environment
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[book,test]"
+	$(BIN)/python -c "import torch, attnbook; print('torch', torch.__version__, '| attnbook', attnbook.__file__)"
+	touch $@
+
+venv: $(BIN)/.installed
+
+# ---------------------------------------------------------------- the site
+notebooks: venv
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/NN_*.md found"; exit 1; }
+	$(BIN)/jupytext --to ipynb $(NOTEBOOKS)
+
+build: venv notebooks
+	rm -rf _build/html _build/.doctrees
+	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+	@test -f _build/html/index.html || { echo "no _build/html/index.html: the build failed"; exit 1; }
+
+site: build
+	@echo "The site is in _build/html (open _build/html/index.html)."
+
+# ---------------------------------------------------------------- tests
+# pytest exits 5 when it collects nothing; each step below treats that as a failure.
+define no_empty_pytest
+rc=0; $(1) || rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: $(1)"; exit 1; fi; exit $$rc
+endef
+
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+	fi
+
+unit: venv
+	$(call no_empty_pytest,$(BIN)/pytest tests -m "not browser" -q -p no:cacheprovider)
+
+nbval: venv
+	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/NN_*.md found"; exit 1; }
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for f in $(NOTEBOOKS); do $(BIN)/jupytext --quiet --to ipynb "$$f" -o "$$tmp/$$(basename "$${f%.md}").ipynb"; done; \
+	$(call no_empty_pytest,$(BIN)/pytest --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider -q "$$tmp")
+
+browser: venv chromium
+	$(call no_empty_pytest,$(BIN)/pytest tests/test_site.py -m browser -q -p no:cacheprovider)
+
+test: venv chromium
+	@start=$$(date +%s); \
+	for step in unit nbval build browser; do \
+	  t0=$$(date +%s); $(MAKE) --no-print-directory $$step; \
+	  echo "== make $$step: $$(( $$(date +%s) - t0 )) s"; \
+	done; \
+	echo "== make test: all steps passed in $$(( $$(date +%s) - start )) s"
+
+clean:
+	rm -rf _build

@@ -1,0 +1,24 @@
+"""Suite "expressivity": recall accuracy of every mechanism vs sequence length and vs pairs (chapter 5)."""
+from __future__ import annotations
+
+from ..expressivity import compare, recall_methods
+from . import suite
+
+#: Shared training budget of the sweep: tiny 2-layer GPTs, fresh MQAR batches every step.
+BUDGET = dict(task="mqar", vocab_size=17, d_model=32, n_layer=2, n_head=2, batch_size=64, lr=3e-3)
+
+
+def settings(quick: bool) -> tuple[list[dict], tuple[int, ...], int]:
+    """(settings, seeds, steps): a length sweep at 2 pairs and a pairs sweep at length 24."""
+    lengths, pairs = ((12, 24), (1, 2, 4)) if quick else ((12, 24, 48, 96), (1, 2, 4, 8))
+    grid = [dict(seq_len=n, num_pairs=2) for n in lengths]
+    grid += [dict(seq_len=24, num_pairs=p) for p in pairs if p != 2]
+    return grid, ((0, 1) if quick else (0, 1, 2)), (250 if quick else 1500)
+
+
+@suite("expressivity", "MQAR accuracy of tiny GPTs, every registered mechanism, vs length and pairs (chapter 5)")
+def run(device, quick: bool) -> list[dict]:
+    grid, seeds, steps = settings(quick)
+    rows, skipped = compare(recall_methods(), grid, seeds=seeds, steps=steps, device=device, **BUDGET)
+    rows += [{"method": m, "skipped": reason} for m, reason in skipped.items()]
+    return rows

@@ -1,0 +1,116 @@
+"""Suite "generative" (chapter 8): the generative function against attention in a small GPT.
+
+Two parts, both per mixer (dense attention, "generative", "generative+avg", and "linear" /
+"elementwise" when those methods are registered):
+
+* ``train``: nanoGPT's shakespeare_char model shape (6 layers, 6 heads, width 384, block 256,
+  dropout 0.2) trained on tiny Shakespeare. ``quick`` (CPU) runs only the first few
+  iterations at a small batch: a labelled smoke comparison, not a converged result.
+* ``cost``: one mixing layer at width 384, forward + backward time and peak memory against
+  the context length n (attention grows like n², the generative function like n).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import cost
+from ..attention import methods
+from ..data import CharCorpus, load_tinyshakespeare
+from ..dense import dense_attention
+from ..generative import GenerativeMixer, generative_reference
+from ..gpt import GPT, GPTConfig, make_mixer
+from ..measure import peak_memory_bytes, time_fn
+from ..reference import attention as reference_attention
+from ..train import train
+from . import checked, suite, sweep
+
+__all__ = ["NANOGPT_SHAKESPEARE_CHAR", "comparison_mixers", "train_mixer", "mixer_cost", "final_losses"]
+
+NANOGPT_SHAKESPEARE_CHAR = {"n_layer": 6, "n_head": 6, "d_model": 384, "block_size": 256, "dropout": 0.2}
+
+
+def comparison_mixers() -> list[str]:
+    """The mixers chapter 8 compares: dense, the two generative ones, and linear/elementwise when registered."""
+    return ["dense", "generative", "generative+avg"] + [m for m in ("linear", "elementwise") if m in methods()]
+
+
+def train_mixer(corpus: CharCorpus, mixer: str, *, batch_size: int, steps: int, seed: int = 0, device="cpu",
+                eval_every: int | None = None, eval_batches: int = 10, lr: float = 1e-3, progress: bool = False,
+                **shape):
+    """Train a character GPT whose mixing layer is ``mixer``; returns (model, TrainResult). Chapter 8.
+
+    ``shape`` holds GPTConfig fields (n_layer, n_head, d_model, block_size, d_ff, dropout, ...).
+    The model is initialised from ``seed`` and the batches are drawn from the same seed.
+    """
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, **shape)).to(device)
+    block = model.config.block_size
+
+    def get_batch(split, generator):
+        return corpus.get_batch(split, batch_size, block, generator=generator, device=device)
+
+    result = train(model, get_batch, steps=steps, lr=lr, eval_every=eval_every or steps, eval_batches=eval_batches,
+                   seed=seed, progress=progress)
+    result.config["train"]["batch_size"] = batch_size
+    return model, result
+
+
+def _check_mixers(device) -> None:
+    """Dense attention and the generative layers must match their NumPy references before any timing."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 40, 8, generator=g) for _ in range(3))
+    checked("dense attention", dense_attention(q.to(device), k.to(device), v.to(device), causal=True),
+            reference_attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=True))
+    x = torch.randn(2, 40, 12, generator=g)
+    for avg in (False, True):
+        layer = GenerativeMixer(12, 16, avg=avg).to(device)
+        with torch.no_grad():
+            fast = layer(x.to(device))
+        w = [t.detach().double().cpu().numpy() for t in (layer.fc.weight.T, layer.fc.bias, layer.proj.weight.T, layer.proj.bias)]
+        checked(f"generative (avg={avg})", fast, generative_reference(x.double().numpy(), *w, avg=avg), rtol=1e-4, atol=1e-5)
+
+
+def mixer_cost(mixer: str, n: int, d_model: int = 384, heads: int = 6, *, device="cpu", repeats: int = 5,
+               memory: bool = True) -> dict:
+    """Forward + backward time (median, quartiles) and peak memory of one mixing layer on (1, n, d). Chapter 8."""
+    layer = make_mixer(GPTConfig(vocab_size=2, block_size=n, n_head=heads, d_model=d_model, mixer=mixer)).to(device)
+    x = torch.randn(1, n, d_model, device=device, requires_grad=True)
+
+    def step():
+        layer(x).sum().backward()
+
+    t = time_fn(step, warmup=1, repeats=repeats, device=device)
+    row = {"mixer": mixer, "n": n, "d": d_model, "heads": heads, "median_s": t.median_s, "q25_s": t.q25_s,
+           "q75_s": t.q75_s, "params": sum(p.numel() for p in layer.parameters())}
+    row["peak_bytes"] = peak_memory_bytes(step, device=device) if memory else None
+    row["flops_forward"] = (cost.mha_flops(n, d_model, heads) if mixer == "dense" else
+                            cost.generative_flops(n, d_model, avg=mixer == "generative+avg") if mixer.startswith("generative")
+                            else None)
+    return row
+
+
+@suite("generative", "chapter 8: generative function vs attention: nanoGPT shakespeare_char training slice; cost vs n")
+def run(device: torch.device, quick: bool) -> list[dict]:
+    _check_mixers(device)
+    corpus = CharCorpus(load_tinyshakespeare())
+    batch, steps, eval_every, eval_batches = (8, 16, 8, 3) if quick else (64, 2000, 250, 20)
+    rows = []
+    for mixer in sweep(comparison_mixers(), "train"):
+        _, result = train_mixer(corpus, mixer, batch_size=batch, steps=steps, eval_every=eval_every,
+                                eval_batches=eval_batches, device=device, **NANOGPT_SHAKESPEARE_CHAR)
+        rows.append({"part": "train", "mixer": mixer, "label": f"nanoGPT shakespeare_char shape, batch {batch}, "
+                     f"{steps} iterations" + (" (quick: a short slice, not converged)" if quick else ""),
+                     "params": result.params, "batch_size": batch, "steps": steps, "history": result.history,
+                     "final_val_loss": result.final_val_loss, "time_per_iter_s": result.time_per_iter_s,
+                     "peak_memory_bytes": result.peak_memory_bytes})
+    ns = [64, 128, 256, 512, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096, 8192, 16384]
+    for n in sweep(ns, "cost vs n"):
+        for mixer in ("dense", "generative", "generative+avg"):
+            rows.append({"part": "cost", **mixer_cost(mixer, n, device=device, repeats=3 if quick else 10)})
+    return rows
+
+
+def final_losses(rows: list[dict]) -> dict[str, float]:
+    """{mixer: final validation loss} of the ``train`` rows of a stored result."""
+    return {r["mixer"]: r["final_val_loss"] for r in rows if r["part"] == "train"}
+

@@ -1,0 +1,110 @@
+"""Generalization bounds and recall-capacity formulas (chapter 5, What efficient attention gives up).
+
+All logarithms are natural unless a function says otherwise. A bound on the
+gap between test and training 0-1 error is *vacuous* when it is >= 1, since
+that gap can never exceed 1.
+"""
+from __future__ import annotations
+
+import math
+
+from ..checks import check_positive_float, check_positive_int
+
+__all__ = [
+    "vc_bound",
+    "vc_rate",
+    "occam_bound",
+    "pac_bayes_bound",
+    "recall_state_bits",
+    "max_recall_pairs",
+    "entry_size_threshold",
+]
+
+
+def _check_delta(delta: float) -> float:
+    delta = check_positive_float("delta", delta)
+    if delta >= 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    return delta
+
+
+def vc_bound(d_vc: float, n: float, delta: float = 0.05) -> float:
+    """VC bound on the generalization gap, with its constants (Mohri et al. 2018, Cor. 3.19).
+
+    With probability >= 1-δ, every h in a class of VC dimension d_vc <= n satisfies
+    R(h) - R̂(h) <= sqrt(2·d·ln(e·n/d) / n) + sqrt(ln(1/δ) / (2n)). Chapter 5.
+    """
+    d_vc, n, delta = check_positive_float("d_vc", d_vc), check_positive_float("n", n), _check_delta(delta)
+    if d_vc > n:
+        raise ValueError(f"d_vc must be <= n for this bound (n={n:g}), got {d_vc:g}; with d_vc > n it says nothing")
+    return math.sqrt(2 * d_vc * math.log(math.e * n / d_vc) / n) + math.sqrt(math.log(1 / delta) / (2 * n))
+
+
+def vc_rate(d_vc: float, n: float, log_base: float = 2.0) -> float:
+    """The order-of-magnitude form of the VC bound, sqrt(d_vc · log(n) / n), without constants. Chapter 5.
+
+    ``log_base`` picks the logarithm (2 by default, as in a bits-per-sample reading).
+    """
+    d_vc, n = check_positive_float("d_vc", d_vc), check_positive_float("n", n)
+    log_base = check_positive_float("log_base", log_base)
+    if log_base == 1:
+        raise ValueError("log_base must not be 1")
+    return math.sqrt(d_vc * math.log(n) / math.log(log_base) / n)
+
+
+def occam_bound(bits: float, n: float, delta: float = 0.05) -> float:
+    """Compression (Occam) bound: a hypothesis described in ``bits`` bits, chosen after seeing n samples.
+
+    R(h) - R̂(h) <= sqrt((bits·ln 2 + ln(1/δ)) / (2n)) for a [0, 1]-bounded loss
+    (Hoeffding plus a union bound with prior 2^-bits). Chapter 5.
+    """
+    bits, n, delta = check_positive_float("bits", bits), check_positive_float("n", n), _check_delta(delta)
+    return math.sqrt((bits * math.log(2) + math.log(1 / delta)) / (2 * n))
+
+
+def pac_bayes_bound(kl: float, n: float, delta: float = 0.05) -> float:
+    """PAC-Bayes bound (McAllester 1999, in Maurer's 2004 form) on the gap of a posterior Q. Chapter 5.
+
+    E_Q[R] - E_Q[R̂] <= sqrt((KL(Q‖P) + ln(2·sqrt(n)/δ)) / (2n)); ``kl`` in nats, >= 0.
+    """
+    if isinstance(kl, bool) or not isinstance(kl, (int, float)) or not math.isfinite(kl) or kl < 0:
+        raise ValueError(f"kl must be a finite number >= 0 (nats), got {kl!r}")
+    n, delta = check_positive_float("n", n), _check_delta(delta)
+    return math.sqrt((kl + math.log(2 * math.sqrt(n) / delta)) / (2 * n))
+
+
+def recall_state_bits(num_pairs: int, num_values: int) -> float:
+    """Bits a fixed-size state must hold to answer a query on any of ``num_pairs`` stored keys.
+
+    The values are independent and uniform over ``num_values`` symbols, so the state must
+    determine all of them: num_pairs · log2(num_values) bits. Chapter 5.
+    """
+    check_positive_int("num_pairs", num_pairs)
+    check_positive_int("num_values", num_values)
+    return num_pairs * math.log2(num_values)
+
+
+def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) -> int:
+    """Most pairs a state of ``state_numbers`` numbers of ``bits_per_number`` bits can recall exactly.
+
+    floor(state_numbers · bits_per_number / log2(num_values)), from :func:`recall_state_bits`. Chapter 5.
+    """
+    check_positive_int("state_numbers", state_numbers)
+    check_positive_int("bits_per_number", bits_per_number)
+    check_positive_int("num_values", num_values)
+    if num_values < 2:
+        raise ValueError(f"num_values must be >= 2 (one value carries no information), got {num_values}")
+    return math.floor(state_numbers * bits_per_number / math.log2(num_values))
+
+
+def entry_size_threshold(n: int) -> float:
+    """sqrt(ln n): the entry size B at which approximate attention turns hard (Alman & Song 2023). Chapter 5.
+
+    With head dimension d = O(log n) and entries of Q, K, V bounded by B: B = o(sqrt(log n)) allows
+    an n^{1+o(1)} algorithm with 1/poly(n) error; B = Θ(sqrt(log n)) rules out n^{2-Ω(1)} under SETH.
+    Constant factors are not fixed by the theorem; this returns the scale sqrt(ln n).
+    """
+    check_positive_int("n", n)
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    return math.sqrt(math.log(n))

@@ -1,0 +1,174 @@
+"""FlashAttention: tiled exact attention with an online softmax (chapter 4, Long sequences).
+
+Dao et al. (2022, 2023): never store the N×N score matrix; stream key/value
+tiles past each query tile, keeping a running max m and running sum l per
+query so the softmax can be rescaled as new tiles arrive. The NumPy form is
+the FlashAttention-2 loop (outer over query tiles, inner over key tiles) with
+an instrumented count of the elements it moves between "HBM" (the arrays) and
+"SRAM" (the tiles). The torch form runs every query tile in parallel and
+streams key tiles; it is exact to rounding and differentiable (by autograd
+through the loop, so its backward pass stores per-tile intermediates: it does
+not recompute as the real kernel does).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..attention import register
+from ..checks import check_array, check_positive_int
+
+__all__ = ["IOCounter", "standard_attention_numpy", "flash_attention_numpy", "flash_attention",
+           "sdpa_kernel_used", "sdpa_backends"]
+
+
+@dataclass
+class IOCounter:
+    """Elements read from and written to slow memory ("HBM") by an instrumented loop."""
+
+    reads: int = 0
+    writes: int = 0
+
+    def read(self, x):
+        self.reads += int(np.size(x))
+        return x
+
+    def write(self, x):
+        self.writes += int(np.size(x))
+        return x
+
+    @property
+    def total(self) -> int:
+        return self.reads + self.writes
+
+
+def _check(q, k, v, causal):
+    q, k, v = (check_array(name, x, ndim=4) for name, x in (("q", q), ("k", k), ("v", v)))
+    if k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}")
+    if causal and q.shape[2] != k.shape[2]:
+        raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+    return q, k, v
+
+
+def standard_attention_numpy(q, k, v, causal: bool = False, io: IOCounter | None = None) -> np.ndarray:
+    """Dao et al.'s "standard attention" (their Algorithm 0) with its slow-memory traffic counted.
+
+    S = QKᵀ is written out, read back for the softmax, P written, read again for PV.
+    q, k, v: (B, H, N, D) float64 -> (B, H, N, Dv). Chapter 4.
+    """
+    q, k, v = _check(q, k, v, causal)
+    io = io if io is not None else IOCounter()
+    s = io.write(io.read(q) @ np.swapaxes(io.read(k), -1, -2) / math.sqrt(q.shape[-1]))
+    s = io.read(s)
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, -np.inf)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    p = io.write(p / p.sum(axis=-1, keepdims=True))
+    return io.write(io.read(p) @ io.read(v))
+
+
+def flash_attention_numpy(q, k, v, causal: bool = False, block_size: int = 64,
+                          block_size_k: int | None = None, io: IOCounter | None = None) -> np.ndarray:
+    """Tiled attention with the online softmax (FlashAttention-2 loop order), float64.
+
+    q, k, v: (B, H, N, D) -> (B, H, N, Dv). Query tiles of ``block_size`` rows, key tiles of
+    ``block_size_k`` (default: the same). ``io`` counts elements moved: Q and O once, K and V
+    once per query tile, the log-sum-exp L once. Chapter 4.
+    """
+    q, k, v = _check(q, k, v, causal)
+    br = check_positive_int("block_size", block_size)
+    bc = br if block_size_k is None else check_positive_int("block_size_k", block_size_k)
+    io = io if io is not None else IOCounter()
+    n, m = q.shape[2], k.shape[2]
+    out = np.empty(q.shape[:3] + (v.shape[3],))
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    for r0 in range(0, n, br):
+        r1 = min(r0 + br, n)
+        qi = io.read(q[:, :, r0:r1]) * scale
+        mi = np.full(qi.shape[:3], -np.inf)
+        li = np.zeros(qi.shape[:3])
+        acc = np.zeros(qi.shape[:3] + (v.shape[3],))
+        for c0 in range(0, r1 if causal else m, bc):
+            c1 = min(c0 + bc, m)
+            s = qi @ np.swapaxes(io.read(k[:, :, c0:c1]), -1, -2)
+            if causal:
+                s = np.where(np.arange(r0, r1)[:, None] >= np.arange(c0, c1)[None, :], s, -np.inf)
+            m_new = np.maximum(mi, s.max(axis=-1))
+            p = np.exp(s - m_new[..., None])
+            alpha = np.exp(mi - m_new)
+            li = alpha * li + p.sum(axis=-1)
+            acc = alpha[..., None] * acc + p @ io.read(v[:, :, c0:c1])
+            mi = m_new
+        out[:, :, r0:r1] = io.write(acc / li[..., None])
+        io.write(mi + np.log(li))  # log-sum-exp, kept for the backward pass
+    return out
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                    block_size: int = 64) -> torch.Tensor:
+    """Exact attention, streaming key tiles of ``block_size`` with a running max and sum.
+
+    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv); never holds more than
+    (B, H, N, block_size) scores. Chapter 4.
+    """
+    bs = check_positive_int("block_size", block_size)
+    n, m_keys = q.shape[2], k.shape[2]
+    if causal and n != m_keys:
+        raise ValueError(f"causal=True needs as many queries as keys, got {n} and {m_keys}")
+    qs = q * (1.0 / math.sqrt(q.shape[-1]))
+    m = q.new_full(q.shape[:3], float("-inf"))
+    l = q.new_zeros(q.shape[:3])
+    acc = q.new_zeros(q.shape[:3] + (v.shape[-1],))
+    for c0 in range(0, m_keys, bs):
+        c1 = min(c0 + bs, m_keys)
+        r0 = c0 if causal else 0  # causal: queries before this tile see none of it
+        s = qs[:, :, r0:] @ k[:, :, c0:c1].transpose(-1, -2)
+        if causal:
+            keep = torch.arange(r0, n, device=q.device)[:, None] >= torch.arange(c0, c1, device=q.device)[None, :]
+            s.masked_fill_(~keep, float("-inf"))
+        m_old = m[:, :, r0:]
+        m_new = torch.maximum(m_old, s.detach().amax(dim=-1))  # stabiliser only: no gradient needed
+        e = (s - m_new[..., None]).exp_()
+        alpha = torch.exp(m_old - m_new)
+        l_new = alpha * l[:, :, r0:] + e.sum(dim=-1)
+        acc_new = alpha[..., None] * acc[:, :, r0:] + e @ v[:, :, c0:c1]
+        m, l, acc = (torch.cat([old[:, :, :r0], new], dim=2) if r0 else new
+                     for old, new in ((m, m_new), (l, l_new), (acc, acc_new)))
+    return acc / l[..., None]
+
+
+@register("flash", exact=True, chapter="04", options={"block_size": "key tile size (int >= 1, default 64)"})
+def _flash(q, k, v, *, causal=False, block_size=64):
+    """FlashAttention's tiled online softmax in torch; exact for any N (chapter 4)."""
+    return flash_attention(q, k, v, causal=causal, block_size=block_size)
+
+
+def sdpa_kernel_used(q, k, v, causal: bool = False) -> str:
+    """Name of the aten kernel ``F.scaled_dot_product_attention`` dispatched to for these inputs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    names = [e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product")
+             or e.key.startswith("aten::_efficient_attention") or e.key.startswith("aten::_flash_attention")]
+    return names[0] if names else "aten::scaled_dot_product_attention (no fused kernel seen)"
+
+
+def sdpa_backends(q, k, v, causal: bool = False) -> dict:
+    """For each SDPA backend: True when forcing it with ``sdpa_kernel`` runs on these inputs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    result = {}
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                    SDPBackend.MATH):
+        try:
+            with sdpa_kernel([backend]):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            result[backend.name] = True
+        except RuntimeError:
+            result[backend.name] = False
+    return result

@@ -1,0 +1,199 @@
+"""Linear attention with φ(x) = elu(x) + 1 (chapter 4, Long sequences; Katharopoulos et al. 2020).
+
+Softmax's exp(q·k) is replaced by a kernel φ(q)·φ(k), so the weights factor and
+
+    o_i = φ(q_i)ᵀ S_i / φ(q_i)ᵀ z_i,   S_i = Σ_{j ≤ i} φ(k_j) v_jᵀ,   z_i = Σ_{j ≤ i} φ(k_j)
+
+(sums over every j when not causal). Three causal forms compute the same numbers:
+the quadratic form (an n×n weight matrix, :func:`naive_linear_attention`), the prefix-sum
+form (cumulative sums of φ(k_j) v_jᵀ, :func:`linear_attention_cumsum`) and the chunked
+form (quadratic inside chunks, a running state between them, :func:`chunked_causal`).
+Decoding carries the state (S, z) and costs O(D·Dv) per token (:func:`step`).
+
+:func:`chunked_causal` also serves Performer and the recurrent forms of ``recurrent.py``:
+it computes o_i = Σ_{j ≤ i} (q_i·k_j) exp(L_i − L_j) v_j for any per-step log-decays.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..attention import register
+from ..checks import check_array, check_positive_int, check_tensor
+
+__all__ = ["elu_feature", "naive_linear_attention", "naive_linear_recurrent", "linear_attention",
+           "linear_attention_cumsum", "chunked_causal", "LinearState", "prefill", "step"]
+
+CHUNK_SIZE = 64
+
+
+def elu_feature(x):
+    """φ(x) = elu(x) + 1 > 0, element-wise, for NumPy arrays or torch tensors."""
+    if isinstance(x, torch.Tensor):
+        return torch.nn.functional.elu(x) + 1.0
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
+
+
+def _check_np_qkv(q, k, v):
+    q, k, v = (check_array(name, x, ndim=4) for name, x in (("q", q), ("k", k), ("v", v)))
+    if k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}")
+    return q, k, v
+
+
+def naive_linear_attention(q, k, v, causal: bool = False, return_weights: bool = False):
+    """NumPy float64 quadratic form: W = φ(Q)φ(K)ᵀ (masked), rows normalised, O = W V.
+
+    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv) (and W: (B, H, N, M)).
+    """
+    q, k, v = _check_np_qkv(q, k, v)
+    w = elu_feature(q) @ np.swapaxes(elu_feature(k), -1, -2)
+    if causal:
+        if q.shape[2] != k.shape[2]:
+            raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        w = np.tril(w)
+    w = w / w.sum(-1, keepdims=True)
+    return (w @ v, w) if return_weights else w @ v
+
+
+def naive_linear_recurrent(q, k, v):
+    """NumPy float64 recurrent (causal) form: S_t = S_{t-1} + φ(k_t) v_tᵀ, z_t = z_{t-1} + φ(k_t).
+
+    One token at a time, o_t = φ(q_t)ᵀ S_t / φ(q_t)ᵀ z_t. q, k: (B, H, N, D), v: (B, H, N, Dv).
+    """
+    q, k, v = _check_np_qkv(q, k, v)
+    fq, fk = elu_feature(q), elu_feature(k)
+    B, H, N, D = q.shape
+    S, z = np.zeros((B, H, D, v.shape[-1])), np.zeros((B, H, D))
+    out = np.empty((B, H, N, v.shape[-1]))
+    for t in range(N):
+        S = S + fk[:, :, t, :, None] * v[:, :, t, None, :]
+        z = z + fk[:, :, t]
+        out[:, :, t] = np.einsum("bhd,bhde->bhe", fq[:, :, t], S) / np.einsum("bhd,bhd->bh", fq[:, :, t], z)[..., None]
+    return out
+
+
+def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor | None = None,
+                   chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+    """o_i = Σ_{j ≤ i} (q_i·k_j) exp(L_i − L_j) v_j with L = cumsum(log_decay), chunk by chunk.
+
+    q, k: (B, H, N, R), v: (B, H, N, Dv), log_decay: (B, H, N) or (H, 1)-broadcastable, ≤ 0, or None
+    (no decay). Inside a chunk of C tokens the (C, C) products are formed; between chunks a state
+    (R, Dv) is carried. Time O(N·C·(R + Dv) + N·R·Dv), memory O(N·C + (N/C)·R·Dv). Chapter 4.
+    """
+    B, H, N, R = q.shape
+    C = min(check_positive_int("chunk_size", chunk_size), N)
+    pad = (-N) % C
+    if log_decay is not None:
+        log_decay = log_decay.expand(B, H, N)
+    if pad:  # zero keys/values after the end change nothing for earlier queries
+        q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        if log_decay is not None:
+            log_decay = torch.nn.functional.pad(log_decay, (0, pad))
+    nc = (N + pad) // C
+    qc, kc, vc = (x.reshape(B, H, nc, C, x.shape[-1]) for x in (q, k, v))
+    scores = qc @ kc.transpose(-1, -2)  # (B, H, nc, C, C)
+    tril = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    if log_decay is None:
+        scores = scores.masked_fill(~tril, 0.0)
+        k_to_end = kc
+    else:
+        L = log_decay.reshape(B, H, nc, C).cumsum(-1)  # decay from the chunk start, inclusive
+        diff = (L[..., :, None] - L[..., None, :]).masked_fill(~tril, float("-inf"))
+        scores = scores * diff.exp()
+        k_to_end = kc * (L[..., -1:] - L).exp()[..., None]  # each key decayed to the chunk's end
+        chunk_decay = L[..., -1].exp()  # (B, H, nc)
+        q_from_start = (qc * L.exp()[..., None])
+    updates = k_to_end.transpose(-1, -2) @ vc  # (B, H, nc, R, Dv): what each chunk adds to the state
+    if log_decay is None:
+        before = updates.cumsum(2) - updates  # state at each chunk's start: an exclusive prefix sum
+        reads = qc
+    else:  # the decayed prefix sum runs chunk by chunk: nc small (R, Dv) updates
+        states, state = [], torch.zeros_like(updates[:, :, 0])
+        for c in range(nc):
+            states.append(state)
+            state = state * chunk_decay[:, :, c, None, None] + updates[:, :, c]
+        before, reads = torch.stack(states, dim=2), q_from_start
+    out = scores @ vc + reads @ before
+    return out.reshape(B, H, nc * C, -1)[:, :, :N]
+
+
+def _ones_column(v: torch.Tensor) -> torch.Tensor:
+    return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+
+
+def linear_attention(q, k, v, causal: bool = False, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+    """Linear attention, torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
+
+    Non-causal: φ(Q)(φ(K)ᵀV) normalised by φ(Q)(φ(K)ᵀ1), O(N·D·Dv). Causal: :func:`chunked_causal`
+    on [V, 1], whose last column is the normaliser. Chapter 4.
+    """
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    fq, fk = elu_feature(q), elu_feature(k)
+    if causal:
+        if q.shape[2] != k.shape[2]:
+            raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size)
+    else:
+        num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
+    return num[..., :-1] / num[..., -1:]
+
+
+def linear_attention_cumsum(q, k, v) -> torch.Tensor:
+    """Causal linear attention by prefix sums over the (D, Dv) outer products, torch.
+
+    Materialises S_i for every i: memory O(N·D·Dv), the form the chunked one avoids. Chapter 4.
+    """
+    fq, fk = elu_feature(q), elu_feature(k)
+    S = torch.cumsum(fk[..., :, None] * v[..., None, :], dim=2)  # (B, H, N, D, Dv)
+    z = torch.cumsum(fk, dim=2)
+    return torch.einsum("bhnd,bhnde->bhne", fq, S) / (fq * z).sum(-1, keepdim=True)
+
+
+class LinearState(NamedTuple):
+    """Decoding state of causal linear attention: S (B, H, D, Dv) and z (B, H, D)."""
+
+    S: torch.Tensor
+    z: torch.Tensor
+
+
+def prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
+    """The state after reading a prompt: S = Σ φ(k_j) v_jᵀ, z = Σ φ(k_j). k: (B, H, N, D), v: (B, H, N, Dv)."""
+    check_tensor("k", k, ndim=4)
+    check_tensor("v", v, ndim=4)
+    fk = elu_feature(k)
+    return LinearState(fk.transpose(-1, -2) @ v, fk.sum(2))
+
+
+def step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
+    """One decoding step: add token t to the state, then read it with q_t. Returns (state, o_t).
+
+    q_t, k_t: (B, H, D), v_t: (B, H, Dv); ``state`` None starts from zeros. O(D·Dv) work and
+    memory per token, whatever the context length. Chapter 4.
+    """
+    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        check_tensor(name, x, ndim=3)
+    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
+        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
+                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    B, H, D = k_t.shape
+    if state is None:
+        state = LinearState(k_t.new_zeros(B, H, D, v_t.shape[-1]), k_t.new_zeros(B, H, D))
+    if not isinstance(state, LinearState) or state.S.shape != (B, H, D, v_t.shape[-1]) or state.z.shape != (B, H, D):
+        raise ValueError(f"state must be a LinearState with S (B, H, D, Dv) = {(B, H, D, v_t.shape[-1])} "
+                         f"and z (B, H, D), got {type(state).__name__}")
+    fk, fq = elu_feature(k_t), elu_feature(q_t)
+    S = state.S + fk[..., :, None] * v_t[..., None, :]
+    z = state.z + fk
+    o = (fq[..., None, :] @ S).squeeze(-2) / (fq * z).sum(-1, keepdim=True)
+    return LinearState(S, z), o
+
+
+@register("linear", exact=False, chapter="04",
+          options={"chunk_size": "tokens per chunk of the causal chunked form (int >= 1, default 64)"})
+def _linear_method(q, k, v, *, causal=False, chunk_size=CHUNK_SIZE):
+    """Linear attention, φ = elu + 1 (Katharopoulos et al. 2020): O(N·D²) time, O(D²) decoding state."""
+    return linear_attention(q, k, v, causal=causal, chunk_size=chunk_size)

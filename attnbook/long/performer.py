@@ -1,0 +1,121 @@
+"""Performer / FAVOR+: softmax attention by positive orthogonal random features (chapter 4;
+Choromanski et al. 2021).
+
+With x = q / D^{1/4} and y = k / D^{1/4}, exp(q·k/√D) = E_ω[φ(x)·φ(y)] for
+
+    φ(x) = exp(Ωx − |x|²/2) / √r,   Ω ∈ ℝ^{r×D} with rows ω ~ N(0, I),
+
+so softmax attention becomes linear attention with r positive features. The rows of Ω come in
+orthogonal blocks of D (QR of a Gaussian matrix), each row rescaled to a χ_D-distributed length,
+which keeps every row marginally N(0, I) and lowers the variance (:func:`random_features`).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..attention import register
+from ..checks import check_nonnegative_int, check_positive_int
+from ..reference import causal_mask
+from .linear import _check_np_qkv, _ones_column, chunked_causal
+
+__all__ = ["random_features", "feature_map", "naive_performer_weights", "naive_performer", "performer_attention"]
+
+FEATURES = 256
+
+
+@lru_cache(maxsize=16)
+def _features_cached(r: int, d: int, seed: int, orthogonal: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if not orthogonal:
+        return rng.standard_normal((r, d))
+    blocks = []
+    for _ in range(-(-r // d)):
+        qmat, rmat = np.linalg.qr(rng.standard_normal((d, d)))
+        qmat = qmat * np.sign(np.diag(rmat))  # the sign fix that makes Q uniformly (Haar) distributed
+        lengths = np.linalg.norm(rng.standard_normal((d, d)), axis=1)  # χ_d lengths, as Gaussian rows have
+        blocks.append(lengths[:, None] * qmat.T)
+    omega = np.concatenate(blocks)[:r]
+    omega.setflags(write=False)
+    return omega
+
+
+def random_features(r: int, d: int, seed: int = 0, orthogonal: bool = True) -> np.ndarray:
+    """Ω: (r, d) float64, seeded by ``seed`` (NumPy default_rng): orthogonal blocks of d rows, or i.i.d. N(0, 1)."""
+    r = check_positive_int("features", r)
+    d = check_positive_int("d", d)
+    seed = check_nonnegative_int("seed", seed)
+    return _features_cached(r, d, seed, bool(orthogonal))
+
+
+def feature_map(x, omega, stabilize_dims=None):
+    """φ(x) = exp(xΩᵀ − |x|²/2) / √r for x: (..., D) (already divided by D^{1/4}) -> (..., r).
+
+    NumPy or torch. ``stabilize_dims`` (torch only) subtracts the largest exponent over those dims,
+    a constant that cancels in the normalisation, so large inputs do not overflow.
+    """
+    r = omega.shape[0]
+    if isinstance(x, torch.Tensor):
+        logits = x @ omega.T - ((x * x).sum(-1, keepdim=True) / 2 + 0.5 * np.log(r))
+        if stabilize_dims is not None:
+            logits = logits - logits.amax(dim=stabilize_dims, keepdim=True).detach()
+        return logits.exp()
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(x @ omega.T - (x * x).sum(-1, keepdims=True) / 2) / np.sqrt(r)
+
+
+def naive_performer_weights(q, k, features: int = FEATURES, seed: int = 0, causal: bool = False,
+                            orthogonal: bool = True) -> np.ndarray:
+    """NumPy float64: the approximate attention matrix Â = rownorm(φ(Q)φ(K)ᵀ ⊙ mask). q: (..., N, D) -> (..., N, M)."""
+    q, k = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
+    d = q.shape[-1]
+    omega = random_features(features, d, seed, orthogonal)
+    a = feature_map(q / d**0.25, omega) @ np.swapaxes(feature_map(k / d**0.25, omega), -1, -2)
+    if causal:
+        a = np.where(causal_mask(q.shape[-2]), a, 0.0)
+    return a / a.sum(-1, keepdims=True)
+
+
+def naive_performer(q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0) -> np.ndarray:
+    """NumPy float64 reference: Â V with Â from :func:`naive_performer_weights`. (B, H, N, D) -> (B, H, N, Dv)."""
+    q, k, v = _check_np_qkv(q, k, v)
+    if causal and q.shape[2] != k.shape[2]:
+        raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+    return naive_performer_weights(q, k, features, seed, causal) @ v
+
+
+@lru_cache(maxsize=16)
+def _omega_tensor(r: int, d: int, seed: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(np.array(random_features(r, d, seed)), dtype=dtype, device=device)
+
+
+def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0,
+                        chunk_size: int = 64) -> torch.Tensor:
+    """FAVOR+ in torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
+
+    Non-causal: φ(Q)(φ(K)ᵀ[V, 1]), O(N·r·(D + Dv)). Causal: prefix sums of φ(k_j)[v_j, 1]ᵀ,
+    computed chunk by chunk (:func:`attnbook.long.linear.chunked_causal`). Chapter 4.
+    """
+    features = check_positive_int("features", features)
+    seed = check_nonnegative_int("seed", seed)
+    d = q.shape[-1]
+    omega = _omega_tensor(features, d, seed, str(q.device), q.dtype)
+    fq = feature_map(q / d**0.25, omega, stabilize_dims=-1)  # one stabiliser per query row
+    fk = feature_map(k / d**0.25, omega, stabilize_dims=(-1, -2))  # one shared by all keys of a head
+    if causal:
+        if q.shape[2] != k.shape[2]:
+            raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size)
+    else:
+        num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
+    return num[..., :-1] / num[..., -1:]
+
+
+@register("performer", exact=False, chapter="04",
+          options={"features": "number of random features r (int >= 1, default 256)",
+                   "seed": "seed of the random feature matrix Ω (int >= 0, default 0)"})
+def _performer_method(q, k, v, *, causal=False, features=FEATURES, seed=0):
+    """Performer FAVOR+ with positive orthogonal random features (Choromanski et al. 2021): O(N·r·D)."""
+    return performer_attention(q, k, v, causal=causal, features=features, seed=seed)

@@ -1,0 +1,247 @@
+"""Sparse attention patterns as masks (chapter 4, Long sequences).
+
+One function per pattern returns the boolean (n, n) mask (True = may attend):
+sliding window (Mistral), strided (Child et al. 2019), Longformer (local +
+global tokens, Beltagy et al. 2020) and block-sparse. The NumPy reference is
+dense attention with the mask; the torch form (:mod:`attnbook.long.blockwise`)
+computes only the tiles the pattern touches.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import reference
+from ..attention import register
+from ..checks import check_array, check_mask, check_positive_int
+from .blockwise import Pattern, blockwise_attention
+
+__all__ = [
+    "SlidingWindow", "Strided", "Longformer", "BlockSparse",
+    "sliding_window_mask", "strided_mask", "longformer_mask", "block_sparse_mask", "default_block_layout",
+    "sparse_attention_reference", "sparse_attention", "method_pattern", "SPARSE_METHODS",
+]
+
+
+def _span(lo: int, hi: int, bs: int) -> np.ndarray:
+    """Tiles holding key positions lo..hi (inclusive, clipped at 0)."""
+    return np.arange(max(lo, 0) // bs, max(hi, 0) // bs + 1)
+
+
+@dataclass(frozen=True)
+class SlidingWindow(Pattern):
+    """Each query sees the ``window`` nearest keys on each side: causal 0 <= i-j < w, else |i-j| < w."""
+
+    window: int = 1
+
+    def __post_init__(self):
+        check_positive_int("window", self.window)
+
+    def _allowed(self, i, j, n):
+        return np.abs(i - j) < self.window
+
+    def _key_blocks(self, I, bs, n):
+        return _span(I * bs - self.window + 1, (I + 1) * bs - 1 + self.window - 1, bs)
+
+
+@dataclass(frozen=True)
+class Strided(Pattern):
+    """Child et al. (2019): the previous ``stride`` keys plus every stride-th key, (i-j) mod s = 0."""
+
+    stride: int = 1
+
+    def __post_init__(self):
+        check_positive_int("stride", self.stride)
+
+    def _allowed(self, i, j, n):
+        return (np.abs(i - j) < self.stride) | ((i - j) % self.stride == 0)
+
+    def _key_blocks(self, I, bs, n):
+        residues = np.unique(np.arange(I * bs, min((I + 1) * bs, n)) % self.stride)
+        hits = np.flatnonzero(np.isin(np.arange(n) % self.stride, residues)) // bs
+        local = _span(I * bs - self.stride + 1, (I + 1) * bs + self.stride - 2, bs)
+        return np.concatenate([local, hits])
+
+
+@dataclass(frozen=True)
+class Longformer(Pattern):
+    """Beltagy et al. (2020): a sliding window |i-j| < w plus global tokens that see and are seen by all."""
+
+    window: int = 1
+    global_tokens: tuple = (0,)
+
+    def __post_init__(self):
+        check_positive_int("window", self.window)
+        tokens = self.global_tokens
+        if isinstance(tokens, (np.ndarray, torch.Tensor)):
+            tokens = tokens.tolist()
+        if not isinstance(tokens, (list, tuple)) or not all(
+                isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in tokens):
+            raise TypeError(f"global_tokens must be a sequence of integer positions, got {self.global_tokens!r}")
+        object.__setattr__(self, "global_tokens", tuple(sorted({int(t) for t in tokens})))
+
+    def validate(self, n):
+        super().validate(n)
+        bad = [t for t in self.global_tokens if not 0 <= t < n]
+        if bad:
+            raise ValueError(f"global_tokens must lie in [0, {n}) for a sequence of length {n}, got {bad}")
+
+    def _allowed(self, i, j, n):
+        g = np.zeros(n + 1, dtype=bool)  # position n stands for every out-of-range index
+        g[list(self.global_tokens)] = True
+        return (np.abs(i - j) < self.window) | g[np.clip(i, 0, n)] | g[np.clip(j, 0, n)]
+
+    def _key_blocks(self, I, bs, n):
+        if any(I * bs <= t < (I + 1) * bs for t in self.global_tokens):
+            return np.arange(math.ceil(n / bs))
+        local = _span(I * bs - self.window + 1, (I + 1) * bs + self.window - 2, bs)
+        return np.concatenate([local, np.asarray(self.global_tokens, dtype=np.int64) // bs])
+
+
+def default_block_layout(n_blocks: int) -> np.ndarray:
+    """Block layout used when none is given: neighbouring blocks |I-J| <= 1 plus block 0 as global."""
+    n_blocks = check_positive_int("n_blocks", n_blocks)
+    idx = np.arange(n_blocks)
+    layout = np.abs(idx[:, None] - idx[None, :]) <= 1
+    layout[0, :] = layout[:, 0] = True
+    return layout
+
+
+@dataclass(frozen=True)
+class BlockSparse(Pattern):
+    """Block-sparse attention: an (nb, nb) layout of allowed ``block_size`` blocks (None = default layout)."""
+
+    block_size: int = 1
+    layout: tuple | None = None
+
+    def __post_init__(self):
+        check_positive_int("block_size", self.block_size)
+        if self.layout is not None:
+            arr = np.asarray(self.layout.cpu() if isinstance(self.layout, torch.Tensor) else self.layout)
+            if arr.dtype != np.bool_:
+                raise TypeError(f"layout must be a boolean (n_blocks, n_blocks) array, got dtype {arr.dtype}")
+            if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+                raise ValueError(f"layout must be a square (n_blocks, n_blocks) array, got shape {arr.shape}")
+            object.__setattr__(self, "layout", tuple(map(tuple, arr.tolist())))
+
+    def blocks(self, n: int) -> np.ndarray:
+        nb = math.ceil(n / self.block_size)
+        return default_block_layout(nb) if self.layout is None else np.asarray(self.layout, dtype=bool)
+
+    def validate(self, n):
+        super().validate(n)
+        nb = math.ceil(n / self.block_size)
+        layout = self.blocks(n)
+        if layout.shape != (nb, nb):
+            raise ValueError(f"layout must have shape ({nb}, {nb}) for n={n} and block_size={self.block_size}, "
+                             f"got {layout.shape}")
+        usable = np.tril(layout) if self.causal else layout
+        empty = np.flatnonzero(~usable.any(axis=1))
+        if empty.size:
+            raise ValueError(f"layout leaves query block {int(empty[0])} with no key block"
+                             + (" at or before it (causal)" if self.causal else ""))
+
+    def _allowed(self, i, j, n):
+        layout = np.zeros((math.ceil(n / self.block_size) + 1,) * 2, dtype=bool)
+        layout[:-1, :-1] = self.blocks(n)
+        nb = layout.shape[0] - 1
+        return layout[np.clip(i // self.block_size, 0, nb), np.clip(j // self.block_size, 0, nb)]
+
+    def _key_blocks(self, I, bs, n):
+        if bs != self.block_size:
+            raise ValueError(f"block_size of the kernel ({bs}) must equal the layout's ({self.block_size})")
+        return np.flatnonzero(self.blocks(n)[I])
+
+
+def sliding_window_mask(n: int, window: int, causal: bool = False) -> np.ndarray:
+    """(n, n) mask of a sliding window: |i-j| < window, or 0 <= i-j < window when causal. Chapter 4."""
+    return SlidingWindow(causal=causal, window=window).mask(n)
+
+
+def strided_mask(n: int, stride: int, causal: bool = False) -> np.ndarray:
+    """(n, n) mask of Child et al.'s strided pattern: |i-j| < stride or (i-j) mod stride = 0. Chapter 4."""
+    return Strided(causal=causal, stride=stride).mask(n)
+
+
+def longformer_mask(n: int, window: int, global_tokens=(0,), causal: bool = False) -> np.ndarray:
+    """(n, n) mask of Longformer: |i-j| < window, plus full rows and columns at ``global_tokens``. Chapter 4."""
+    return Longformer(causal=causal, window=window, global_tokens=global_tokens).mask(n)
+
+
+def block_sparse_mask(n: int, block_size: int, layout=None, causal: bool = False) -> np.ndarray:
+    """(n, n) mask from an (nb, nb) block layout, nb = ceil(n / block_size). Chapter 4."""
+    return BlockSparse(causal=causal, block_size=block_size, layout=layout).mask(n)
+
+
+def sparse_attention_reference(q, k, v, mask) -> np.ndarray:
+    """Dense attention with a pattern mask, float64 NumPy. q, k, v: (B, H, N, D); mask (N, N) bool."""
+    q = check_array("q", q, ndim=4)
+    n = q.shape[2]
+    check_mask("mask", mask, n, np.shape(k)[2])
+    if not np.asarray(mask).any(axis=-1).all():
+        raise ValueError("mask must let every query attend to at least one key")
+    return reference.attention(q, k, v, mask=np.asarray(mask))
+
+
+def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.Tensor:
+    """Torch attention restricted to ``pattern``, block-wise (skips untouched tiles). (B, H, N, D) -> (B, H, N, Dv)."""
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be an attnbook.long.blockwise.Pattern, got {type(pattern).__name__}")
+    return blockwise_attention(q, k, v, pattern, block_size)
+
+
+_BS = "tile size of the block-wise kernel (int >= 1, default 64)"
+
+
+def method_pattern(method: str, n: int, causal: bool = False, **options) -> tuple[Pattern, int]:
+    """(pattern, tile size) that the registered sparse ``method`` uses for length n with ``options``."""
+    bs = options.get("block_size", 64)
+    if method == "sliding_window":
+        return SlidingWindow(causal=causal, window=options.get("window", 128)), bs
+    if method == "strided":
+        stride = options.get("stride") or math.ceil(math.sqrt(n))
+        return Strided(causal=causal, stride=stride), options.get("block_size") or max(1, stride // 4)
+    if method == "longformer":
+        return Longformer(causal=causal, window=options.get("window", 128),
+                          global_tokens=options.get("global_tokens", (0,))), bs
+    if method == "block_sparse":
+        return BlockSparse(causal=causal, block_size=bs, layout=options.get("layout")), bs
+    raise ValueError(f"method must be one of {SPARSE_METHODS}, got {method!r}")
+
+
+SPARSE_METHODS = ("sliding_window", "strided", "longformer", "block_sparse")
+
+
+_DOCS = {
+    "sliding_window": "Sliding-window attention (Mistral-style), block-wise; exact once window >= N (chapter 4).",
+    "strided": "Strided attention (Child et al. 2019): local s keys plus every s-th key, block-wise (chapter 4).",
+    "longformer": "Longformer attention: sliding window plus global tokens, block-wise (chapter 4).",
+    "block_sparse": "Block-sparse attention over a block layout (chapter 4).",
+}
+
+
+def _run(method):
+    def fn(q, k, v, *, causal=False, **options):
+        return sparse_attention(q, k, v, *method_pattern(method, q.shape[2], causal, **options))
+    fn.__doc__ = _DOCS[method]
+    return fn
+
+
+register("sliding_window", exact=False, chapter="04",
+         options={"window": "keys each side incl. itself (int >= 1, default 128); causal: 0 <= i-j < window",
+                  "block_size": _BS})(_run("sliding_window"))
+register("strided", exact=False, chapter="04",
+         options={"stride": "stride s (int >= 1; default ceil(sqrt(N)) as in Child et al.)",
+                  "block_size": "tile size (int >= 1; default max(1, stride // 4))"})(_run("strided"))
+register("longformer", exact=False, chapter="04",
+         options={"window": "local window, |i-j| < window (int >= 1, default 128)",
+                  "global_tokens": "positions that attend and are attended everywhere (default (0,))",
+                  "block_size": _BS})(_run("longformer"))
+register("block_sparse", exact=False, chapter="04",
+         options={"block_size": "block of the layout and of the kernel (int >= 1, default 64)",
+                  "layout": "(nb, nb) bool block layout, nb = ceil(N / block_size); default |I-J| <= 1 plus block 0 global"}
+         )(_run("block_sparse"))

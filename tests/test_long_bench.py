@@ -1,0 +1,80 @@
+"""Chapter 4: the "long" benchmark suite: row schema, refusal of wrong exact forms, slopes, crossovers."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import importlib
+from attnbook.bench import CorrectnessError, load_result
+from attnbook.bench import long as bench_long
+
+registry = importlib.import_module("attnbook.attention")  # the module: attnbook.attention is also the function
+
+KEYS = {"method": str, "n": int, "batch": int, "heads": int, "head_dim": int, "causal": bool, "median_s": float,
+        "q25_s": float, "q75_s": float, "peak_bytes": (int, type(None)), "rel_error": float}
+
+
+def _check_schema(row):
+    assert set(row) == set(KEYS)
+    for key, kind in KEYS.items():
+        assert isinstance(row[key], kind), (key, row[key])
+
+
+@pytest.mark.parametrize("method, causal", [("dense", True), ("flash", False), ("sliding_window", True)])
+def test_measure_method_row(method, causal):
+    row = bench_long.measure_method(method, 256, causal, torch.device("cpu"), repeats=1)
+    _check_schema(row)
+    assert row["n"] == 256 and row["causal"] is causal and row["q25_s"] <= row["median_s"] <= row["q75_s"]
+    assert row["peak_bytes"] > 0
+    if method != "sliding_window":
+        assert row["rel_error"] < 1e-5
+    else:  # window 128 < n: a different function from exact attention, and the error says so
+        assert row["rel_error"] > 1e-3
+
+
+def _wrong(q, k, v, *, causal=False):
+    """Exact attention with the keys reversed: plausible shape, wrong values."""
+    return registry.attention(q, k.flip(2), v, method="dense", causal=causal)
+
+
+def test_refuses_to_time_a_wrong_exact_method(monkeypatch):
+    registry._load()
+    monkeypatch.setitem(registry._REGISTRY, "wrong", registry.Method("wrong", _wrong, True, "04", {}))
+    with pytest.raises(CorrectnessError, match="wrong"):
+        bench_long.measure_method("wrong", 256, False, torch.device("cpu"), repeats=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = bench_long._sweep_method("wrong", False, [256, 512], torch.device("cpu"), 1, 1.0)
+    assert rows == [] and any("not timed" in str(w.message) for w in caught)
+
+
+def _synthetic():
+    rows = []
+    for n in [256, 512, 1024, 2048, 4096]:
+        for method, t in (("sdpa", 1e-9 * n**2), ("lin", 4e-6 * n)):
+            rows.append({"method": method, "n": n, "batch": 1, "heads": 1, "head_dim": 8, "causal": True,
+                         "median_s": t, "q25_s": t, "q75_s": t, "peak_bytes": 10 * n, "rel_error": 0.1})
+    return rows
+
+
+def test_slopes_crossovers_and_table_on_known_rows():
+    rows = _synthetic()
+    fits = bench_long.slopes(rows, min_n=256)
+    assert abs(fits[("sdpa", True)].slope - 2) < 1e-9 and abs(fits[("lin", True)].slope - 1) < 1e-9
+    assert bench_long.crossovers(rows) == {("lin", True): 4096}  # 4e-6 n < 1e-9 n² from n > 4000
+    table = {r["method"]: r for r in bench_long.comparison_table(rows, min_n=256)}
+    assert table["lin"]["crossover_n"] == 4096 and abs(table["lin"]["memory_slope"] - 1) < 1e-9
+
+
+def test_stored_cpu_result():
+    result = load_result("long", "cpu")
+    assert result is not None, "run: python -m attnbook bench long --device cpu"
+    for row in result["rows"]:
+        _check_schema(row)
+        if registry.method_info(row["method"]).exact:
+            assert row["rel_error"] < 1e-4, row
+    sub_quadratic = {r["method"] for r in result["rows"] if r["n"] >= 16384}
+    assert "sliding_window" in sub_quadratic or result["quick"]
+    assert bench_long.sizes(True)[0] == 256 and bench_long.sizes(False)[-1] == 16384
+    assert np.all([r["median_s"] > 0 for r in result["rows"]])
