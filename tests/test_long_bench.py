@@ -1,11 +1,11 @@
 """Chapter 4: the "long" benchmark suite: row schema, refusal of wrong exact forms, slopes, crossovers."""
+import importlib
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-import importlib
 from attnbook.bench import CorrectnessError, load_result
 from attnbook.bench import long as bench_long
 
@@ -45,14 +45,14 @@ def test_refuses_to_time_a_wrong_exact_method(monkeypatch):
         bench_long.measure_method("wrong", 256, False, torch.device("cpu"), repeats=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = bench_long._sweep_method("wrong", False, [256, 512], torch.device("cpu"), 1, 1.0)
+        rows = bench_long.sweep_method("wrong", False, [256, 512], torch.device("cpu"), 1, 1.0)
     assert rows == [] and any("not timed" in str(w.message) for w in caught)
 
 
 def _synthetic():
     rows = []
     for n in [256, 512, 1024, 2048, 4096]:
-        for method, t in (("sdpa", 1e-9 * n**2), ("lin", 4e-6 * n)):
+        for method, t in (("sdpa", 1e-9 * n**2), ("linear", 4e-6 * n)):
             rows.append({"method": method, "n": n, "batch": 1, "heads": 1, "head_dim": 8, "causal": True,
                          "median_s": t, "q25_s": t, "q75_s": t, "peak_bytes": 10 * n, "rel_error": 0.1})
     return rows
@@ -61,10 +61,10 @@ def _synthetic():
 def test_slopes_crossovers_and_table_on_known_rows():
     rows = _synthetic()
     fits = bench_long.slopes(rows, min_n=256)
-    assert abs(fits[("sdpa", True)].slope - 2) < 1e-9 and abs(fits[("lin", True)].slope - 1) < 1e-9
-    assert bench_long.crossovers(rows) == {("lin", True): 4096}  # 4e-6 n < 1e-9 n² from n > 4000
+    assert abs(fits[("sdpa", True)].slope - 2) < 1e-9 and abs(fits[("linear", True)].slope - 1) < 1e-9
+    assert bench_long.crossovers(rows) == {("linear", True): 4096}  # 4e-6 n < 1e-9 n² from n > 4000
     table = {r["method"]: r for r in bench_long.comparison_table(rows, min_n=256)}
-    assert table["lin"]["crossover_n"] == 4096 and abs(table["lin"]["memory_slope"] - 1) < 1e-9
+    assert table["linear"]["crossover_n"] == 4096 and abs(table["linear"]["memory_slope"] - 1) < 1e-9
 
 
 def test_stored_cpu_result():

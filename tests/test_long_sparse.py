@@ -160,6 +160,8 @@ def test_bad_inputs(call, exc, word):
     ("sliding_window", {"window": 0}, "window"),
     ("sliding_window", {"block_size": 0}, "block_size"),
     ("strided", {"stride": -1}, "stride"),
+    ("strided", {"stride": 0}, "stride"),
+    ("strided", {"block_size": 0}, "block_size"),
     ("longformer", {"global_tokens": (99,)}, "global_tokens"),
     ("block_sparse", {"layout": np.ones((5, 5), dtype=bool)}, "layout"),
     ("sliding_window", {"widow": 3}, "widow"),

@@ -26,7 +26,8 @@ from ..long.sparse import SPARSE_METHODS, method_pattern
 from ..measure import fit_loglog, peak_memory_bytes, time_fn
 from . import CorrectnessError, checked, suite, sweep
 
-__all__ = ["SHAPE", "sizes", "measure_method", "slopes", "crossovers", "comparison_table"]
+__all__ = ["SHAPE", "sizes", "measure_method", "supports_causal", "sweep_method", "slopes", "crossovers",
+           "comparison_table"]
 
 SHAPE = {"batch": 1, "heads": 2, "head_dim": 64}
 SAMPLE_ROWS = 48
@@ -84,8 +85,9 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
             "peak_bytes": None if peak is None else int(peak), "rel_error": rel_error}
 
 
-def _supports_causal(method: str, device) -> bool:
-    q, k, v = _inputs(8, device)
+def supports_causal(method: str, device, n: int = 256) -> bool:
+    """Whether ``method`` runs with causal=True at its default options (on a length-n input)."""
+    q, k, v = _inputs(n, device)
     try:
         with torch.no_grad():
             attention(q, k, v, method=method, causal=True)
@@ -94,7 +96,9 @@ def _supports_causal(method: str, device) -> bool:
     return True
 
 
-def _sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: float) -> list[dict]:
+def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: float) -> list[dict]:
+    """Rows of ``method`` for growing n, until its predicted time per call passes ``budget_s``;
+    a method failing its correctness check is refused (a warning, no row)."""
     rows = []
     for n in ns:
         if len(rows) >= 2:  # predict the next time from the last two points, stop past the budget
@@ -121,10 +125,10 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     repeats, budget = (3, 0.5) if quick else (3, 5.0)
     rows = []
     for method in sweep(methods(), "methods"):
-        causal = _supports_causal(method, device)
-        rows += _sweep_method(method, causal, ns, device, repeats, budget)
+        causal = supports_causal(method, device)
+        rows += sweep_method(method, causal, ns, device, repeats, budget)
         if method == "sdpa":  # the baseline for methods that only run non-causally
-            rows += _sweep_method(method, False, ns, device, repeats, budget)
+            rows += sweep_method(method, False, ns, device, repeats, budget)
     return rows
 
 

@@ -3,9 +3,9 @@
 A *pattern* says which (query i, key j) pairs may interact. The sequence is cut
 into tiles of ``block_size`` positions; only the (query tile, key tile) pairs
 that hold at least one allowed pair are computed, so the work is proportional
-to the number of tiles touched, not to n². Tiles are visited in groups (one
-group per diagonal offset J - I, all query tiles of a group in parallel), and
-a running max / running sum softmax merges the groups, as in FlashAttention.
+to the number of tiles touched, not to n². Each step takes a chunk of up to
+``CHUNK`` key tiles for many query tiles at once, and a running max / running
+sum softmax merges the steps of a query tile, as in FlashAttention.
 The plan (which tiles, which need an element mask) is built once per
 (pattern, n, block_size) and cached, like FlexAttention's block mask.
 """
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..checks import check_positive_int
 
-__all__ = ["Pattern", "Plan", "plan", "blockwise_attention"]
+__all__ = ["Pattern", "Plan", "plan", "blockwise_state", "merge_states", "finish", "blockwise_attention"]
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,19 @@ class Pattern:
         return J[J <= I] if self.causal else J
 
 
+CHUNK = 16  # key tiles gathered per query tile and step
+
+
 @dataclass(frozen=True)
 class _Step:
-    rows: object  # slice or LongTensor of query tiles
-    cols: object  # slice or LongTensor of key tiles
-    partial: tuple | None  # (tile indices within the step, (p, bs, bs) allowed mask) for tiles not fully allowed
+    rows: object  # slice or LongTensor (na,) of query tiles
+    cols: object  # slice (one key tile each) or LongTensor (na, c) of key tiles
+    partial: tuple | None  # (query tiles within the step, (p, bs, c·bs) allowed mask) where not all allowed
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The tiles a pattern touches: ``steps`` (one per diagonal offset) and ``tiles`` (their number)."""
+    """The tiles a pattern touches: ``steps`` to run in order, ``tiles`` (their number)."""
 
     steps: tuple
     tiles: int
@@ -76,36 +79,50 @@ class Plan:
 
 
 def _as_index(idx: np.ndarray):
-    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+    if idx.ndim == 1 and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
         return slice(int(idx[0]), int(idx[0]) + idx.size)
-    return torch.from_numpy(idx.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
 
 
 @functools.lru_cache(maxsize=64)
 def plan(pattern: Pattern, n: int, block_size: int) -> Plan:
-    """Tiles of ``pattern`` on a sequence of length n cut into tiles of ``block_size``."""
+    """Tiles of ``pattern`` on a sequence of length n cut into tiles of ``block_size``.
+
+    Step (t, c) holds, for every query tile whose t-th chunk of key tiles has c tiles, that chunk;
+    a query tile appears at most once per step, so steps can update the softmax state in parallel.
+    """
     pattern.validate(n)
     bs = check_positive_int("block_size", block_size)
     nq = math.ceil(n / bs)
-    pairs = [(I, J) for I in range(nq) for J in pattern.key_blocks(I, bs, n)]
-    offsets: dict[int, list[int]] = {}
-    for I, J in pairs:
-        offsets.setdefault(int(J) - I, []).append(I)
+    groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    tiles = 0
+    for I in range(nq):
+        J = pattern.key_blocks(I, bs, n)
+        tiles += J.size
+        for t in range(0, J.size, CHUNK):
+            groups.setdefault((t // CHUNK, min(CHUNK, J.size - t)), []).append((I, J[t:t + CHUNK]))
     ar = np.arange(bs)
     steps = []
-    for delta in sorted(offsets, key=abs):
-        rows = np.asarray(offsets[delta], dtype=np.int64)
-        cols = rows + delta
-        ok = pattern.allowed((rows[:, None, None] * bs + ar[None, :, None]),
-                             (cols[:, None, None] * bs + ar[None, None, :]), n)
-        ok = np.broadcast_to(ok, (rows.size, bs, bs))
+    for (_, c), members in sorted(groups.items()):
+        rows = np.array([I for I, _ in members], dtype=np.int64)
+        cols = np.stack([J for _, J in members])  # (na, c)
+        keys = (cols[:, :, None] * bs + ar).reshape(rows.size, 1, c * bs)
+        ok = np.broadcast_to(pattern.allowed(rows[:, None, None] * bs + ar[None, :, None], keys, n),
+                             (rows.size, bs, c * bs))
         full = ok.all(axis=(1, 2))
         partial = None
         if not full.all():
             where = np.flatnonzero(~full)
             partial = (torch.from_numpy(where), torch.from_numpy(np.ascontiguousarray(ok[where])))
-        steps.append(_Step(_as_index(rows), _as_index(cols), partial))
-    return Plan(tuple(steps), len(pairs), nq)
+        contiguous_cols = c == 1 and isinstance(_as_index(cols[:, 0]), slice)
+        steps.append(_Step(_as_index(rows), _as_index(cols[:, 0]) if contiguous_cols else _as_index(cols), partial))
+    return Plan(tuple(steps), tiles, nq)
+
+
+def _take(blocks: torch.Tensor, cols) -> torch.Tensor:
+    """Key or value tiles (B, H, nq, bs, D) -> (B, H, na, c·bs, D) for the step's ``cols``."""
+    x = blocks[:, :, cols]
+    return x if isinstance(cols, slice) else x.flatten(3, 4)
 
 
 def _to(index, device):
@@ -121,12 +138,11 @@ def _write(state: torch.Tensor, rows, new: torch.Tensor) -> torch.Tensor:
     return state.index_copy(2, rows, new)
 
 
-def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
-                        block_size: int = 64) -> torch.Tensor:
-    """Softmax attention restricted to ``pattern``, computing only the tiles it touches.
+def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, block_size: int = 64):
+    """Online-softmax state (a, m, l) of attention restricted to ``pattern``, computing only its tiles.
 
-    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv). Differentiable (autograd through
-    the tile loop). Chapter 4.
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> a: (B, H, N, Dv) unnormalised output, m: (B, H, N) running
+    max (no gradient), l: (B, H, N) running sum; the output is a / l (:func:`finish`). Chapter 4.
     """
     B, H, N, D = q.shape
     if k.shape[2] != N:
@@ -142,17 +158,44 @@ def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patte
     acc = q.new_zeros((B, H, nq, bs, v.shape[-1]))
     for step in p.steps:
         rows, cols = _to(step.rows, q.device), _to(step.cols, q.device)
-        s = qb[:, :, rows] @ kb[:, :, cols].transpose(-1, -2)  # (B, H, tiles, bs, bs)
+        s = qb[:, :, rows] @ _take(kb, cols).transpose(-1, -2)  # (B, H, na, bs, c·bs)
         if step.partial is not None:
             idx, ok = step.partial[0].to(q.device), step.partial[1].to(q.device)
             s[:, :, idx] = s[:, :, idx].masked_fill(~ok, float("-inf"))
         m_old = m[:, :, rows]
         m_new = torch.maximum(m_old, s.detach().amax(dim=-1))  # the max only stabilises: no gradient
-        m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+        m_safe = _finite(m_new)
         e = (s - m_safe[..., None]).exp_()
         alpha = torch.exp(m_old - m_safe)
         l = _write(l, rows, alpha * l[:, :, rows] + e.sum(dim=-1))
-        acc = _write(acc, rows, alpha[..., None] * acc[:, :, rows] + e @ vb[:, :, cols])
+        acc = _write(acc, rows, alpha[..., None] * acc[:, :, rows] + e @ _take(vb, cols))
         m = _write(m, rows, m_new)
-    out = acc / torch.where(l > 0, l, torch.ones_like(l))[..., None]
-    return out.reshape(B, H, nq * bs, -1)[:, :, :N]
+    return acc.reshape(B, H, nq * bs, -1)[:, :, :N], m.reshape(B, H, -1)[:, :, :N], l.reshape(B, H, -1)[:, :, :N]
+
+
+def _finite(m: torch.Tensor) -> torch.Tensor:
+    """m with -inf (no key seen yet) replaced by 0, so exp(x - m) stays defined."""
+    return torch.where(torch.isinf(m), torch.zeros_like(m), m)
+
+
+def merge_states(a, b):
+    """Combine two online-softmax states (a, m, l) over disjoint key sets into one."""
+    m = torch.maximum(a[1], b[1])
+    wa, wb = torch.exp(a[1] - _finite(m)), torch.exp(b[1] - _finite(m))
+    return a[0] * wa[..., None] + b[0] * wb[..., None], m, a[2] * wa + b[2] * wb
+
+
+def finish(state) -> torch.Tensor:
+    """Output a / l of a state; rows that saw no key (only padding) give 0."""
+    acc, _, l = state
+    return acc / torch.where(l > 0, l, torch.ones_like(l))[..., None]
+
+
+def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
+                        block_size: int = 64) -> torch.Tensor:
+    """Softmax attention restricted to ``pattern``, computing only the tiles it touches.
+
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv). Differentiable (autograd through
+    the tile loop). Chapter 4.
+    """
+    return finish(blockwise_state(q, k, v, pattern, block_size))

@@ -18,12 +18,12 @@ import torch
 from .. import reference
 from ..attention import register
 from ..checks import check_array, check_mask, check_positive_int
-from .blockwise import Pattern, blockwise_attention
+from .blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states
 
 __all__ = [
     "SlidingWindow", "Strided", "Longformer", "BlockSparse",
     "sliding_window_mask", "strided_mask", "longformer_mask", "block_sparse_mask", "default_block_layout",
-    "sparse_attention_reference", "sparse_attention", "method_pattern", "SPARSE_METHODS",
+    "sparse_attention_reference", "sparse_attention", "strided_attention", "method_pattern", "SPARSE_METHODS",
 ]
 
 
@@ -100,6 +100,42 @@ class Longformer(Pattern):
             return np.arange(math.ceil(n / bs))
         local = _span(I * bs - self.window + 1, (I + 1) * bs + self.window - 2, bs)
         return np.concatenate([local, np.asarray(self.global_tokens, dtype=np.int64) // bs])
+
+
+@dataclass(frozen=True)
+class _ResidueClasses(Pattern):
+    """The far keys of the strided pattern after sorting positions by (i mod s, i): query and key in
+    the same residue class, key != query. Each class is contiguous, so the tiles form a block diagonal."""
+
+    stride: int = 1
+
+    def _classes(self, n):
+        order = np.argsort(np.arange(n) % self.stride, kind="stable")
+        return np.append(order % self.stride, -1), np.bincount(order % self.stride, minlength=self.stride)
+
+    def _allowed(self, i, j, n):
+        cls, _ = self._classes(n)
+        ci, cj = cls[np.clip(i, 0, n)], cls[np.clip(j, 0, n)]
+        return (ci == cj) & (ci >= 0) & (i != j)
+
+    def _key_blocks(self, I, bs, n):
+        cls, sizes = self._classes(n)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        first, last = cls[I * bs], cls[min((I + 1) * bs, n) - 1]
+        return _span(int(starts[first]), int(starts[last + 1]) - 1, bs)
+
+
+def strided_attention(q, k, v, pattern: Strided, block_size: int = 64) -> torch.Tensor:
+    """Strided attention as two block-wise passes merged by the online softmax: the band |i-j| < s on
+    the sequence, and the far keys i - j = ±s, ±2s, ... on the sequence sorted by residue mod s,
+    where they are contiguous. (B, H, N, D) -> (B, H, N, Dv); O(n·(s + n/s)·d) work. Chapter 4."""
+    n, s = q.shape[2], pattern.stride
+    near = blockwise_state(q, k, v, SlidingWindow(causal=pattern.causal, window=s), block_size)
+    order = torch.from_numpy(np.argsort(np.arange(n) % s, kind="stable")).to(q.device)
+    far = blockwise_state(q[:, :, order], k[:, :, order], v[:, :, order],
+                          _ResidueClasses(causal=pattern.causal, stride=s), block_size)
+    back = torch.argsort(order)
+    return finish(merge_states(near, tuple(x[:, :, back] for x in far)))
 
 
 def default_block_layout(n_blocks: int) -> np.ndarray:
@@ -191,6 +227,8 @@ def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.T
     """Torch attention restricted to ``pattern``, block-wise (skips untouched tiles). (B, H, N, D) -> (B, H, N, Dv)."""
     if not isinstance(pattern, Pattern):
         raise TypeError(f"pattern must be an attnbook.long.blockwise.Pattern, got {type(pattern).__name__}")
+    if isinstance(pattern, Strided):
+        return strided_attention(q, k, v, pattern, block_size)
     return blockwise_attention(q, k, v, pattern, block_size)
 
 
@@ -203,8 +241,9 @@ def method_pattern(method: str, n: int, causal: bool = False, **options) -> tupl
     if method == "sliding_window":
         return SlidingWindow(causal=causal, window=options.get("window", 128)), bs
     if method == "strided":
-        stride = options.get("stride") or math.ceil(math.sqrt(n))
-        return Strided(causal=causal, stride=stride), options.get("block_size") or max(1, stride // 4)
+        stride = options.get("stride")
+        pattern = Strided(causal=causal, stride=math.ceil(math.sqrt(n)) if stride is None else stride)
+        return pattern, bs
     if method == "longformer":
         return Longformer(causal=causal, window=options.get("window", 128),
                           global_tokens=options.get("global_tokens", (0,))), bs
@@ -236,7 +275,7 @@ register("sliding_window", exact=False, chapter="04",
                   "block_size": _BS})(_run("sliding_window"))
 register("strided", exact=False, chapter="04",
          options={"stride": "stride s (int >= 1; default ceil(sqrt(N)) as in Child et al.)",
-                  "block_size": "tile size (int >= 1; default max(1, stride // 4))"})(_run("strided"))
+                  "block_size": _BS})(_run("strided"))
 register("longformer", exact=False, chapter="04",
          options={"window": "local window, |i-j| < window (int >= 1, default 128)",
                   "global_tokens": "positions that attend and are attended everywhere (default (0,))",

@@ -1,0 +1,87 @@
+"""Compute-optimal allocation of a training budget (chapter 6, Designing efficient architectures).
+
+Training a model of N parameters on D tokens costs C ≈ 6·N·D FLOPs. For a budget C,
+three published answers to "how large a model, how many tokens":
+
+- ``"chinchilla"``: Hoffmann et al. 2022's rule, about 20 tokens per parameter, so
+  N = sqrt(C / 120) and D = 20·N, both ∝ C^0.5;
+- ``"chinchilla-fit"``: the minimum of their fitted loss L(N, D) = E + A/N^α + B/D^β
+  under 6·N·D = C, N ∝ C^(β/(α+β)) ≈ C^0.45 (their Approach 3);
+- ``"kaplan"``: Kaplan et al. 2020, N = 1.3e9 · (C / PF-day)^0.73 non-embedding parameters
+  and D = 2e10 · (C / PF-day)^0.27 tokens, as published (6·N·D is then not exactly C).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import check_positive_float
+from .cost.design import CHINCHILLA_FIT, CHINCHILLA_TOKENS_PER_PARAM, KAPLAN_FIT, PF_DAY, training_flops
+from .plot import labels, loglog_fit
+
+__all__ = ["LAWS", "Allocation", "compute_optimal", "chinchilla_loss", "plot_allocations"]
+
+LAWS = ("chinchilla", "chinchilla-fit", "kaplan")
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A compute-optimal (N, D) for budget ``compute`` (FLOPs) under ``law``."""
+
+    law: str
+    compute: float
+    params: float
+    tokens: float
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.params
+
+    @property
+    def spent(self) -> float:
+        """6·N·D of this allocation, FLOPs (equals ``compute`` except for the Kaplan fit)."""
+        return training_flops(self.params, self.tokens)
+
+
+def compute_optimal(compute: float, law: str = "chinchilla") -> Allocation:
+    """Parameters N and tokens D for a training budget of ``compute`` FLOPs under ``law`` (see LAWS). Chapter 6."""
+    c = check_positive_float("compute", compute)
+    if law == "chinchilla":
+        n = np.sqrt(c / (6 * CHINCHILLA_TOKENS_PER_PARAM))
+        return Allocation(law, c, float(n), float(CHINCHILLA_TOKENS_PER_PARAM * n))
+    if law == "chinchilla-fit":
+        f = CHINCHILLA_FIT
+        s = f["alpha"] + f["beta"]
+        g = (f["alpha"] * f["A"] / (f["beta"] * f["B"])) ** (1 / s)
+        n = g * (c / 6) ** (f["beta"] / s)
+        return Allocation(law, c, float(n), float(c / 6 / n))
+    if law == "kaplan":
+        k = KAPLAN_FIT
+        return Allocation(law, c, k["N_e"] * (c / PF_DAY) ** k["p_N"], k["D_e"] * (c / PF_DAY) ** k["p_D"])
+    raise ValueError(f"law must be one of {LAWS}, got {law!r}")
+
+
+def chinchilla_loss(n_params, tokens):
+    """Hoffmann et al.'s fitted loss E + A/N^α + B/D^β (nats per token on their data). Chapter 6."""
+    n, d = np.asarray(n_params, dtype=float), np.asarray(tokens, dtype=float)
+    if np.any(n <= 0) or np.any(d <= 0):
+        raise ValueError("n_params and tokens must be > 0")
+    f = CHINCHILLA_FIT
+    return f["E"] + f["A"] / n ** f["alpha"] + f["B"] / d ** f["beta"]
+
+
+def plot_allocations(ax_params, ax_tokens, compute, laws=LAWS) -> dict:
+    """Draw N(C) on ``ax_params`` and D(C) on ``ax_tokens`` for each law, with fitted log-log slopes.
+
+    Returns {law: (fit of N vs C, fit of D vs C)}.
+    """
+    compute = np.asarray(compute, dtype=float)
+    fits = {}
+    for law in laws:
+        allocs = [compute_optimal(c, law) for c in compute]
+        fits[law] = (loglog_fit(ax_params, compute, [a.params for a in allocs], law),
+                     loglog_fit(ax_tokens, compute, [a.tokens for a in allocs], law))
+    labels(ax_params, "training compute C (FLOPs)", "parameters N")
+    labels(ax_tokens, "training compute C (FLOPs)", "training tokens D")
+    return fits
