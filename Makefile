@@ -26,7 +26,6 @@ ifneq ($(wildcard $(CURDIR)/../shared/data),)
 export ATTNBOOK_DATA ?= $(abspath $(CURDIR)/../shared/data)
 endif
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: help venv site build notebooks test unit nbval browser chromium clean
 

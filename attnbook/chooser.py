@@ -20,6 +20,7 @@ import torch
 
 from .bench import RESULTS_DIR, CorrectnessError, load_result
 from .checks import check_positive_float, check_positive_int
+from .measure import fit_loglog
 
 __all__ = ["RULE_OF_THUMB", "FAMILIES", "LIVE_METHODS", "Estimate", "Recommendation", "rule_of_thumb",
            "estimate", "recommend"]
@@ -79,18 +80,21 @@ class Recommendation:
 
 
 def _interp(n: int, pts: list[tuple[int, float]]) -> tuple[float, bool]:
-    """Log-log interpolation of y at n from (n_i, y_i) sorted by n; extrapolates from the two nearest points."""
+    """y at n from measured (n_i, y_i) sorted by n, and whether it is extrapolated.
+
+    Inside the measured range: the straight line between the two neighbours on log-log axes.
+    Outside: the least-squares log-log line through the three nearest points (two if only two).
+    """
     for ni, yi in pts:
         if ni == n:
             return yi, False
-    inside = pts[0][0] < n < pts[-1][0]
-    if inside:
+    if pts[0][0] < n < pts[-1][0]:
         i = next(i for i, (ni, _) in enumerate(pts) if ni > n)
         (n0, y0), (n1, y1) = pts[i - 1], pts[i]
-    else:
-        (n0, y0), (n1, y1) = pts[:2] if n < pts[0][0] else pts[-2:]
-    slope = math.log(y1 / y0) / math.log(n1 / n0)
-    return y0 * (n / n0) ** slope, not inside
+        return y0 * (n / n0) ** (math.log(y1 / y0) / math.log(n1 / n0)), False
+    near = pts[:3] if n < pts[0][0] else pts[-3:]
+    fit = fit_loglog([p[0] for p in near], [p[1] for p in near])
+    return float(fit.predict(n)), True
 
 
 def estimate(rows: list[dict], method: str, n: int, causal: bool, scale: float = 1.0) -> Estimate | None:

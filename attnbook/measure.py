@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "sync",
     "time_fn",
     "peak_memory_bytes",
+    "saved_tensor_bytes",
     "describe_device",
     "environment",
     "fit_loglog",
@@ -140,6 +142,32 @@ def _cpu_peak_bytes(fn, *args, **kwargs) -> int:
         current += size
         peak = max(peak, current)
     return int(peak)
+
+
+def saved_tensor_bytes(fn, *args, **kwargs) -> int:
+    """Bytes of every tensor autograd saves for backward while ``fn(*args, **kwargs)`` runs (chapter 3).
+
+    Uses ``torch.autograd.graph.saved_tensors_hooks``. Each storage is counted once and
+    whole (a saved view keeps its whole storage alive), and only if the graph still holds
+    it when ``fn`` returns: some ops save a tensor in an intermediate node that is dropped
+    before the forward pass ends. When ``fn`` is an ``nn.Module``, its own parameters are
+    not counted: they are weights, not activations.
+    """
+    params = fn.parameters() if isinstance(fn, torch.nn.Module) else ()
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    packed = []
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in skip:
+            packed.append(weakref.ref(t))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args, **kwargs)
+    alive = (ref() for ref in packed)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in alive if t is not None}
+    del out
+    return sum(storages.values())
 
 
 def describe_device(device=None) -> str:

@@ -233,3 +233,64 @@ def test_bad_step_input():
         ew.step((state.A, state.Z), q, k, v)
     with pytest.raises(ValueError, match="q_t"):
         ew.step(None, q[0], k, v)
+
+
+# --- chapter 7 tasks: the forecasting generator and the spikiness statistic -------------------------------
+
+def test_make_series_deterministic_with_known_noise():
+    from attnbook import elementwise_tasks as et
+
+    x = et.make_series(256, 40, channels=3, seed=5)
+    assert x.shape == (256, 40, 3) and x.dtype == torch.float32
+    assert torch.equal(x, et.make_series(256, 40, channels=3, seed=5))
+    assert not torch.equal(x, et.make_series(256, 40, channels=3, seed=6))
+    resid = x - et.make_series(256, 40, channels=3, seed=5, noise=1e-12)
+    assert abs(float(resid.std()) - 0.2) < 0.01
+    for name, kwargs, exc in (("batch", dict(batch=0), ValueError), ("noise", dict(noise=-1.0), ValueError),
+                              ("seq_len", dict(seq_len=2.5), TypeError), ("seed", dict(seed=-1), ValueError)):
+        args = {"batch": 2, "seq_len": 8, **kwargs}
+        with pytest.raises(exc, match=name):
+            et.make_series(**args)
+
+
+def test_distribution_stats_uniform_and_one_hot():
+    from attnbook import elementwise_tasks as et
+
+    n = 12
+    uniform = np.tril(np.ones((n, n)))
+    uniform /= uniform.sum(-1, keepdims=True)
+    ent, mx = et._distribution_stats(uniform[None])
+    assert np.allclose(ent, 1.0) and np.allclose(mx, 1 / np.arange(2, n + 1))
+    ent, mx = et._distribution_stats(np.eye(n)[None])
+    assert np.allclose(ent, 0.0) and np.allclose(mx, 1.0)
+
+
+@pytest.mark.parametrize("mixer,options", [("dense", {}), ("linear", {}), ("elementwise", {"order": 4})],
+                         ids=["softmax", "linear", "EA-t4"])
+def test_spikiness_reads_every_layer(mixer, options):
+    from attnbook import elementwise_tasks as et
+    from attnbook.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=13, block_size=10, n_layer=2, n_head=2, d_model=8, mixer=mixer,
+                          mixer_options=options))
+    x = torch.randint(0, 13, (3, 10))
+    captured = et.attention_inputs(model, x)
+    assert len(captured) == 2 and captured[0][0].shape == (3, 2, 10, 4)
+    s = et.spikiness(model, x)
+    assert 0 < s["entropy"] <= 1 + 1e-12 and np.mean(1 / np.arange(2, 11)) - 1e-12 <= s["max_weight"] <= 1
+
+
+def test_forecaster_is_causal():
+    from attnbook import elementwise_tasks as et
+    from attnbook.gpt import GPTConfig
+
+    torch.manual_seed(0)
+    model = et.Forecaster(3, GPTConfig(vocab_size=1, block_size=16, n_layer=1, n_head=2, d_model=8,
+                                       mixer="elementwise", mixer_options={"order": 2}))
+    x = et.make_series(2, 16, channels=3)
+    pred, loss = model(x[:, :-1], x[:, 1:])
+    assert pred.shape == (2, 15, 3) and torch.isfinite(loss)
+    x2 = x.clone()
+    x2[:, 10] += 1.0
+    torch.testing.assert_close(model(x2[:, :-1])[0][:, :10], pred[:, :10])

@@ -14,6 +14,15 @@ from attnbook.gpt import mixer_names
 TINY = dict(seq_len=16, num_pairs=2, vocab_size=9, steps=4, batch_size=8, d_model=16, n_head=2, eval_size=16)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread (and do not spin-wait on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def noncausal_method(monkeypatch):
     """A registered method that refuses causal=True, like Linformer."""

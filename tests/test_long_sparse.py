@@ -170,3 +170,16 @@ def test_registered_methods_reject_bad_options(method, options, word):
     q, k, v = (torch.randn(1, 1, 16, 4) for _ in range(3))
     with pytest.raises(ValueError, match=word):
         attnbook.attention(q, k, v, method=method, **options)
+
+
+def test_strided_two_pass_skips_most_tiles():
+    n, s, bs, D = 1024, 32, 16, 8
+    q, k, v = (torch.randn(1, 1, n, D) for _ in range(3))
+    pattern = sparse.Strided(causal=True, stride=s)
+    with FlopCounterMode(display=False) as counter:
+        sparse.sparse_attention(q, k, v, pattern, block_size=bs)
+    near = cost.sliding_window_tiles(n, s, bs, causal=True)
+    far = blockwise.plan(sparse.StridedFar(causal=True, stride=s), n, bs).tiles
+    assert counter.get_total_flops() == cost.blockwise_flops(near + far, bs, D)
+    naive = blockwise.plan(pattern, n, bs).tiles
+    assert near + far < naive / 3 < cost.sliding_window_nnz(n // bs, n // bs, causal=True)

@@ -274,10 +274,17 @@ class Browser:
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired", timeout)
 
-    def screenshot(self, path: Path):
+    def screenshot(self, path: Path, clip: dict | None = None):
         import base64
 
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+        extra = {"clip": {**clip, "scale": 1}, "captureBeyondViewport": True} if clip else {}
+        self.call("Page.bringToFront")
+        # a screenshot waits for a fresh compositor frame: allow a busy machine time for one
+        self.ws.settimeout(180)
+        try:
+            data = self.call("Page.captureScreenshot", format="png", fromSurface=True, **extra)["data"]
+        finally:
+            self.ws.settimeout(60)
         path.write_bytes(base64.b64decode(data))
 
     def close(self):
@@ -395,7 +402,7 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
 def test_screenshots(site, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     section = next((site / "notebooks" / f"{p.stem}.html" for p in NOTEBOOKS
-                    if "<img" in (site / "notebooks" / f"{p.stem}.html").read_text(encoding="utf-8")),
+                    if re.search(r'<img[^>]+src="[^"]*_images/', (site / "notebooks" / f"{p.stem}.html").read_text(encoding="utf-8"))),
                    site / "notebooks" / f"{NOTEBOOKS[0].stem}.html")
     chapter = sorted((site / "book").glob("ch02_*.html"))[0]
     shots = {"1-landing.png": site / "index.html", "2-chapter.png": chapter, "3-section.png": section}
@@ -409,7 +416,9 @@ def test_screenshots(site, browser):
     browser.open(browser.base + section.relative_to(site).as_posix())
     browser.evaluate("document.documentElement.dataset.theme = 'dark'; true")
     browser.evaluate(SETTLE_JS + ".then(() => new Promise(r => setTimeout(() => r(true), 300)))", await_promise=True)
-    browser.screenshot(SHOTS / "4-section-dark.png")
+    top = browser.evaluate("(() => { const f = document.querySelector('.cell_output img'); "
+                           "return f ? f.getBoundingClientRect().top + window.scrollY - 150 : 0; })()")
+    browser.screenshot(SHOTS / "4-section-dark.png", clip={"x": 0, "y": max(0, top), "width": 1280, "height": 760})
     for name in [*shots, "4-section-dark.png"]:
         data = (SHOTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"{name} looks empty"

@@ -4,11 +4,12 @@ GPT models with L layers of width d, d chosen so that the blocks hold about the 
 number of parameters N ≈ 12·L·d² for every L (heads of width 16). For each: latency of
 one forward pass on a single token and on a short prompt (batch 1: the sequential
 depth dominates), and throughput in tokens/s of a large batch (the matrix products
-dominate). On CPU the suite times single-threaded, as the long-sequence suite does, and
-restores the thread count afterwards.
+dominate). On CPU the suite times single-threaded, as the long-sequence suite does (and
+leaves torch at one thread, so that the stored label says so).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import cost
@@ -16,7 +17,7 @@ from ..gpt import GPT, GPTConfig
 from ..measure import time_fn
 from . import checked, suite, sweep
 
-__all__ = ["HEAD_DIM", "VOCAB", "shapes", "measure_shape"]
+__all__ = ["HEAD_DIM", "VOCAB", "shapes", "measure_shapes"]
 
 HEAD_DIM, VOCAB = 16, 65
 LAYERS = (1, 2, 4, 8, 16, 32, 64)
@@ -45,31 +46,44 @@ def _check_mixer(device) -> None:
     checked("sdpa", attention(q, k, v, method="sdpa", causal=True), attention(q, k, v, method="dense", causal=True))
 
 
-def measure_shape(layers: int, d: int, device, prompt: int = 64, batch: int = 32, seq: int = 128,
-                  repeats: int = 5) -> dict:
-    """Latency (1 token and a ``prompt``-token prompt, batch 1) and throughput (batch × seq tokens) of one shape."""
+def _timings(layers: int, d: int, device, prompt: int, batch: int, seq: int, repeats: int) -> dict:
     model = _model(layers, d, max(prompt, seq), device)
     g = torch.Generator().manual_seed(layers)
-    one, short, big = (torch.randint(0, VOCAB, shape, generator=g).to(device) for shape in ((1, 1), (1, prompt), (batch, seq)))
+    inputs = {"token": (1, 1), "prompt": (1, prompt), "batch": (batch, seq)}
     with torch.no_grad():
-        t1, tp, tb = (time_fn(model, x, warmup=2, repeats=repeats, device=device) for x in (one, short, big))
-    flops = cost.model_flops(seq, d, d // HEAD_DIM, 4 * d, layers, VOCAB, batch=batch)
-    return {"layers": layers, "d": d, "heads": d // HEAD_DIM, "params": model.num_params(),
-            "block_params": layers * cost.block_params(d), "prompt": prompt, "batch": batch, "seq": seq,
-            "token_median_s": t1.median_s, "token_q25_s": t1.q25_s, "token_q75_s": t1.q75_s,
-            "prompt_median_s": tp.median_s, "prompt_q25_s": tp.q25_s, "prompt_q75_s": tp.q75_s,
-            "batch_median_s": tb.median_s, "batch_q25_s": tb.q25_s, "batch_q75_s": tb.q75_s,
-            "tokens_per_s": batch * seq / tb.median_s, "batch_flops": flops}
+        return {kind: time_fn(model, torch.randint(0, VOCAB, shape, generator=g).to(device), warmup=2,
+                              repeats=repeats, device=device) for kind, shape in inputs.items()}
+
+
+def measure_shapes(shapes_, device, prompt: int = 64, batch: int = 8, seq: int = 128, repeats: int = 5,
+                   rounds: int = 3) -> list[dict]:
+    """Latency (1 token, and a ``prompt``-token prompt, batch 1) and throughput (batch × seq tokens) of each (L, d).
+
+    The shapes are timed in ``rounds`` interleaved passes, so that a burst of load from other jobs
+    does not fall on one shape only; a row reports the median of the passes' medians (and of their
+    quartiles), and the fastest call seen.
+    """
+    passes = [[_timings(L, d, device, prompt, batch, seq, repeats) for L, d in shapes_] for _ in sweep(range(rounds), "rounds")]
+    rows = []
+    for i, (L, d) in enumerate(shapes_):
+        row = {"layers": L, "d": d, "heads": d // HEAD_DIM, "params": cost.gpt_params(L, d, VOCAB, max(prompt, seq)),
+               "block_params": L * cost.block_params(d), "prompt": prompt, "batch": batch, "seq": seq}
+        for kind in ("token", "prompt", "batch"):
+            ts = [p[i][kind] for p in passes]
+            row.update({f"{kind}_median_s": float(np.median([t.median_s for t in ts])),
+                        f"{kind}_q25_s": float(np.median([t.q25_s for t in ts])),
+                        f"{kind}_q75_s": float(np.median([t.q75_s for t in ts])),
+                        f"{kind}_min_s": min(t.min_s for t in ts)})
+        row["tokens_per_s"] = batch * seq / row["batch_median_s"]
+        row["batch_flops"] = cost.model_flops(seq, d, d // HEAD_DIM, 4 * d, L, VOCAB, batch=batch)
+        rows.append(row)
+    return rows
 
 
 @suite("design", "depth vs width at fixed parameters: latency (batch 1) and throughput (large batch)")
 def run(device: torch.device, quick: bool) -> list[dict]:
-    threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)
-    try:
-        _check_mixer(device)
-        n_params = 12 * 512**2 if quick else 12 * 1024**2
-        return [measure_shape(L, d, device) for L, d in sweep(shapes(n_params), "shapes")]
-    finally:
-        torch.set_num_threads(threads)
+    _check_mixer(device)
+    n_params = 12 * 512**2 if quick else 12 * 1024**2
+    return measure_shapes(shapes(n_params), device, rounds=3 if quick else 5)

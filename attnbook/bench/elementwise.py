@@ -25,27 +25,30 @@ from ..dense import dense_attention
 from ..measure import time_fn
 from . import checked, suite, sweep
 
-__all__ = ["TRAIN_SHAPE", "DECODE_SHAPE", "QUALITY", "train_scaling", "decode_costs", "quality_sweep"]
+__all__ = ["TRAIN_SHAPE", "DECODE_SHAPE", "QUALITY", "random_qkv", "check_parallel", "train_scaling", "decode_costs",
+           "quality_sweep"]
 
 TRAIN_SHAPE = {"batch": 1, "heads": 4, "head_dim": 32}
 DECODE_SHAPE = {"batch": 1, "heads": 4, "head_dim": 64}
 #: Shared budgets of the quality sweep (quick sizes; the full sweep multiplies the steps by 4).
 QUALITY = {
-    "tinyshakespeare": dict(block_size=32, steps=250, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3),
-    "mqar": dict(seq_len=24, num_pairs=4, vocab_size=17, steps=300, batch_size=64, d_model=32, n_layer=2,
+    "tinyshakespeare": dict(block_size=32, steps=150, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3),
+    "mqar": dict(seq_len=24, num_pairs=4, vocab_size=17, steps=200, batch_size=32, d_model=32, n_layer=2,
                  n_head=2, lr=3e-3),
-    "timeseries": dict(seq_len=64, steps=250, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3),
+    "timeseries": dict(seq_len=64, steps=150, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3),
 }
 
 
-def _qkv(n: int, shape: dict, device, seed: int = 0, requires_grad: bool = False):
+def random_qkv(n: int, shape: dict, device, seed: int = 0, requires_grad: bool = False):
+    """Three random (B, H, n, D) tensors with B, H, D from ``shape`` (seeded by seed + n)."""
     g = torch.Generator().manual_seed(seed + n)
     return [torch.randn(shape["batch"], shape["heads"], n, shape["head_dim"], generator=g).to(device)
             .requires_grad_(requires_grad) for _ in range(3)]
 
 
-def _check_parallel(order: int, device) -> None:
-    q, k, v = _qkv(96, TRAIN_SHAPE, device)
+def check_parallel(order: int, device) -> None:
+    """Refuse (CorrectnessError) a causal parallel form that differs from the NumPy Taylor reference."""
+    q, k, v = random_qkv(96, TRAIN_SHAPE, device)
     ref = ew.naive_elementwise_taylor(*(x.double().cpu().numpy() for x in (q, k, v)), order=order, causal=True)
     checked(f"elementwise t={order}", ew.elementwise_attention(q, k, v, order=order, causal=True), ref, rtol=1e-4,
             atol=1e-5)
@@ -53,17 +56,17 @@ def _check_parallel(order: int, device) -> None:
 
 def train_scaling(device, quick: bool) -> list[dict]:
     """Forward + backward seconds of the causal attention core vs n (no model around it)."""
-    ns = [256 * 2**i for i in range(6 if quick else 8)]  # 256 .. 8192 (quick) or 32768
-    forms = {"softmax": (lambda q, k, v: dense_attention(q, k, v, causal=True), 4096 if quick else 16384)}
+    ns = [256 * 2**i for i in range(5 if quick else 8)]  # 256 .. 4096 (quick) or 32768
+    forms = {"softmax": (lambda q, k, v: dense_attention(q, k, v, causal=True), 2048 if quick else 16384)}
     for t in (2, 6):
-        _check_parallel(t, device)
+        check_parallel(t, device)
         forms[f"EA t={t}"] = (lambda q, k, v, t=t: ew.elementwise_attention(q, k, v, order=t, causal=True), ns[-1])
-    q, k, v = _qkv(96, TRAIN_SHAPE, device)
+    q, k, v = random_qkv(96, TRAIN_SHAPE, device)
     checked("softmax", forms["softmax"][0](q, k, v),
             reference.attention(*(x.double().cpu().numpy() for x in (q, k, v)), causal=True))
     rows = []
     for n in sweep(ns, "train scaling"):
-        q, k, v = _qkv(n, TRAIN_SHAPE, device, requires_grad=True)
+        q, k, v = random_qkv(n, TRAIN_SHAPE, device, requires_grad=True)
         for name, (fn, n_max) in forms.items():
             if n > n_max:
                 continue
@@ -74,7 +77,7 @@ def train_scaling(device, quick: bool) -> list[dict]:
 
             t = time_fn(fwd_bwd, warmup=1, repeats=3 if quick else 5, device=device)
             rows.append({"part": "train", "form": name, "n": n, **TRAIN_SHAPE, "median_s": t.median_s,
-                         "q25_s": t.q25_s, "q75_s": t.q75_s})
+                         "q25_s": t.q25_s, "q75_s": t.q75_s, "min_s": t.min_s})
     return rows
 
 
@@ -86,13 +89,17 @@ def _dense_decode(cache_k, cache_v, length: int, q_t, k_t, v_t):
     return (w.unsqueeze(-2) @ values).squeeze(-2)
 
 
-def decode_costs(device, quick: bool, order: int = 2, tokens: int = 20) -> list[dict]:
-    """Seconds per generated token and state bytes vs context length L, EA step against a dense KV cache."""
-    lengths = [256, 1024, 4096, 16384, 32768] if quick else [256, 1024, 4096, 16384, 65536, 131072]
+def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=None) -> list[dict]:
+    """Seconds per generated token and state bytes vs context length L, EA step against a dense KV cache.
+
+    ``lengths`` defaults to 256 .. 32768 (quick) or 256 .. 131072 (full).
+    """
+    if lengths is None:
+        lengths = [256, 1024, 4096, 16384, 32768] if quick else [256, 1024, 4096, 16384, 65536, 131072]
     rows = []
     with torch.no_grad():
         for L in sweep(lengths, "decode"):
-            q, k, v = _qkv(L + tokens, DECODE_SHAPE, device, seed=1)
+            q, k, v = random_qkv(L + tokens, DECODE_SHAPE, device, seed=1)
             # EA: the state after L tokens, checked against the parallel form's row L
             state = ew.prefill(k[:, :, :L], v[:, :, :L], order=order)
             _, o = ew.step(state, q[:, :, L], k[:, :, L], v[:, :, L])
@@ -121,7 +128,7 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 20) -> list[
                 t = time_fn(fn, warmup=1, repeats=5 if quick else 9, device=device)
                 rows.append({"part": "decode", "form": form, "context": L, **DECODE_SHAPE, "order": order,
                              "s_per_token": t.median_s / tokens, "q25_s": t.q25_s / tokens,
-                             "q75_s": t.q75_s / tokens, "state_bytes": int(state_bytes)})
+                             "q75_s": t.q75_s / tokens, "min_s": t.min_s / tokens, "state_bytes": int(state_bytes)})
     return rows
 
 

@@ -8,6 +8,10 @@ Two parts, both per mixer (dense attention, "generative", "generative+avg", and 
   iterations at a small batch: a labelled smoke comparison, not a converged result.
 * ``cost``: one mixing layer at width 384, forward + backward time and peak memory against
   the context length n (attention grows like n², the generative function like n).
+
+Suite "generative-small" trains the chapter's CPU-sized model (2 layers, width 64, context 64,
+batch 16) for many more steps than the notebook can afford, to see whether the early lead of
+one mixer lasts.
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ from ..reference import attention as reference_attention
 from ..train import train
 from . import checked, suite, sweep
 
-__all__ = ["NANOGPT_SHAKESPEARE_CHAR", "comparison_mixers", "train_mixer", "mixer_cost", "final_losses"]
+__all__ = ["NANOGPT_SHAKESPEARE_CHAR", "SMALL_SHAPE", "comparison_mixers", "train_mixer", "mixer_cost", "final_losses"]
 
 NANOGPT_SHAKESPEARE_CHAR = {"n_layer": 6, "n_head": 6, "d_model": 384, "block_size": 256, "dropout": 0.2}
+SMALL_SHAPE = {"n_layer": 2, "n_head": 4, "d_model": 64, "block_size": 64}  # the chapter's CPU-sized model
 
 
 def comparison_mixers() -> list[str]:
@@ -93,7 +98,7 @@ def mixer_cost(mixer: str, n: int, d_model: int = 384, heads: int = 6, *, device
 def run(device: torch.device, quick: bool) -> list[dict]:
     _check_mixers(device)
     corpus = CharCorpus(load_tinyshakespeare())
-    batch, steps, eval_every, eval_batches = (8, 16, 8, 3) if quick else (64, 2000, 250, 20)
+    batch, steps, eval_every, eval_batches = (8, 12, 6, 3) if quick else (64, 2000, 250, 20)
     rows = []
     for mixer in sweep(comparison_mixers(), "train"):
         _, result = train_mixer(corpus, mixer, batch_size=batch, steps=steps, eval_every=eval_every,
@@ -114,3 +119,18 @@ def final_losses(rows: list[dict]) -> dict[str, float]:
     """{mixer: final validation loss} of the ``train`` rows of a stored result."""
     return {r["mixer"]: r["final_val_loss"] for r in rows if r["part"] == "train"}
 
+
+
+@suite("generative-small", "chapter 8: the CPU-sized model of the chapter trained for many steps, per mixer")
+def run_small(device: torch.device, quick: bool) -> list[dict]:
+    corpus = CharCorpus(load_tinyshakespeare())
+    steps, every, mixers = (800, 100, ["dense", "generative", "generative+avg"]) if quick else (5000, 250, comparison_mixers())
+    rows = []
+    for mixer in sweep(mixers, "train"):
+        _, result = train_mixer(corpus, mixer, batch_size=16, steps=steps, eval_every=every, eval_batches=10,
+                                lr=3e-3, device=device, **SMALL_SHAPE)
+        rows.append({"part": "train", "mixer": mixer, "label": f"2 layers, width 64, context 64, batch 16, {steps} steps",
+                     "params": result.params, "batch_size": 16, "steps": steps, "history": result.history,
+                     "final_val_loss": result.final_val_loss, "time_per_iter_s": result.time_per_iter_s,
+                     "peak_memory_bytes": result.peak_memory_bytes})
+    return rows

@@ -104,7 +104,7 @@ def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: 
         if len(rows) >= 2:  # predict the next time from the last two points, stop past the budget
             a, b = rows[-2], rows[-1]
             slope = np.log(b["median_s"] / a["median_s"]) / np.log(b["n"] / a["n"])
-            if b["median_s"] * (n / b["n"]) ** max(slope, 1.0) > budget_s:
+            if b["median_s"] * (n / b["n"]) ** float(np.clip(slope, 1.0, 2.0)) > budget_s:  # steeper than n²: noise
                 break
         try:
             rows.append(measure_method(method, n, causal, device, repeats))

@@ -3,6 +3,7 @@
 Convention: a multiply-add counts as 2 FLOPs.
 """
 from .flops import *  # noqa: F401,F403  (chapter 2)
+from .memory import *  # noqa: F401,F403  (chapter 3)
 from .long import *  # noqa: F401,F403  (chapter 4)
 from .bounds import *  # noqa: F401,F403  (chapter 5)
 from .design import *  # noqa: F401,F403  (chapter 6)

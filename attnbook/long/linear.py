@@ -109,7 +109,7 @@ def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
         q_from_start = (qc * L.exp()[..., None])
     updates = k_to_end.transpose(-1, -2) @ vc  # (B, H, nc, R, Dv): what each chunk adds to the state
     if log_decay is None:
-        before = updates.cumsum(2) - updates  # state at each chunk's start: an exclusive prefix sum
+        before = torch.nn.functional.pad(updates.cumsum(2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # exclusive prefix sum
         reads = qc
     else:  # the decayed prefix sum runs chunk by chunk: nc small (R, Dv) updates
         states, state = [], torch.zeros_like(updates[:, :, 0])

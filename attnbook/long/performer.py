@@ -60,8 +60,8 @@ def feature_map(x, omega, stabilize_dims=None):
     if isinstance(x, torch.Tensor):
         logits = x @ omega.T - ((x * x).sum(-1, keepdim=True) / 2 + 0.5 * np.log(r))
         if stabilize_dims is not None:
-            logits = logits - logits.amax(dim=stabilize_dims, keepdim=True).detach()
-        return logits.exp()
+            logits.sub_(logits.amax(dim=stabilize_dims, keepdim=True).detach())
+        return logits.exp_()  # in place: two fewer passes over the (N, r) features
     x = np.asarray(x, dtype=np.float64)
     return np.exp(x @ omega.T - (x * x).sum(-1, keepdims=True) / 2) / np.sqrt(r)
 

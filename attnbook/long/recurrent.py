@@ -29,7 +29,7 @@ from ..attention import register
 from ..checks import check_nonnegative_int, check_positive_float, check_tensor
 from .linear import CHUNK_SIZE, _check_np_qkv, chunked_causal
 
-__all__ = ["retention_gammas", "scan_parameters", "naive_retention", "naive_retention_recurrent",
+__all__ = ["retention_gammas", "scan_parameters", "scan_steps", "naive_retention", "naive_retention_recurrent",
            "naive_selective_scan", "naive_selective_scan_recurrent", "retention", "retention_parallel",
            "retention_step", "selective_scan", "selective_scan_parallel", "selective_scan_step",
            "RecurrentState", "recurrent_form"]
@@ -141,14 +141,20 @@ def _torch_retention_args(q, k, v, causal, gamma):
     return q / q.shape[-1] ** 0.5, k, v, log_g[None, :, None].expand(q.shape[:3])
 
 
+def scan_steps(k: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan's step Δ = softplus(k·w + β) and log-decay Δ·A_h, both (B, H, N), from k: (B, H, N, D)."""
+    A, w = (torch.as_tensor(np.array(x), dtype=k.dtype, device=k.device) for x in scan_parameters(k.shape[1], k.shape[-1], seed))
+    dt = torch.nn.functional.softplus(k @ w + _DT_BIAS)
+    return dt, dt * A[None, :, None]
+
+
 def _torch_scan_args(q, k, v, causal, seed):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="selective_scan"))
     if q.shape[2] != k.shape[2]:
         raise ValueError(f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
-    A, w = (torch.as_tensor(np.array(x), dtype=q.dtype, device=q.device) for x in scan_parameters(q.shape[1], q.shape[-1], seed))
-    dt = torch.nn.functional.softplus(k @ w + _DT_BIAS)
-    return q, k, dt[..., None] * v, dt * A[None, :, None]
+    dt, log_a = scan_steps(k, seed)
+    return q, k, dt[..., None] * v, log_a
 
 
 def _parallel(q, k, v, log_a):

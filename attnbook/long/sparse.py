@@ -18,12 +18,12 @@ import torch
 from .. import reference
 from ..attention import register
 from ..checks import check_array, check_mask, check_positive_int
-from .blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states
+from .blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states, plan
 
 __all__ = [
-    "SlidingWindow", "Strided", "Longformer", "BlockSparse",
+    "SlidingWindow", "Strided", "StridedFar", "Longformer", "BlockSparse",
     "sliding_window_mask", "strided_mask", "longformer_mask", "block_sparse_mask", "default_block_layout",
-    "sparse_attention_reference", "sparse_attention", "strided_attention", "method_pattern", "SPARSE_METHODS",
+    "sparse_attention_reference", "sparse_attention", "strided_attention", "tiles_computed", "method_pattern", "SPARSE_METHODS",
 ]
 
 
@@ -103,7 +103,7 @@ class Longformer(Pattern):
 
 
 @dataclass(frozen=True)
-class _ResidueClasses(Pattern):
+class StridedFar(Pattern):
     """The far keys of the strided pattern after sorting positions by (i mod s, i): query and key in
     the same residue class, key != query. Each class is contiguous, so the tiles form a block diagonal."""
 
@@ -133,7 +133,7 @@ def strided_attention(q, k, v, pattern: Strided, block_size: int = 64) -> torch.
     near = blockwise_state(q, k, v, SlidingWindow(causal=pattern.causal, window=s), block_size)
     order = torch.from_numpy(np.argsort(np.arange(n) % s, kind="stable")).to(q.device)
     far = blockwise_state(q[:, :, order], k[:, :, order], v[:, :, order],
-                          _ResidueClasses(causal=pattern.causal, stride=s), block_size)
+                          StridedFar(causal=pattern.causal, stride=s), block_size)
     back = torch.argsort(order)
     return finish(merge_states(near, tuple(x[:, :, back] for x in far)))
 
@@ -230,6 +230,15 @@ def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.T
     if isinstance(pattern, Strided):
         return strided_attention(q, k, v, pattern, block_size)
     return blockwise_attention(q, k, v, pattern, block_size)
+
+
+def tiles_computed(pattern: Pattern, n: int, block_size: int = 64) -> int:
+    """Number of block_size × block_size tiles :func:`sparse_attention` computes for ``pattern`` at length n."""
+    if isinstance(pattern, Strided):
+        near = SlidingWindow(causal=pattern.causal, window=pattern.stride)
+        far = StridedFar(causal=pattern.causal, stride=pattern.stride)
+        return plan(near, n, block_size).tiles + plan(far, n, block_size).tiles
+    return plan(pattern, n, block_size).tiles
 
 
 _BS = "tile size of the block-wise kernel (int >= 1, default 64)"
