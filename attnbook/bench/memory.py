@@ -55,7 +55,7 @@ def checkpoint_rows(device, quick: bool) -> list[dict]:
         t = time_fn(step, warmup=1, repeats=3 if quick else 5, device=device)
         rows.append({"kind": "checkpoint", "every": k, "layers": layers, "batch": b, "n": n, "d": d, "heads": H,
                      "saved_bytes": saved_tensor_bytes(stack, x), "peak_bytes": peak,
-                     "step_median_s": t.median_s, "step_q25_s": t.q25_s, "step_q75_s": t.q75_s})
+                     "step_median_s": t.median_s, "step_q25_s": t.q25_s, "step_q75_s": t.q75_s, "step_min_s": t.min_s})
     return rows
 
 
