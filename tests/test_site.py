@@ -398,6 +398,22 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
     assert not _problems(browser.events, browser.base)
 
 
+
+def _cli_screenshot(url: str, path: Path, dark: bool = False, height: int = 1000) -> None:
+    """A screenshot by Chromium's own --screenshot mode: one short-lived process per page.
+
+    (Page.captureScreenshot over the DevTools protocol waits for a compositor frame that
+    headless Chromium with --disable-gpu sometimes never delivers; this mode does not hang.)
+    """
+    with tempfile.TemporaryDirectory() as profile:
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", "--hide-scrollbars",
+                f"--window-size=1280,{height}", "--virtual-time-budget=8000", f"--screenshot={path}", url]
+        if dark:
+            args.insert(1, "--blink-settings=preferredColorScheme=0")  # 0 = dark
+        subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=True)
+
+
 @pytest.mark.browser
 def test_screenshots(site, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -406,19 +422,10 @@ def test_screenshots(site, browser):
                    site / "notebooks" / f"{NOTEBOOKS[0].stem}.html")
     chapter = sorted((site / "book").glob("ch02_*.html"))[0]
     shots = {"1-landing.png": site / "index.html", "2-chapter.png": chapter, "3-section.png": section}
-    browser.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "light"}])
     for name, page in shots.items():
-        browser.open(browser.base + page.relative_to(site).as_posix())
-        browser.evaluate(SETTLE_JS, await_promise=True)
-        browser.screenshot(SHOTS / name)
+        _cli_screenshot(browser.base + page.relative_to(site).as_posix(), SHOTS / name)
     # the same section in the dark theme: figures must stay readable
-    browser.call("Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "dark"}])
-    browser.open(browser.base + section.relative_to(site).as_posix())
-    browser.evaluate("document.documentElement.dataset.theme = 'dark'; true")
-    browser.evaluate(SETTLE_JS + ".then(() => new Promise(r => setTimeout(() => r(true), 300)))", await_promise=True)
-    top = browser.evaluate("(() => { const f = document.querySelector('.cell_output img'); "
-                           "return f ? f.getBoundingClientRect().top + window.scrollY - 150 : 0; })()")
-    browser.screenshot(SHOTS / "4-section-dark.png", clip={"x": 0, "y": max(0, top), "width": 1280, "height": 760})
+    _cli_screenshot(browser.base + section.relative_to(site).as_posix(), SHOTS / "4-section-dark.png", dark=True, height=1600)
     for name in [*shots, "4-section-dark.png"]:
         data = (SHOTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"{name} looks empty"
