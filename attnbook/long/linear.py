@@ -125,6 +125,20 @@ def _ones_column(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
 
 
+def feature_attention(fq, fk, v, causal: bool, chunk_size: int) -> torch.Tensor:
+    """Attention with positive features fq: (B, H, N, r), fk: (B, H, M, r), normalised row by row.
+
+    Shared by linear attention and the Performer. Chapter 4.
+    """
+    if causal:
+        if fq.shape[2] != fk.shape[2]:
+            raise ValueError(f"causal=True needs as many queries as keys, got {fq.shape[2]} and {fk.shape[2]}")
+        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size)
+    else:
+        num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
+    return num[..., :-1] / num[..., -1:]
+
+
 def linear_attention(q, k, v, causal: bool = False, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
     """Linear attention, torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
 
@@ -132,14 +146,7 @@ def linear_attention(q, k, v, causal: bool = False, chunk_size: int = CHUNK_SIZE
     on [V, 1], whose last column is the normaliser. Chapter 4.
     """
     chunk_size = check_positive_int("chunk_size", chunk_size)
-    fq, fk = elu_feature(q), elu_feature(k)
-    if causal:
-        if q.shape[2] != k.shape[2]:
-            raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
-        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size)
-    else:
-        num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
-    return num[..., :-1] / num[..., -1:]
+    return feature_attention(elu_feature(q), elu_feature(k), v, causal, chunk_size)
 
 
 def linear_attention_cumsum(q, k, v) -> torch.Tensor:
@@ -168,18 +175,23 @@ def prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
     return LinearState(fk.transpose(-1, -2) @ v, fk.sum(2))
 
 
+def check_step_inputs(q_t, k_t, v_t) -> tuple[int, int, int]:
+    """Check one decoding step's q_t, k_t: (B, H, D) and v_t: (B, H, Dv); return (B, H, D)."""
+    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        check_tensor(name, x, ndim=3)
+    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
+        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
+                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    return tuple(k_t.shape)
+
+
 def step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
     """One decoding step: add token t to the state, then read it with q_t. Returns (state, o_t).
 
     q_t, k_t: (B, H, D), v_t: (B, H, Dv); ``state`` None starts from zeros. O(D·Dv) work and
     memory per token, whatever the context length. Chapter 4.
     """
-    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
-        check_tensor(name, x, ndim=3)
-    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
-        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
-                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
-    B, H, D = k_t.shape
+    B, H, D = check_step_inputs(q_t, k_t, v_t)
     if state is None:
         state = LinearState(k_t.new_zeros(B, H, D, v_t.shape[-1]), k_t.new_zeros(B, H, D))
     if not isinstance(state, LinearState) or state.S.shape != (B, H, D, v_t.shape[-1]) or state.z.shape != (B, H, D):

@@ -19,7 +19,7 @@ import torch
 from ..attention import register
 from ..checks import check_nonnegative_int, check_positive_int
 from ..reference import causal_mask
-from .linear import _check_np_qkv, _ones_column, chunked_causal
+from .linear import _check_np_qkv, feature_attention
 
 __all__ = ["random_features", "feature_map", "naive_performer_weights", "naive_performer", "performer_attention"]
 
@@ -104,13 +104,7 @@ def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES,
     omega = _omega_tensor(features, d, seed, str(q.device), q.dtype)
     fq = feature_map(q / d**0.25, omega, stabilize_dims=-1)  # one stabiliser per query row
     fk = feature_map(k / d**0.25, omega, stabilize_dims=(-1, -2))  # one shared by all keys of a head
-    if causal:
-        if q.shape[2] != k.shape[2]:
-            raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
-        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size)
-    else:
-        num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
-    return num[..., :-1] / num[..., -1:]
+    return feature_attention(fq, fk, v, causal, chunk_size)
 
 
 @register("performer", exact=False, chapter="04",

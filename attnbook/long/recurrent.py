@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ..attention import register
-from ..checks import check_nonnegative_int, check_positive_float, check_tensor
-from .linear import CHUNK_SIZE, _check_np_qkv, chunked_causal
+from ..checks import check_nonnegative_int, check_positive_float
+from .linear import CHUNK_SIZE, _check_np_qkv, check_step_inputs, chunked_causal
 
 __all__ = ["retention_gammas", "scan_parameters", "scan_steps", "naive_retention", "naive_retention_recurrent",
            "naive_selective_scan", "naive_selective_scan_recurrent", "retention", "retention_parallel",
@@ -192,12 +192,7 @@ class RecurrentState(NamedTuple):
 
 
 def _check_step(state, q_t, k_t, v_t):
-    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
-        check_tensor(name, x, ndim=3)
-    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
-        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
-                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
-    B, H, D = k_t.shape
+    B, H, D = check_step_inputs(q_t, k_t, v_t)
     shape = (B, H, D, v_t.shape[-1])
     if state is None:
         return RecurrentState(k_t.new_zeros(shape))
