@@ -2,16 +2,22 @@
 
 Each helper raises ``TypeError`` (wrong kind of object or dtype) or
 ``ValueError`` (wrong shape, size or value) with a message that names the
-argument and says what was expected.
+argument and says what was expected. :func:`rel_error` and :func:`checked` compare
+a result with its reference (shapes first); benchmarks refuse to time a form that
+fails :func:`checked`.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
 import torch
 
 __all__ = [
+    "exact_ints",
+    "check_sizes",
+    "check_bool",
     "check_array",
     "check_tensor",
     "check_qkv",
@@ -19,9 +25,40 @@ __all__ = [
     "check_nonnegative_int",
     "check_positive_float",
     "check_mask",
+    "rel_error",
+    "CorrectnessError",
+    "checked",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def exact_ints(fn):
+    """Decorator for formulas: integer arguments (NumPy's included) become Python ints, which never overflow.
+
+    ``np.int64(10**9) ** 2 * 10**6`` wraps around silently; the same product of Python ints is exact.
+    """
+
+    def convert(x):
+        return int(x) if isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)) else x
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*map(convert, args), **{k: convert(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
+def check_sizes(**values) -> list[int]:
+    """Check that each keyword value is an integer >= 1 (a size); return them as Python ints, in order."""
+    return [check_positive_int(name, value) for name, value in values.items()]
+
+
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` as a Python bool if it is ``True``/``False`` (NumPy's ``bool_`` included), else raise."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
 
 
 def check_positive_int(name: str, value) -> int:
@@ -121,3 +158,46 @@ def check_mask(name: str, mask, n_query: int, n_key: int):
     if mask.ndim < 2 or tuple(mask.shape[-2:]) != (n_query, n_key):
         raise ValueError(f"{name} must end in shape ({n_query}, {n_key}) (queries, keys), got {tuple(mask.shape)}")
     return mask
+
+
+def _as_float64(name: str, x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def rel_error(actual, expected) -> float:
+    """max|actual − expected| / max|expected| for arrays or tensors of the SAME shape (no broadcasting).
+
+    Raises ``ValueError`` naming both shapes when they differ: a shape bug must not hide behind
+    broadcasting. Returns inf when ``actual`` holds NaN or inf and ``expected`` does not.
+    """
+    a, e = _as_float64("actual", actual), _as_float64("expected", expected)
+    if a.shape != e.shape:
+        raise ValueError(f"actual has shape {a.shape} but expected has shape {e.shape}")
+    if a.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(a)) and np.all(np.isfinite(e)):
+        return float("inf")
+    return float(np.max(np.abs(a - e)) / max(float(np.max(np.abs(e))), 1e-300))
+
+
+class CorrectnessError(RuntimeError):
+    """An implementation disagreed with its reference, so it is not timed."""
+
+
+def checked(name: str, fast, reference, rtol: float = 1e-4, atol: float = 1e-6) -> float:
+    """Compare ``fast`` with ``reference`` (arrays or tensors); raise :class:`CorrectnessError` if they differ.
+
+    Shapes first, then finiteness, then ``allclose(rtol, atol)``. Returns :func:`rel_error`. Benchmarks
+    call this before timing an implementation, so a wrong form never gets a speed reported.
+    """
+    f, r = _as_float64("fast", fast), _as_float64("reference", reference)
+    if f.shape != r.shape:
+        raise CorrectnessError(f"{name}: shape {f.shape} differs from the reference's {r.shape}")
+    if not np.all(np.isfinite(f)):
+        raise CorrectnessError(f"{name}: output contains NaN or infinite values")
+    err = rel_error(f, r)
+    if not np.allclose(f, r, rtol=rtol, atol=atol):
+        raise CorrectnessError(f"{name}: relative error {err:.2e} against the reference exceeds rtol={rtol}, atol={atol}")
+    return err

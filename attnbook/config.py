@@ -1,10 +1,12 @@
-"""Run-time switches shared by every chapter.
+"""Run-time switches shared by every chapter, read when first used (never at import).
 
-``QUICK`` is the book's one documented switch: when True (the default on a
-machine without a GPU) the chapters shrink their sweeps so that each notebook
-runs in under two minutes on a 2-core CPU. Set the environment variable
-``ATTNBOOK_QUICK=0`` to force the full sweeps, or ``ATTNBOOK_QUICK=1`` to force
-the quick ones.
+``QUICK`` is the book's one documented switch: when True (the default on a machine
+without a GPU) the chapters shrink their sweeps so that each notebook runs in under
+two minutes on a 2-core CPU. Set the environment variable ``ATTNBOOK_QUICK=0`` to force
+the full sweeps, or ``ATTNBOOK_QUICK=1`` to force the quick ones. ``DEVICE`` is the
+fastest device present. Both are module attributes computed on access (``config.QUICK``,
+``from attnbook.config import DEVICE``), so a bad ``ATTNBOOK_QUICK`` is reported when a
+chapter first asks for it, not when ``attnbook`` is imported.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import os
 
 import torch
 
-__all__ = ["DEVICE", "QUICK", "pick", "default_device"]
+__all__ = ["DEVICE", "QUICK", "quick", "default_device", "pick"]
+
+QUICK_VARIABLE = "ATTNBOOK_QUICK"
 
 
 def default_device() -> torch.device:
@@ -25,19 +29,24 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _quick_from_env() -> bool:
-    value = os.environ.get("ATTNBOOK_QUICK")
-    if value is None:
+def quick() -> bool:
+    """True when the chapters should run their small sweeps: ``$ATTNBOOK_QUICK``, else 'no GPU present'."""
+    value = os.environ.get(QUICK_VARIABLE)
+    if value is None or value == "":
         return not torch.cuda.is_available()
     if value not in {"0", "1"}:
-        raise ValueError(f"ATTNBOOK_QUICK must be '0' or '1', got {value!r}")
+        raise ValueError(f"{QUICK_VARIABLE} must be '0' (full sweeps) or '1' (quick sweeps), got {value!r}")
     return value == "1"
 
 
-DEVICE: torch.device = default_device()
-QUICK: bool = _quick_from_env()
+def pick(quick_value, full_value):
+    """Return ``quick_value`` when the quick sweeps are on (:func:`quick`), else ``full_value``."""
+    return quick_value if quick() else full_value
 
 
-def pick(quick, full):
-    """Return ``quick`` when :data:`QUICK` is set, else ``full``."""
-    return quick if QUICK else full
+def __getattr__(name: str):
+    if name == "QUICK":
+        return quick()
+    if name == "DEVICE":
+        return default_device()
+    raise AttributeError(f"module 'attnbook.config' has no attribute {name!r}")

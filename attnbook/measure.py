@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_nonnegative_int, check_positive_int
+from attnbook.checks import check_nonnegative_int, check_positive_int
 
 __all__ = [
     "Timing",
@@ -30,6 +30,7 @@ __all__ = [
     "describe_device",
     "environment",
     "fit_loglog",
+    "count_flops",
 ]
 
 
@@ -173,7 +174,7 @@ def saved_tensor_bytes(fn, *args, **kwargs) -> int:
 def describe_device(device=None) -> str:
     """A one-line description of ``device`` (default: the book's default device)."""
     if device is None:
-        from .config import DEVICE
+        from attnbook.config import DEVICE
 
         device = DEVICE
     device = torch.device(device)
@@ -216,6 +217,8 @@ def fit_loglog(x, y) -> LogLogFit:
         raise ValueError(f"x and y must be 1-D of equal length, got shapes {x.shape} and {y.shape}")
     if x.size < 2:
         raise ValueError(f"need at least 2 points to fit a slope, got {x.size}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("x and y must be finite to fit on log-log axes (found NaN or inf)")
     if np.any(x <= 0) or np.any(y <= 0):
         raise ValueError("x and y must be positive to fit on log-log axes")
     lx, ly = np.log(x), np.log(y)
@@ -224,3 +227,21 @@ def fit_loglog(x, y) -> LogLogFit:
     ss_tot = float(np.sum((ly - ly.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
     return LogLogFit(float(slope), float(intercept), r2)
+
+
+def count_flops(fn, *args, by_operator: bool = False, **kwargs):
+    """FLOPs that torch's ``FlopCounterMode`` records while ``fn(*args, **kwargs)`` runs (chapter 2).
+
+    It counts matrix products (and convolutions) only, 2 FLOPs per multiply-add. With
+    ``by_operator=True`` returns ``(total, {operator name: FLOPs})``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    total = int(counter.get_total_flops())
+    if not by_operator:
+        return total
+    per_op = {str(op).split(".")[-1] if "." in str(op) else str(op): int(n)
+              for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return total, per_op

@@ -20,7 +20,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .measure import fit_loglog
+from attnbook.measure import fit_loglog
 
 __all__ = ["PALETTE", "use_style", "loglog_fit", "labels", "subplots", "color"]
 

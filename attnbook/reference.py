@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_array, check_mask
+from attnbook.checks import check_array, check_mask
 
 __all__ = [
     "softmax",

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from attnbook.chooser import RULE_OF_THUMB, estimate, recommend, rule_of_thumb
+from attnbook.experiments.chooser import RULE_OF_THUMB, estimate, recommend, rule_of_thumb
 
 NS = [256, 512, 1024, 2048, 4096]
 MiB = 2**20

@@ -6,7 +6,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbook import cost
-from attnbook.gpt import Block, GPTConfig
+from attnbook.models.gpt import Block, GPTConfig
 
 CASES = [(1, 8, 1), (17, 32, 4), (64, 64, 8), (128, 96, 12), (200, 48, 3)]
 

@@ -5,8 +5,8 @@ import urllib.request
 import pytest
 import torch
 
-from attnbook import data
-from attnbook.data import CharCorpus, data_dirs, load_tinyshakespeare
+from attnbook.experiments import data
+from attnbook.experiments.data import CharCorpus, data_dirs, load_tinyshakespeare
 
 FAKE = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
 

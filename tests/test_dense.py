@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import attnbook
 from attnbook import reference
-from attnbook.dense import MultiHeadSelfAttention, attention_weights, dense_attention
+from attnbook.mechanisms.dense import MultiHeadSelfAttention, attention_weights, dense_attention
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnbook
-from attnbook import elementwise as ew
+from attnbook.mechanisms import elementwise
 
 SHAPES = [(1, 1, 5, 3), (2, 2, 16, 4), (2, 3, 64, 8), (1, 2, 33, 16)]
 IDS = [f"B{b}-H{h}-T{n}-D{d}" for b, h, n, d in SHAPES]
@@ -29,7 +29,7 @@ def _rel(a, b) -> float:
 def _torch_recurrent(q, k, v, order):
     state, outs = None, []
     for i in range(q.shape[2]):
-        state, o = ew.step(state, q[:, :, i], k[:, :, i], v[:, :, i], order=order)
+        state, o = elementwise.elementwise_step(state, q[:, :, i], k[:, :, i], v[:, :, i], order=order)
         outs.append(o)
     return torch.stack(outs, dim=2)
 
@@ -38,12 +38,12 @@ def _torch_recurrent(q, k, v, order):
 @pytest.mark.parametrize("order", [2, 3, 4, 8])
 def test_parallel_equals_recurrent(shape, order):
     q, k, v = _rand(shape, seed=sum(shape) + order)
-    ref = ew.naive_elementwise_taylor(q, k, v, order=order, causal=True)
-    assert _rel(ew.naive_elementwise_parallel(q, k, v, order=order, causal=True), ref) < 1e-10
-    assert _rel(ew.naive_elementwise_recurrent(q, k, v, order=order), ref) < 1e-10
+    ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order, causal=True)
+    assert _rel(elementwise.elementwise_parallel_numpy(q, k, v, order=order, causal=True), ref) < 1e-10
+    assert _rel(elementwise.elementwise_recurrent_numpy(q, k, v, order=order), ref) < 1e-10
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         qt, kt, vt = (torch.tensor(x, dtype=dtype) for x in (q, k, v))
-        par = ew.elementwise_attention(qt, kt, vt, order=order, causal=True)
+        par = elementwise.elementwise_attention(qt, kt, vt, order=order, causal=True)
         rec = _torch_recurrent(qt, kt, vt, order)
         assert par.dtype == rec.dtype == dtype
         assert _rel(par, rec) < tol, dtype
@@ -54,15 +54,15 @@ def test_parallel_equals_recurrent(shape, order):
 @pytest.mark.parametrize("order", [0, 2, 5, 6])
 def test_noncausal_parallel_equals_quadratic_and_prefill(shape, order):
     q, k, v = _rand(shape, seed=3 * sum(shape) + order)
-    ref = ew.naive_elementwise_taylor(q, k, v, order=order)
-    assert _rel(ew.naive_elementwise_parallel(q, k, v, order=order), ref) < 1e-10
+    ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order)
+    assert _rel(elementwise.elementwise_parallel_numpy(q, k, v, order=order), ref) < 1e-10
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         qt, kt, vt = (torch.tensor(x, dtype=dtype) for x in (q, k, v))
         out = attnbook.attention(qt, kt, vt, method="elementwise", order=order)
         assert _rel(out, ref) < tol
         # the non-causal output of every query equals reading the prefilled state of all keys
-        state = ew.prefill(kt, vt, order=order)
-        read = ew._read(qt, state.A.unsqueeze(2)) / ew._read(qt, state.Z.unsqueeze(2))
+        state = elementwise.elementwise_prefill(kt, vt, order=order)
+        read = elementwise._read(qt, state.A.unsqueeze(2)) / elementwise._read(qt, state.Z.unsqueeze(2))
         assert _rel(read, out) < tol
 
 
@@ -71,8 +71,8 @@ def test_noncausal_parallel_equals_quadratic_and_prefill(shape, order):
        order=st.integers(0, 7), causal=st.booleans(), seed=st.integers(0, 10**6))
 def test_random_shapes_torch_matches_numpy(b, h, n, d, order, causal, seed):
     q, k, v = _rand((b, h, n, d), seed)
-    ref = ew.naive_elementwise_taylor(q, k, v, order=order, causal=causal)
-    out = ew.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=order, causal=causal)
+    ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order, causal=causal)
+    out = elementwise.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=order, causal=causal)
     assert _rel(out, ref) < 1e-9
 
 
@@ -80,29 +80,29 @@ def test_cross_attention_lengths():
     rng = np.random.default_rng(1)
     q = rng.standard_normal((2, 2, 7, 4))
     k, v = rng.standard_normal((2, 2, 11, 4)), rng.standard_normal((2, 2, 11, 4))
-    out = ew.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=4)
+    out = elementwise.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=4)
     assert out.shape == (2, 2, 7, 4)
-    assert _rel(out, ew.naive_elementwise_taylor(q, k, v, order=4)) < 1e-10
+    assert _rel(out, elementwise.elementwise_taylor_numpy(q, k, v, order=4)) < 1e-10
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_taylor_approaches_exact_as_order_grows(causal):
     q, k, v = _rand((2, 2, 32, 8), seed=7, scale=0.5)
-    exact = ew.naive_elementwise(q, k, v, causal=causal)
+    exact = elementwise.elementwise_numpy(q, k, v, causal=causal)
     orders = (2, 4, 6, 8, 12, 16, 24)
-    errors = [_rel(ew.naive_elementwise_parallel(q, k, v, order=t, causal=causal), exact) for t in orders]
+    errors = [_rel(elementwise.elementwise_parallel_numpy(q, k, v, order=t, causal=causal), exact) for t in orders]
     assert all(b < a for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-10
     if causal:
-        assert _rel(ew.naive_elementwise_recurrent(q, k, v, order=24), exact) < 1e-10
-    torch_exact = ew.elementwise_exact(*(torch.tensor(x) for x in (q, k, v)), causal=causal)
+        assert _rel(elementwise.elementwise_recurrent_numpy(q, k, v, order=24), exact) < 1e-10
+    torch_exact = elementwise.elementwise_exact(*(torch.tensor(x) for x in (q, k, v)), causal=causal)
     assert _rel(torch_exact, exact) < 1e-12
 
 
 def test_exact_form_is_per_channel_softmax_and_stable():
     rng = np.random.default_rng(2)
     q, k = rng.standard_normal((1, 1, 6, 3)) * 30, rng.standard_normal((1, 1, 6, 3)) * 30  # exp(−900) underflows
-    w = ew.elementwise_weights(q, k)
+    w = elementwise.elementwise_weights(q, k)
     assert np.all(np.isfinite(w)) and np.allclose(w.sum(axis=3), 1.0)
     c = 1  # channel c alone: a softmax of −(q_ic − k_jc)² over j
     logits = -((q[0, 0, :, None, c] - k[0, 0, None, :, c]) ** 2)
@@ -112,19 +112,19 @@ def test_exact_form_is_per_channel_softmax_and_stable():
 def test_even_orders_positive_odd_orders_negative():
     x = np.linspace(-30, 30, 6001)
     for t in (0, 2, 4, 6, 8):
-        assert ew.taylor_exp(x, t).min() > 0
+        assert elementwise.taylor_exp(x, t).min() > 0
     for t in (1, 3, 5, 7):
-        assert ew.taylor_exp(x, t).min() < 0
+        assert elementwise.taylor_exp(x, t).min() < 0
     q, k, _ = _rand((1, 1, 16, 4), seed=5, scale=2.0)
-    assert ew.elementwise_weights(q, k, order=3).min() < 0
-    assert ew.elementwise_weights(q, k, order=4).min() > 0
+    assert elementwise.elementwise_weights(q, k, order=3).min() < 0
+    assert elementwise.elementwise_weights(q, k, order=4).min() > 0
 
 
 def test_gradcheck_parallel_and_step():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     for causal in (False, True):
-        assert torch.autograd.gradcheck(lambda a, b, c: ew.elementwise_attention(a, b, c, order=4, causal=causal),
+        assert torch.autograd.gradcheck(lambda a, b, c: elementwise.elementwise_attention(a, b, c, order=4, causal=causal),
                                         (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: _torch_recurrent(a, b, c, 2), (q, k, v))
 
@@ -145,7 +145,7 @@ def test_gradients_match_quadratic_taylor_autograd(causal):
         return (w * v.unsqueeze(2)).sum(3) / w.sum(3)
 
     w_out = torch.randn(2, 2, 12, 4, generator=g)
-    grads_fast = torch.autograd.grad((ew.elementwise_attention(q, k, v, order=order, causal=causal) * w_out).sum(),
+    grads_fast = torch.autograd.grad((elementwise.elementwise_attention(q, k, v, order=order, causal=causal) * w_out).sum(),
                                      (q, k, v))
     grads_ref = torch.autograd.grad((quadratic(q, k, v) * w_out).sum(), (q, k, v))
     for a, b in zip(grads_fast, grads_ref):
@@ -153,7 +153,7 @@ def test_gradients_match_quadratic_taylor_autograd(causal):
 
 
 def test_gpt_trains_with_elementwise_mixer():
-    from attnbook.gpt import GPT, GPTConfig
+    from attnbook.models.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, d_model=16, mixer="elementwise",
@@ -170,11 +170,11 @@ def test_gpt_trains_with_elementwise_mixer():
 
 
 def test_state_size_constant():
-    assert ew.state_numbers(64, 6) == 2 * 7 * 64
-    state, _ = ew.step(None, *(torch.randn(1, 2, 8) for _ in range(3)), order=6)
+    assert elementwise.state_numbers(64, 6) == 2 * 7 * 64
+    state, _ = elementwise.elementwise_step(None, *(torch.randn(1, 2, 8) for _ in range(3)), order=6)
     for _ in range(50):
-        state, _ = ew.step(state, *(torch.randn(1, 2, 8) for _ in range(3)))
-    assert state.A.numel() + state.Z.numel() == 2 * ew.state_numbers(8, 6)
+        state, _ = elementwise.elementwise_step(state, *(torch.randn(1, 2, 8) for _ in range(3)))
+    assert state.A.numel() + state.Z.numel() == 2 * elementwise.state_numbers(8, 6)
     assert state.order == 6
 
 
@@ -190,105 +190,105 @@ def test_bad_order(order, exc):
     with pytest.raises(exc, match="order"):
         attnbook.attention(q, k, v, method="elementwise", order=order)
     with pytest.raises(exc, match="order"):
-        ew.naive_elementwise_parallel(q.numpy(), k.numpy(), v.numpy(), order=order)
+        elementwise.elementwise_parallel_numpy(q.numpy(), k.numpy(), v.numpy(), order=order)
     if order is not None:  # step(None, ..., order=None) means the default order
         with pytest.raises(exc, match="order"):
-            ew.step(None, q[:, :, 0], k[:, :, 0], v[:, :, 0], order=order)
+            elementwise.elementwise_step(None, q[:, :, 0], k[:, :, 0], v[:, :, 0], order=order)
 
 
 def test_bad_shapes_and_values():
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="v must have the shape of k"):
-        ew.elementwise_attention(q, k, torch.randn(1, 2, 8, 5))
+        elementwise.elementwise_attention(q, k, torch.randn(1, 2, 8, 5))
     with pytest.raises(ValueError, match="v must have the shape of k"):
         attnbook.attention(q, k, torch.randn(1, 2, 8, 5), method="elementwise")
     with pytest.raises(ValueError, match="k must have head dimension"):
         attnbook.attention(q, torch.randn(1, 2, 8, 3), v, method="elementwise")
     with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
-        ew.elementwise_attention(q, torch.randn(1, 2, 9, 4), torch.randn(1, 2, 9, 4), causal=True)
+        elementwise.elementwise_attention(q, torch.randn(1, 2, 9, 4), torch.randn(1, 2, 9, 4), causal=True)
     with pytest.raises(ValueError, match="q"):
-        ew.elementwise_attention(q[0], k, v)
+        elementwise.elementwise_attention(q[0], k, v)
     with pytest.raises(ValueError, match="NaN"):
-        ew.elementwise_attention(q.masked_fill(q > 0, float("nan")), k, v)
+        elementwise.elementwise_attention(q.masked_fill(q > 0, float("nan")), k, v)
     with pytest.raises(TypeError, match="q"):
-        ew.elementwise_attention(q.numpy(), k, v)
+        elementwise.elementwise_attention(q.numpy(), k, v)
     with pytest.raises(ValueError, match="v must have the shape of k"):
-        ew.naive_elementwise(q.numpy(), k.numpy(), np.zeros((1, 2, 8, 3)))
+        elementwise.elementwise_numpy(q.numpy(), k.numpy(), np.zeros((1, 2, 8, 3)))
     with pytest.raises(ValueError, match="unknown option"):
         attnbook.attention(q, k, v, method="elementwise", t=2)
     with pytest.raises(TypeError, match="causal"):
-        ew.naive_elementwise_parallel(q.numpy(), k.numpy(), v.numpy(), causal="yes")
+        elementwise.elementwise_parallel_numpy(q.numpy(), k.numpy(), v.numpy(), causal="yes")
 
 
 def test_bad_step_input():
     q, k, v = (x[:, :, 0] for x in _qkv())
-    state, _ = ew.step(None, q, k, v, order=2)
+    state, _ = elementwise.elementwise_step(None, q, k, v, order=2)
     with pytest.raises(ValueError, match="differs from the state's order"):
-        ew.step(state, q, k, v, order=4)
+        elementwise.elementwise_step(state, q, k, v, order=4)
     with pytest.raises(ValueError, match="q_t, k_t, v_t"):
-        ew.step(state, q, k, v[..., :3])
+        elementwise.elementwise_step(state, q, k, v[..., :3])
     with pytest.raises(ValueError, match="state must hold"):
-        ew.step(state, *(torch.randn(1, 2, 5) for _ in range(3)))
+        elementwise.elementwise_step(state, *(torch.randn(1, 2, 5) for _ in range(3)))
     with pytest.raises(TypeError, match="state"):
-        ew.step((state.A, state.Z), q, k, v)
+        elementwise.elementwise_step((state.A, state.Z), q, k, v)
     with pytest.raises(ValueError, match="q_t"):
-        ew.step(None, q[0], k, v)
+        elementwise.elementwise_step(None, q[0], k, v)
 
 
 # --- chapter 7 tasks: the forecasting generator and the spikiness statistic -------------------------------
 
 def test_make_series_deterministic_with_known_noise():
-    from attnbook import elementwise_tasks as et
+    from attnbook.experiments import elementwise_tasks
 
-    x = et.make_series(256, 40, channels=3, seed=5)
+    x = elementwise_tasks.make_series(256, 40, channels=3, seed=5)
     assert x.shape == (256, 40, 3) and x.dtype == torch.float32
-    assert torch.equal(x, et.make_series(256, 40, channels=3, seed=5))
-    assert not torch.equal(x, et.make_series(256, 40, channels=3, seed=6))
-    resid = x - et.make_series(256, 40, channels=3, seed=5, noise=1e-12)
+    assert torch.equal(x, elementwise_tasks.make_series(256, 40, channels=3, seed=5))
+    assert not torch.equal(x, elementwise_tasks.make_series(256, 40, channels=3, seed=6))
+    resid = x - elementwise_tasks.make_series(256, 40, channels=3, seed=5, noise=1e-12)
     assert abs(float(resid.std()) - 0.2) < 0.01
     for name, kwargs, exc in (("batch", dict(batch=0), ValueError), ("noise", dict(noise=-1.0), ValueError),
                               ("seq_len", dict(seq_len=2.5), TypeError), ("seed", dict(seed=-1), ValueError)):
         args = {"batch": 2, "seq_len": 8, **kwargs}
         with pytest.raises(exc, match=name):
-            et.make_series(**args)
+            elementwise_tasks.make_series(**args)
 
 
 def test_distribution_stats_uniform_and_one_hot():
-    from attnbook import elementwise_tasks as et
+    from attnbook.experiments import elementwise_tasks
 
     n = 12
     uniform = np.tril(np.ones((n, n)))
     uniform /= uniform.sum(-1, keepdims=True)
-    ent, mx = et._distribution_stats(uniform[None])
+    ent, mx = elementwise_tasks._distribution_stats(uniform[None])
     assert np.allclose(ent, 1.0) and np.allclose(mx, 1 / np.arange(2, n + 1))
-    ent, mx = et._distribution_stats(np.eye(n)[None])
+    ent, mx = elementwise_tasks._distribution_stats(np.eye(n)[None])
     assert np.allclose(ent, 0.0) and np.allclose(mx, 1.0)
 
 
 @pytest.mark.parametrize("mixer,options", [("dense", {}), ("linear", {}), ("elementwise", {"order": 4})],
                          ids=["softmax", "linear", "EA-t4"])
 def test_spikiness_reads_every_layer(mixer, options):
-    from attnbook import elementwise_tasks as et
-    from attnbook.gpt import GPT, GPTConfig
+    from attnbook.experiments import elementwise_tasks
+    from attnbook.models.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=13, block_size=10, n_layer=2, n_head=2, d_model=8, mixer=mixer,
                           mixer_options=options))
     x = torch.randint(0, 13, (3, 10))
-    captured = et.attention_inputs(model, x)
+    captured = elementwise_tasks.attention_inputs(model, x)
     assert len(captured) == 2 and captured[0][0].shape == (3, 2, 10, 4)
-    s = et.spikiness(model, x)
+    s = elementwise_tasks.spikiness(model, x)
     assert 0 < s["entropy"] <= 1 + 1e-12 and np.mean(1 / np.arange(2, 11)) - 1e-12 <= s["max_weight"] <= 1
 
 
 def test_forecaster_is_causal():
-    from attnbook import elementwise_tasks as et
-    from attnbook.gpt import GPTConfig
+    from attnbook.experiments import elementwise_tasks
+    from attnbook.models.gpt import GPTConfig
 
     torch.manual_seed(0)
-    model = et.Forecaster(3, GPTConfig(vocab_size=1, block_size=16, n_layer=1, n_head=2, d_model=8,
+    model = elementwise_tasks.Forecaster(3, GPTConfig(vocab_size=1, block_size=16, n_layer=1, n_head=2, d_model=8,
                                        mixer="elementwise", mixer_options={"order": 2}))
-    x = et.make_series(2, 16, channels=3)
+    x = elementwise_tasks.make_series(2, 16, channels=3)
     pred, loss = model(x[:, :-1], x[:, 1:])
     assert pred.shape == (2, 15, 3) and torch.isfinite(loss)
     x2 = x.clone()

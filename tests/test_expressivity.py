@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from attnbook import cost
-from attnbook.attention import _REGISTRY, Method, method_info, methods
-from attnbook.expressivity import (PREFERRED, causal_problem, compare, method_options, recall_methods, summarize,
+from attnbook.registry import METHODS, Method, method_info, methods
+from attnbook.experiments.recall import (causal_problem, compare, method_options, recall_methods, summarize,
                                    train_recall)
-from attnbook.gpt import mixer_names
+from attnbook.registry import mixer_names
 
 TINY = dict(seq_len=16, num_pairs=2, vocab_size=9, steps=4, batch_size=8, d_model=16, n_head=2, eval_size=16)
 
@@ -32,16 +32,17 @@ def noncausal_method(monkeypatch):
             raise ValueError("causal=True is not supported by this method")
         return v
 
-    monkeypatch.setitem(_REGISTRY, "_noncausal", Method("_noncausal", fn, False, "05", {}, ""))
+    monkeypatch.setitem(METHODS, "_noncausal", Method("_noncausal", fn, "05", "a method with no causal form"))
     return "_noncausal"
 
 
 def test_recall_methods_follow_the_registry():
     got = recall_methods()
     assert got[0] == "dense"
-    assert set(got) <= set(mixer_names()) and set(got) <= set(PREFERRED)
-    assert got == [m for m in PREFERRED if m in got]  # display order kept
-    assert recall_methods(("nonexistent", "dense")) == ["dense"]
+    assert got == [m for m in methods() if m in got]  # catalogue order kept
+    for m in methods():  # every mechanism with a causal form, no re-implementation of another
+        info = method_info(m)
+        assert (m in got) == (info.causal != "noncausal" and info.variant_of is None)
 
 
 def test_method_options_only_declared():

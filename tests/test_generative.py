@@ -9,10 +9,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbook import cost
 from attnbook.bench.generative import _check_mixers, comparison_mixers, mixer_cost
-from attnbook.dense import MultiHeadSelfAttention
-from attnbook.generative import (GenerativeMixer, generative_features, generative_reference, previous_token,
-                                 previous_token_reference, running_mean, running_mean_reference)
-from attnbook.gpt import GPT, GPTConfig, mixer_names
+from attnbook.mechanisms.dense import MultiHeadSelfAttention
+from attnbook.mechanisms.generative import (GenerativeMixer, generative_features, generative_numpy, previous_token,
+                                 previous_token_numpy, running_mean, running_mean_numpy)
+from attnbook.models.gpt import GPT, GPTConfig
+from attnbook.registry import mixer_names
 
 SHAPES = [(1, 1, 1), (2, 7, 3), (2, 64, 8), (3, 33, 5)]
 IDS = [f"B{b}-T{n}-D{d}" for b, n, d in SHAPES]
@@ -27,7 +28,7 @@ def _weights(layer):
 @given(shape=shapes, seed=st.integers(0, 2**16))
 def test_running_mean_matches_naive_mean(shape, seed):
     x = np.random.default_rng(seed).normal(size=shape)
-    ref = running_mean_reference(x)
+    ref = running_mean_numpy(x)
     np.testing.assert_allclose(running_mean(torch.tensor(x)).numpy(), ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(running_mean(torch.tensor(x, dtype=torch.float32)).numpy(), ref, rtol=1e-5, atol=1e-5)
     # the last row is the plain mean, the first the token itself
@@ -38,7 +39,7 @@ def test_running_mean_matches_naive_mean(shape, seed):
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_previous_token_matches_reference(shape):
     x = np.random.default_rng(1).normal(size=shape)
-    np.testing.assert_array_equal(previous_token(torch.tensor(x)).numpy(), previous_token_reference(x))
+    np.testing.assert_array_equal(previous_token(torch.tensor(x)).numpy(), previous_token_numpy(x))
 
 
 class _LargestTensor(TorchDispatchMode):
@@ -72,7 +73,7 @@ def test_mixer_matches_numpy_reference(shape, hidden, avg, seed):
     x = np.random.default_rng(seed).normal(size=shape)
     with torch.no_grad():
         out = layer(torch.tensor(x)).numpy()
-    np.testing.assert_allclose(out, generative_reference(x, *_weights(layer), avg=avg), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, generative_numpy(x, *_weights(layer), avg=avg), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("avg", [False, True], ids=["prev", "prev+avg"])
@@ -136,10 +137,10 @@ def test_flops_and_params_match_counters(n, d, h, b, avg):
 @pytest.mark.parametrize("d, heads", [(8, 2), (384, 6)], ids=["D8-H2", "D384-H6"])
 def test_attention_params_and_per_token_cost(d, heads):
     attn = MultiHeadSelfAttention(d, heads)
-    assert sum(p.numel() for p in attn.parameters()) == cost.attention_mixer_params(d)
+    assert sum(p.numel() for p in attn.parameters()) == cost.attention_params(d)
     # with h = d the generative layer is smaller than attention; with the mean it is 2d smaller
-    assert cost.generative_params(d) < cost.attention_mixer_params(d)
-    assert cost.attention_mixer_params(d) - cost.generative_params(d, avg=True) == 2 * d
+    assert cost.generative_params(d) < cost.attention_params(d)
+    assert cost.attention_params(d) - cost.generative_params(d, avg=True) == 2 * d
     # per token: attention grows with n, the generative layer does not
     per_token = [cost.mha_flops(n, d, heads) / n for n in (64, 128)]
     assert per_token[1] - per_token[0] == 4 * 64 * d
@@ -196,12 +197,12 @@ def test_bad_input():
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         running_mean(np.ones((1, 2, 2)))
     with pytest.raises(TypeError, match="x must be a NumPy array"):
-        running_mean_reference(torch.ones(1, 2, 2))
+        running_mean_numpy(torch.ones(1, 2, 2))
     w = _weights(GenerativeMixer(4, 3).double())
     with pytest.raises(ValueError, match="w1 must have 3·d = 12 rows"):
-        generative_reference(np.ones((1, 2, 4)), *w, avg=True)
+        generative_numpy(np.ones((1, 2, 4)), *w, avg=True)
     with pytest.raises(ValueError, match="b1, w2, b2"):
-        generative_reference(np.ones((1, 2, 4)), w[0], w[1], w[2][:, :2], w[3])
+        generative_numpy(np.ones((1, 2, 4)), w[0], w[1], w[2][:, :2], w[3])
     with pytest.raises(ValueError, match="unknown option 'k'"):
         GPT(GPTConfig(vocab_size=5, mixer="generative", mixer_options={"k": 3}))
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
@@ -209,4 +210,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match="hidden"):
         cost.generative_params(4, hidden=0)
     with pytest.raises(TypeError, match="d_model"):
-        cost.attention_mixer_params(4.0)
+        cost.attention_params(4.0)

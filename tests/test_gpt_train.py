@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from attnbook.gpt import GPT, GPTConfig, mixer_names
-from attnbook.train import train
+from attnbook.models.gpt import GPT, GPTConfig
+from attnbook.registry import mixer_names
+from attnbook.models.train import train
 
 VOCAB = 11
 

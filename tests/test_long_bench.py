@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from attnbook.bench import CorrectnessError, load_result
-from attnbook.bench import long as bench_long
+from attnbook.bench import load_result
+from attnbook.checks import CorrectnessError
+from attnbook.bench import long as long_suite
 
-registry = importlib.import_module("attnbook.attention")  # the module: attnbook.attention is also the function
+registry = importlib.import_module("attnbook.registry")  # the module: attnbook.registry is also the function
 
 KEYS = {"method": str, "n": int, "batch": int, "heads": int, "head_dim": int, "causal": bool, "median_s": float,
         "q25_s": float, "q75_s": float, "peak_bytes": (int, type(None)), "rel_error": float}
@@ -23,7 +24,7 @@ def _check_schema(row):
 
 @pytest.mark.parametrize("method, causal", [("dense", True), ("flash", False), ("sliding_window", True)])
 def test_measure_method_row(method, causal):
-    row = bench_long.measure_method(method, 256, causal, torch.device("cpu"), repeats=1)
+    row = long_suite.measure_method(method, 256, causal, torch.device("cpu"), repeats=1)
     _check_schema(row)
     assert row["n"] == 256 and row["causal"] is causal and row["q25_s"] <= row["median_s"] <= row["q75_s"]
     assert row["peak_bytes"] > 0
@@ -39,13 +40,12 @@ def _wrong(q, k, v, *, causal=False):
 
 
 def test_refuses_to_time_a_wrong_exact_method(monkeypatch):
-    registry._load()
-    monkeypatch.setitem(registry._REGISTRY, "wrong", registry.Method("wrong", _wrong, True, "04", {}))
+    monkeypatch.setitem(registry.METHODS, "wrong", registry.Method("wrong", _wrong, "04", "wrong", exact=True))
     with pytest.raises(CorrectnessError, match="wrong"):
-        bench_long.measure_method("wrong", 256, False, torch.device("cpu"), repeats=1)
+        long_suite.measure_method("wrong", 256, False, torch.device("cpu"), repeats=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = bench_long.sweep_method("wrong", False, [256, 512], torch.device("cpu"), 1, 1.0)
+        rows = long_suite.sweep_method("wrong", False, [256, 512], torch.device("cpu"), 1, 1.0)
     assert rows == [] and any("not timed" in str(w.message) for w in caught)
 
 
@@ -60,10 +60,10 @@ def _synthetic():
 
 def test_slopes_crossovers_and_table_on_known_rows():
     rows = _synthetic()
-    fits = bench_long.slopes(rows, min_n=256)
+    fits = long_suite.slopes(rows, min_n=256)
     assert abs(fits[("sdpa", True)].slope - 2) < 1e-9 and abs(fits[("linear", True)].slope - 1) < 1e-9
-    assert bench_long.crossovers(rows) == {("linear", True): 4096}  # 4e-6 n < 1e-9 n² from n > 4000
-    table = {r["method"]: r for r in bench_long.comparison_table(rows, min_n=256)}
+    assert long_suite.crossovers(rows) == {("linear", True): 4096}  # 4e-6 n < 1e-9 n² from n > 4000
+    table = {r["method"]: r for r in long_suite.comparison_table(rows, min_n=256)}
     assert table["linear"]["crossover_n"] == 4096 and abs(table["linear"]["memory_slope"] - 1) < 1e-9
 
 
@@ -76,5 +76,5 @@ def test_stored_cpu_result():
             assert row["rel_error"] < 1e-4, row
     sub_quadratic = {r["method"] for r in result["rows"] if r["n"] >= 16384}
     assert "sliding_window" in sub_quadratic or result["quick"]
-    assert bench_long.sizes(True)[0] == 256 and bench_long.sizes(False)[-1] == 16384
+    assert long_suite.sizes(True)[0] == 256 and long_suite.sizes(False)[-1] == 16384
     assert np.all([r["median_s"] > 0 for r in result["rows"]])

@@ -8,8 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import attnbook
 from attnbook import cost, reference
-from attnbook.dense import dense_attention
-from attnbook.long import flash
+from attnbook.mechanisms.dense import dense_attention
+from attnbook.mechanisms import flash
 
 
 @settings(max_examples=20, deadline=None)
@@ -24,7 +24,7 @@ def test_numpy_flash_equals_reference_and_counts_its_io(B, H, N, D, br, bc, caus
     assert io.total == cost.tiled_attention_io(N, D, br, bc, causal=causal, heads=H, batch=B)
     io_naive = flash.IOCounter()
     np.testing.assert_allclose(flash.standard_attention_numpy(q, k, v, causal=causal, io=io_naive), out, rtol=1e-10, atol=1e-12)
-    assert io_naive.total == cost.naive_attention_io(N, D, heads=H, batch=B)
+    assert io_naive.total == cost.standard_attention_io(N, D, heads=H, batch=B)
 
 
 CASES = [(1, 1, 1, 4), (2, 3, 17, 8), (1, 2, 64, 16), (2, 2, 130, 32)]
@@ -90,7 +90,7 @@ def test_io_bound_shape():
     ratios = [t / cost.flash_io_bound(n, d, m) for t, m in zip(tiled[2:], srams[2:])]  # once B_r = d no longer caps
     assert max(ratios) / min(ratios) < 1.5  # Θ(n²d²/M): the ratio stays bounded
     # tiling beats the n² traffic of standard attention only once M is a few d² (here from M = 2d²)
-    assert [t < cost.naive_attention_io(n, d) for t in tiled] == [m >= 2 * d * d for m in srams]
+    assert [t < cost.standard_attention_io(n, d) for t in tiled] == [m >= 2 * d * d for m in srams]
 
 
 def test_sdpa_kernel_is_reported():

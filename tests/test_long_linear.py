@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnbook
-from attnbook.long import linear
-from attnbook.long.recurrent import recurrent_form
+from attnbook.mechanisms import linear
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 
@@ -39,7 +38,7 @@ def test_elu_feature_numpy_matches_torch_and_is_positive():
 @pytest.mark.parametrize("causal", [False, True])
 def test_registered_method_matches_numpy_reference(shape, causal, device):
     q, k, v = _qkv(shape, sum(shape), dtype=torch.float32)
-    ref = linear.naive_linear_attention(*_np(q, k, v), causal=causal)
+    ref = linear.linear_attention_numpy(*_np(q, k, v), causal=causal)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="linear", causal=causal)
     assert out.device.type == device.type and out.shape == shape
     assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
@@ -50,12 +49,12 @@ def test_registered_method_matches_numpy_reference(shape, causal, device):
        chunk=st.integers(1, 50), seed=st.integers(0, 2**16))
 def test_all_causal_forms_agree_float64(B, H, N, D, Dv, chunk, seed):
     q, k, v = _qkv((B, H, N, D), seed, dv=Dv)
-    quadratic = linear.naive_linear_attention(*_np(q, k, v), causal=True)
+    quadratic = linear.linear_attention_numpy(*_np(q, k, v), causal=True)
     forms = {
-        "numpy recurrent": linear.naive_linear_recurrent(*_np(q, k, v)),
+        "numpy recurrent": linear.linear_recurrent_numpy(*_np(q, k, v)),
         "prefix sums": linear.linear_attention_cumsum(q, k, v).numpy(),
         "chunked": linear.linear_attention(q, k, v, causal=True, chunk_size=chunk).numpy(),
-        "step by step": recurrent_form(linear.step, q, k, v).numpy(),
+        "step by step": attnbook.decode("linear", q, k, v).numpy(),
     }
     for name, out in forms.items():
         np.testing.assert_allclose(out, quadratic, rtol=1e-10, atol=1e-12, err_msg=name)
@@ -68,7 +67,7 @@ def test_non_causal_cross_attention_float64(N, M, D, seed):
     q = torch.randn(2, 2, N, D, generator=g, dtype=torch.float64)
     k = torch.randn(2, 2, M, D, generator=g, dtype=torch.float64)
     v = torch.randn(2, 2, M, D + 2, generator=g, dtype=torch.float64)
-    out, w = linear.naive_linear_attention(*_np(q, k, v), return_weights=True)
+    out, w = linear.linear_attention_numpy(*_np(q, k, v), return_weights=True)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-12)
     assert np.all(w > 0)
     np.testing.assert_allclose(linear.linear_attention(q, k, v).numpy(), out, rtol=1e-10, atol=1e-12)
@@ -96,8 +95,8 @@ def test_gradients_of_chunked_and_prefix_sum_forms_agree():
 def test_prefill_then_step_continues_the_sequence():
     q, k, v = _qkv((2, 3, 33, 5), 4)
     full = linear.linear_attention(q, k, v, causal=True)
-    state = linear.prefill(k[:, :, :32], v[:, :, :32])
-    state, o = linear.step(state, q[:, :, 32], k[:, :, 32], v[:, :, 32])
+    state = linear.linear_prefill(k[:, :, :32], v[:, :, :32])
+    state, o = linear.linear_step(state, q[:, :, 32], k[:, :, 32], v[:, :, 32])
     torch.testing.assert_close(o, full[:, :, 32], rtol=1e-10, atol=1e-12)
 
 
@@ -105,7 +104,7 @@ def test_decoding_state_does_not_grow_with_context():
     sizes = []
     for n in (16, 256, 4096):
         q, k, v = _qkv((1, 2, n, 8), n, dtype=torch.float32)
-        state, _ = linear.step(linear.prefill(k, v), q[:, :, 0], k[:, :, 0], v[:, :, 0])
+        state, _ = linear.linear_step(linear.linear_prefill(k, v), q[:, :, 0], k[:, :, 0], v[:, :, 0])
         sizes.append(state.S.numel() + state.z.numel())
     assert sizes == [2 * 8 * 8 + 2 * 8] * 3
 
@@ -120,11 +119,11 @@ def test_registry_lists_linear_with_its_option():
     (lambda q: attnbook.attention(q, q, q, method="linear", chunk_size=2.5), TypeError, "chunk_size"),
     (lambda q: attnbook.attention(q, q, q, method="linear", window=3), ValueError, "window"),
     (lambda q: linear.linear_attention(q, q[:, :, :3], q[:, :, :3], causal=True), ValueError, "causal"),
-    (lambda q: linear.step(None, q[:, :, 0], q[:, :, 0, :2], q[:, :, 0]), ValueError, "k_t"),
-    (lambda q: linear.step(None, q[:, :, 0], q[:, :, 0], q[:, :, 0, 0]), ValueError, "v_t"),
-    (lambda q: linear.step((1, 2), q[:, :, 0], q[:, :, 0], q[:, :, 0]), ValueError, "state"),
-    (lambda q: linear.step(None, q[:, :, 0].numpy(), q[:, :, 0], q[:, :, 0]), TypeError, "q_t"),
-    (lambda q: linear.naive_linear_attention(q.numpy()[0], q.numpy(), q.numpy()), ValueError, "q"),
+    (lambda q: linear.linear_step(None, q[:, :, 0], q[:, :, 0, :2], q[:, :, 0]), ValueError, "k_t"),
+    (lambda q: linear.linear_step(None, q[:, :, 0], q[:, :, 0], q[:, :, 0, 0]), ValueError, "v_t"),
+    (lambda q: linear.linear_step((1, 2), q[:, :, 0], q[:, :, 0], q[:, :, 0]), ValueError, "state"),
+    (lambda q: linear.linear_step(None, q[:, :, 0].numpy(), q[:, :, 0], q[:, :, 0]), TypeError, "q_t"),
+    (lambda q: linear.linear_attention_numpy(q.numpy()[0], q.numpy(), q.numpy()), ValueError, "q"),
 ], ids=["chunk0", "chunk-float", "unknown-option", "causal-cross", "step-k", "step-v", "step-state",
         "step-numpy", "naive-ndim"])
 def test_bad_input_raises_naming_the_argument(call, error, word):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import attnbook
 from attnbook import reference
-from attnbook.long import linformer
+from attnbook.mechanisms import linformer
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 
@@ -26,7 +26,7 @@ def test_registered_method_matches_numpy_reference(shape, device):
     g = torch.Generator().manual_seed(sum(shape))
     q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
     rank = max(1, shape[2] // 2)
-    ref = linformer.naive_linformer(*_np(q, k, v), rank=rank, seed=5)
+    ref = linformer.linformer_numpy(*_np(q, k, v), rank=rank, seed=5)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="linformer", k=rank, seed=5)
     assert out.device.type == device.type and out.shape == shape
     assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
@@ -41,7 +41,7 @@ def test_torch_matches_reference_float64_cross_attention(B, H, N, M, D, frac, se
     k = torch.randn(B, H, M, D, generator=g, dtype=torch.float64)
     v = torch.randn(B, H, M, D + 1, generator=g, dtype=torch.float64)
     rank = max(1, int(frac * M))
-    ref = linformer.naive_linformer(*_np(q, k, v), rank=rank, seed=seed)
+    ref = linformer.linformer_numpy(*_np(q, k, v), rank=rank, seed=seed)
     np.testing.assert_allclose(linformer.linformer_attention(q, k, v, rank=rank, seed=seed).numpy(), ref,
                                rtol=1e-10, atol=1e-12)
 
@@ -59,7 +59,7 @@ def test_projection_matches_the_formula_written_out():
     q, k, v = rng.normal(size=(1, 1, 9, 4)), rng.normal(size=(1, 1, 12, 4)), rng.normal(size=(1, 1, 12, 3))
     E, F = linformer.projections(12, 5, seed=1)
     expected = reference.scaled_dot_product_attention(q[0, 0], E @ k[0, 0], F @ v[0, 0])[0]
-    np.testing.assert_allclose(linformer.naive_linformer(q, k, v, rank=5, seed=1)[0, 0], expected, rtol=1e-12)
+    np.testing.assert_allclose(linformer.linformer_numpy(q, k, v, rank=5, seed=1)[0, 0], expected, rtol=1e-12)
 
 
 def test_gradcheck_float64():
@@ -81,8 +81,8 @@ def test_registry_lists_linformer_with_its_options():
     (lambda q: attnbook.attention(q, q, q, method="linformer", k=-2), ValueError, "k"),
     (lambda q: attnbook.attention(q, q, q, method="linformer", k=2.0), TypeError, "k"),
     (lambda q: attnbook.attention(q, q, q, method="linformer", k=2, seed=-1), ValueError, "seed"),
-    (lambda q: linformer.naive_linformer(*(q.numpy(),) * 3, causal=True, rank=2), ValueError, "causal"),
-    (lambda q: linformer.naive_linformer(*(q.numpy(),) * 3, rank=9), ValueError, "k"),
+    (lambda q: linformer.linformer_numpy(*(q.numpy(),) * 3, causal=True, rank=2), ValueError, "causal"),
+    (lambda q: linformer.linformer_numpy(*(q.numpy(),) * 3, rank=9), ValueError, "k"),
     (lambda q: linformer.projections(0, 1), ValueError, "n"),
 ], ids=["causal", "k-above-n", "k0", "k-neg", "k-float", "seed-neg", "naive-causal", "naive-k", "n0"])
 def test_bad_input_raises_naming_the_argument(call, error, word):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import attnbook
 from attnbook import reference
-from attnbook.long import performer
+from attnbook.mechanisms import performer
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 
@@ -30,7 +30,7 @@ def _np(*xs):
 @pytest.mark.parametrize("causal", [False, True])
 def test_registered_method_matches_numpy_reference(shape, causal, device):
     q, k, v = _qkv(shape, sum(shape), dtype=torch.float32)
-    ref = performer.naive_performer(*_np(q, k, v), causal=causal, features=64, seed=3)
+    ref = performer.performer_numpy(*_np(q, k, v), causal=causal, features=64, seed=3)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="performer", causal=causal,
                              features=64, seed=3)
     assert out.device.type == device.type and out.shape == shape
@@ -42,7 +42,7 @@ def test_registered_method_matches_numpy_reference(shape, causal, device):
        r=st.integers(1, 40), causal=st.booleans(), seed=st.integers(0, 2**16))
 def test_torch_matches_reference_float64(B, H, N, D, r, causal, seed):
     q, k, v = _qkv((B, H, N, D), seed)
-    ref = performer.naive_performer(*_np(q, k, v), causal=causal, features=r, seed=seed)
+    ref = performer.performer_numpy(*_np(q, k, v), causal=causal, features=r, seed=seed)
     out = performer.performer_attention(q, k, v, causal=causal, features=r, seed=seed, chunk_size=7)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
 
@@ -51,7 +51,7 @@ def test_large_inputs_do_not_overflow_in_float32():
     q, k, v = _qkv((1, 2, 50, 16), 1, dtype=torch.float32, scale=6.0)
     for causal in (False, True):
         out = performer.performer_attention(q, k, v, causal=causal, features=32)
-        ref = performer.naive_performer(*_np(q, k, v), causal=causal, features=32)
+        ref = performer.performer_numpy(*_np(q, k, v), causal=causal, features=32)
         assert torch.isfinite(out).all()
         assert np.abs(out.double().numpy() - ref).max() / np.abs(ref).max() < 1e-3
 
@@ -84,7 +84,7 @@ def test_attention_matrix_error_shrinks_with_more_features():
     exact = reference.scaled_dot_product_attention(q, k, np.eye(64))[1]
 
     def err(r):
-        return np.mean([np.linalg.norm(performer.naive_performer_weights(q, k, r, s) - exact) for s in range(5)])
+        return np.mean([np.linalg.norm(performer.performer_weights_numpy(q, k, r, s) - exact) for s in range(5)])
 
     assert err(1024) < 0.5 * err(16)
 
@@ -99,7 +99,7 @@ def test_gradcheck_float64(causal):
 
 def test_registry_lists_performer_with_its_options():
     info = attnbook.method_info("performer")
-    assert not info.exact and set(info.options) == {"features", "seed"}
+    assert not info.exact and set(info.options) == {"features", "seed", "chunk_size"}
 
 
 @pytest.mark.parametrize("call, error, word", [
@@ -109,7 +109,7 @@ def test_registry_lists_performer_with_its_options():
     (lambda q: attnbook.attention(q, q, q, method="performer", seed=-1), ValueError, "seed"),
     (lambda q: attnbook.attention(q, q, q, method="performer", r=8), ValueError, "r"),
     (lambda q: performer.performer_attention(q, q[:, :, :2], q[:, :, :2], causal=True), ValueError, "causal"),
-    (lambda q: performer.naive_performer(q.numpy(), q.numpy()[..., :2], q.numpy()), ValueError, "q, k, v"),
+    (lambda q: performer.performer_numpy(q.numpy(), q.numpy()[..., :2], q.numpy()), ValueError, "q, k, v"),
     (lambda q: performer.random_features(0, 4), ValueError, "features"),
 ], ids=["r0", "r-neg", "r-float", "seed-neg", "unknown-option", "causal-cross", "naive-shapes", "features0"])
 def test_bad_input_raises_naming_the_argument(call, error, word):

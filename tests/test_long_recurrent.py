@@ -6,14 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnbook
-from attnbook.long import recurrent as rec
+from attnbook.mechanisms import recurrent
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 METHODS = {  # name -> (numpy parallel, numpy recurrent, torch chunked, torch parallel, step, option name, value)
-    "retention": (rec.naive_retention, rec.naive_retention_recurrent, rec.retention, rec.retention_parallel,
-                  rec.retention_step, "gamma", 0.9),
-    "selective_scan": (rec.naive_selective_scan, rec.naive_selective_scan_recurrent, rec.selective_scan,
-                       rec.selective_scan_parallel, rec.selective_scan_step, "seed", 4),
+    "retention": (recurrent.retention_numpy, recurrent.retention_recurrent_numpy, recurrent.retention, recurrent.retention_parallel,
+                  recurrent.retention_step, "gamma", 0.9),
+    "selective_scan": (recurrent.selective_scan_numpy, recurrent.selective_scan_recurrent_numpy, recurrent.selective_scan,
+                       recurrent.selective_scan_parallel, recurrent.selective_scan_step, "seed", 4),
 }
 
 
@@ -54,7 +54,7 @@ def test_parallel_chunked_and_recurrent_forms_agree_float64(method, B, H, N, D, 
         "numpy recurrent": naive_rec(*_np(q, k, v), **{opt: value}),
         "torch parallel": parallel(q, k, v, **{opt: value}).numpy(),
         "torch chunked": chunked(q, k, v, chunk_size=chunk, **{opt: value}).numpy(),
-        "torch recurrent": rec.recurrent_form(step, q, k, v, **{opt: value}).numpy(),
+        "torch recurrent": attnbook.decode(method, q, k, v, **{opt: value}).numpy(),
     }
     for name, out in forms.items():
         np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10 * max(1.0, np.abs(ref).max()), err_msg=name)
@@ -64,13 +64,13 @@ def test_parallel_chunked_and_recurrent_forms_agree_float64(method, B, H, N, D, 
 def test_float32_recurrent_equals_chunked_to_rounding(method):
     _, _, chunked, _, step, _, _ = METHODS[method]
     q, k, v = _qkv((2, 4, 300, 16), 9, dtype=torch.float32)
-    a, b = chunked(q, k, v), rec.recurrent_form(step, q, k, v)
+    a, b = chunked(q, k, v), attnbook.decode(method, q, k, v)
     assert (a - b).abs().max() / b.abs().max() < 1e-5
 
 
 def test_retention_two_tokens_by_hand():
     q, k, v = _qkv((1, 1, 2, 3), 1)
-    out = rec.retention(q, k, v, gamma=0.5)[0, 0]
+    out = recurrent.retention(q, k, v, gamma=0.5)[0, 0]
     q0, q1, k0, k1, v0, v1 = q[0, 0, 0], q[0, 0, 1], k[0, 0, 0], k[0, 0, 1], v[0, 0, 0], v[0, 0, 1]
     s = 3 ** -0.5
     torch.testing.assert_close(out[0], s * (q0 @ k0) * v0)
@@ -78,20 +78,20 @@ def test_retention_two_tokens_by_hand():
 
 
 def test_default_gammas_are_retnets_multiscale_heads():
-    np.testing.assert_allclose(rec.retention_gammas(3), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128])
+    np.testing.assert_allclose(recurrent.retention_gammas(3), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128])
     q, k, v = _qkv((1, 3, 10, 4), 2)
-    for h, gamma in enumerate(rec.retention_gammas(3)):
-        torch.testing.assert_close(rec.retention(q, k, v)[:, h], rec.retention(q[:, h:h + 1], k[:, h:h + 1],
+    for h, gamma in enumerate(recurrent.retention_gammas(3)):
+        torch.testing.assert_close(recurrent.retention(q, k, v)[:, h], recurrent.retention(q[:, h:h + 1], k[:, h:h + 1],
                                                                                v[:, h:h + 1], gamma=gamma)[:, 0])
 
 
 def test_selective_scan_decay_is_input_dependent_and_in_unit_interval():
     q, k, v = _qkv((1, 2, 50, 8), 3)
-    _, _, xbar, log_a = rec._torch_scan_args(q, k, v, True, 0)
-    assert torch.equal(rec.scan_steps(k)[1], log_a)
+    _, _, xbar, log_a = recurrent._torch_scan_args(q, k, v, True, 0)
+    assert torch.equal(recurrent.scan_steps(k)[1], log_a)
     a = log_a.exp()
     assert torch.all((a > 0) & (a < 1)) and a.std() > 1e-3
-    A, w = rec.scan_parameters(2, 8, 0)
+    A, w = recurrent.scan_parameters(2, 8, 0)
     dt = torch.nn.functional.softplus(k @ torch.tensor(w) + np.log(np.expm1(0.1)))
     torch.testing.assert_close(log_a, dt * torch.tensor(A)[None, :, None])
     torch.testing.assert_close(xbar, dt[..., None] * v)
@@ -102,7 +102,7 @@ def test_gradcheck_float64_chunked_and_recurrent(method):
     _, _, chunked, _, step, _, _ = METHODS[method]
     q, k, v = (x.requires_grad_() for x in _qkv((1, 2, 7, 3), 0))
     assert torch.autograd.gradcheck(lambda a, b, c: chunked(a, b, c, chunk_size=3), (q, k, v), fast_mode=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: rec.recurrent_form(step, a, b, c), (q, k, v), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: attnbook.decode(method, a, b, c), (q, k, v), fast_mode=True)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -139,10 +139,10 @@ def test_decoding_state_does_not_grow_with_context(method):
     (lambda q: attnbook.attention(q, q, q, method="retention", causal=True, gamma="0.9"), TypeError, "gamma"),
     (lambda q: attnbook.attention(q, q, q, method="retention", causal=True, chunk_size=0), ValueError, "chunk_size"),
     (lambda q: attnbook.attention(q, q, q, method="selective_scan", causal=True, seed=-1), ValueError, "seed"),
-    (lambda q: rec.retention(q, q[:, :, :3], q[:, :, :3]), ValueError, "queries"),
-    (lambda q: rec.naive_selective_scan(*(q.numpy(),) * 3, causal=False), ValueError, "causal"),
-    (lambda q: rec.retention_step(None, q[:, :, 0], q[:, :, 0, :2], q[:, :, 0]), ValueError, "k_t"),
-    (lambda q: rec.selective_scan_step(rec.RecurrentState(torch.zeros(1, 2, 3, 3)), q[:, :, 0], q[:, :, 0],
+    (lambda q: recurrent.retention(q, q[:, :, :3], q[:, :, :3]), ValueError, "queries"),
+    (lambda q: recurrent.selective_scan_numpy(*(q.numpy(),) * 3, causal=False), ValueError, "causal"),
+    (lambda q: recurrent.retention_step(None, q[:, :, 0], q[:, :, 0, :2], q[:, :, 0]), ValueError, "k_t"),
+    (lambda q: recurrent.selective_scan_step(recurrent.RecurrentState(torch.zeros(1, 2, 3, 3)), q[:, :, 0], q[:, :, 0],
                                        q[:, :, 0]), ValueError, "state"),
 ], ids=["ret-noncausal", "scan-noncausal", "gamma0", "gamma-big", "gamma-str", "chunk0", "seed-neg",
         "cross", "naive-noncausal", "step-k", "step-state"])

@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import attnbook
 from attnbook import cost, reference
-from attnbook.dense import dense_attention
-from attnbook.long import blockwise, sparse
+from attnbook.mechanisms.dense import dense_attention
+from attnbook.mechanisms import blockwise, sparse
 
 
 def _brute(n, rule):
@@ -68,7 +68,7 @@ def test_blockwise_matches_numpy_reference(case, causal, device):
     g = torch.Generator().manual_seed(N)
     q, k, v = (torch.randn(B, H, N, D, generator=g) for _ in range(3))
     for pattern, mask in _patterns(N, 5, causal, 8):
-        ref = sparse.sparse_attention_reference(q.double().numpy(), k.double().numpy(), v.double().numpy(), mask)
+        ref = sparse.sparse_attention_numpy(q.double().numpy(), k.double().numpy(), v.double().numpy(), mask)
         out = sparse.sparse_attention(q.to(device), k.to(device), v.to(device), pattern, block_size=8)
         assert out.device.type == device.type and out.shape == (B, H, N, D)
         assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5, pattern
@@ -144,9 +144,9 @@ def test_classic_slip_total_vs_per_token():
     (lambda: sparse.block_sparse_mask(8, 4, np.ones((3, 3), dtype=bool)), ValueError, "layout"),
     (lambda: sparse.block_sparse_mask(8, 4, np.ones((2, 2))), TypeError, "layout"),
     (lambda: sparse.block_sparse_mask(8, 4, np.array([[False, True], [True, True]]), causal=True), ValueError, "layout"),
-    (lambda: sparse.sparse_attention_reference(np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)),
+    (lambda: sparse.sparse_attention_numpy(np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)), np.ones((1, 1, 4, 2)),
                                                np.ones((3, 3), dtype=bool)), ValueError, "mask"),
-    (lambda: sparse.sparse_attention_reference(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)),
+    (lambda: sparse.sparse_attention_numpy(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)),
                                                np.array([[True, False], [False, False]])), ValueError, "mask"),
     (lambda: sparse.sparse_attention(*(torch.ones(1, 1, 4, 2) for _ in range(3)), "window"), TypeError, "pattern"),
     (lambda: cost.longformer_nnz(8, 2, (9,)), ValueError, "global_tokens"),

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from attnbook import bench, config, measure
-from attnbook.bench import CorrectnessError, checked, load_result, run_suite, suite
+from attnbook.bench import RESULTS_DIR, load_result, run_suite
+from attnbook.checks import CorrectnessError, checked
+from attnbook.registry import SUITES, Suite
 
 
 def test_fit_loglog_recovers_known_exponents():
@@ -66,19 +68,27 @@ def test_checked_refuses_a_wrong_implementation():
         checked("nan", torch.full((3, 3), float("nan")), ref)
 
 
-def test_runner_writes_labelled_results_and_refuses_broken_suites(tmp_path):
-    @suite("_test_ok", "a tiny suite")
-    def ok(device, quick):
-        return [{"n": 1, "median_s": measure.time_fn(lambda: torch.ones(4).sum(), repeats=2).median_s}]
+def _ok_suite(device, quick):
+    return [{"n": 1, "median_s": measure.time_fn(lambda: torch.ones(4).sum(), repeats=2).median_s}]
 
-    @suite("_test_broken", "a suite whose implementation is wrong")
-    def broken(device, quick):
-        checked("broken", torch.zeros(2), np.ones(2))
-        return [{"n": 1, "median_s": 1.0}]
 
+def _broken_suite(device, quick):
+    checked("broken", torch.zeros(2), np.ones(2))
+    return [{"n": 1, "median_s": 1.0}]
+
+
+@pytest.fixture
+def test_suites(monkeypatch):
+    monkeypatch.setitem(SUITES, "_test_ok", Suite("_test_ok", _ok_suite, "02", "a tiny suite"))
+    monkeypatch.setitem(SUITES, "_test_broken", Suite("_test_broken", _broken_suite, "02", "a wrong implementation"))
+
+
+def test_runner_writes_labelled_results_and_refuses_broken_suites(tmp_path, test_suites):
     result = run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path)
     stored = json.loads((tmp_path / "_test_ok-cpu.json").read_text())
     assert stored["meta"]["torch"] == torch.__version__ and stored["quick"] is True
+    assert {"threads", "quick", "load_average_start", "load_average_end", "git_commit", "date"} <= set(stored["meta"])
+    assert stored["meta"]["threads"] == torch.get_num_threads()
     assert stored["rows"] == result["rows"] and load_result("_test_ok", "cpu", tmp_path)["rows"] == result["rows"]
     assert load_result("_test_ok", "cuda", tmp_path) is None
     with pytest.raises(CorrectnessError):
@@ -88,9 +98,26 @@ def test_runner_writes_labelled_results_and_refuses_broken_suites(tmp_path):
         run_suite("no-such-suite")
 
 
+def test_runner_protects_stored_results(tmp_path, test_suites, monkeypatch):
+    monkeypatch.setenv("ATTNBOOK_RESULTS", str(tmp_path / "mine"))
+    before = {p.name: p.stat().st_mtime_ns for p in RESULTS_DIR.glob("*.json")}
+    result = run_suite("_test_ok", device="cpu", quick=True)  # the default goes to the reader's folder
+    assert result["path"] == str(tmp_path / "mine" / "_test_ok-cpu.json")
+    with pytest.raises(PermissionError, match="store=True"):
+        run_suite("_test_ok", device="cpu", quick=True, out_dir=RESULTS_DIR)
+    assert {p.name: p.stat().st_mtime_ns for p in RESULTS_DIR.glob("*.json")} == before
+    run_suite("_test_ok", device="cpu", quick=False, out_dir=tmp_path)  # a full run in a folder of its own
+    with pytest.raises(PermissionError, match="full run"):
+        run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path)
+    assert run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path, force=True)["quick"] is True
+
+
 def test_cli_lists_and_runs_the_cost_suite(tmp_path):
     out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "list"], capture_output=True, text=True, check=True)
     assert "cost" in out.stdout
+    refused = subprocess.run([sys.executable, "-m", "attnbook", "bench", "cost", "--device", "cpu", "--quick", "--out",
+                              str(RESULTS_DIR)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--store" in refused.stderr
     out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "cost", "--device", "cpu", "--quick", "--out", str(tmp_path)],
                          capture_output=True, text=True, check=True)
     rows = json.loads((tmp_path / "cost-cpu.json").read_text())["rows"]
@@ -106,8 +133,8 @@ def test_stored_cost_result_is_labelled():
 def test_config_switch(monkeypatch):
     assert isinstance(config.QUICK, bool)
     monkeypatch.setenv("ATTNBOOK_QUICK", "maybe")
-    with pytest.raises(ValueError, match="ATTNBOOK_QUICK must be '0' or '1'"):
-        config._quick_from_env()
+    with pytest.raises(ValueError, match="ATTNBOOK_QUICK must be '0' .* or '1'"):
+        config.QUICK
     monkeypatch.setenv("ATTNBOOK_QUICK", "0")
-    assert config._quick_from_env() is False
+    assert config.QUICK is False and config.quick() is False
     assert config.pick(1, 2) == (1 if config.QUICK else 2)

@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from attnbook import cost
-from attnbook.checkpointing import CheckpointedStack
-from attnbook.decoder import CachedAttention, Decoder
-from attnbook.gpt import GPT, Block, GPTConfig
+from attnbook.models.checkpointing import CheckpointedStack
+from attnbook.models.decoder import CachedAttention, Decoder
+from attnbook.models.gpt import GPT, Block, GPTConfig
 from attnbook.measure import saved_tensor_bytes
 
 
@@ -14,21 +14,21 @@ from attnbook.measure import saved_tensor_bytes
 def test_layer_params_match_torch_modules(d, d_ff, H):
     enc = nn.TransformerEncoderLayer(d, H, dim_feedforward=d_ff, batch_first=True, norm_first=True)
     block = Block(GPTConfig(vocab_size=2, n_head=H, d_model=d, d_ff=d_ff))
-    expected = cost.layer_param_count(d, d_ff)
+    expected = cost.layer_params(d, d_ff)
     assert sum(p.numel() for p in enc.parameters()) == expected
     assert sum(p.numel() for p in block.parameters()) == expected
 
 
 def test_gpt2_small_param_count_is_exact():
     model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, d_model=768))
-    count = cost.param_count(12, 768, 50257, block_size=1024)
+    count = cost.gpt_params(12, 768, 50257, block_size=1024)
     assert model.num_params() == count == 124_439_808
-    untied = cost.param_count(12, 768, 50257, block_size=1024, tied=False)
+    untied = cost.gpt_params(12, 768, 50257, block_size=1024, tied=False)
     assert untied - count == 50257 * 768
 
 
 def test_gpt3_headline_numbers():
-    p = cost.param_count(96, 12288, 50257, block_size=2048)
+    p = cost.gpt_params(96, 12288, 50257, block_size=2048)
     assert abs(p / 175e9 - 1) < 0.01
     assert abs(cost.param_bytes(p, 4) / 700e9 - 1) < 0.01
     assert cost.training_state_bytes(p) == 16 * p
@@ -110,7 +110,7 @@ def test_kv_cache_7b_numbers():
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: cost.kv_cache_bytes(32, 4096, 10, 32, kv_heads=5), ValueError, "heads \\(32\\) must be divisible by kv_heads"),
     (lambda: cost.kv_cache_bytes(32, 4096, -1, 32), ValueError, "tokens must be an integer >= 1"),
-    (lambda: cost.param_count(0, 8, 10), ValueError, "layers must be an integer >= 1"),
+    (lambda: cost.gpt_params(0, 8, 10), ValueError, "layers must be an integer >= 1"),
     (lambda: cost.block_saved_bytes(1, 4, 8, 2, d_ff=0), ValueError, "d_ff must be an integer >= 1"),
     (lambda: CachedAttention(32, 4, 3), ValueError, "heads \\(4\\) must be divisible by kv_heads \\(3\\)"),
     (lambda: CheckpointedStack(3, 8, 2, 4, every=4), ValueError, "every must be at most"),

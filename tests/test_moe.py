@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbook import cost
-from attnbook.gpt import GPTConfig
-from attnbook.moe import (MoE, MoEGPT, capacity, load_balancing_loss, load_balancing_loss_reference, moe_reference,
-                          route, route_reference)
+from attnbook.models.gpt import GPTConfig
+from attnbook.models.moe import (MoE, MoEGPT, capacity, load_balancing_loss, load_balancing_loss_numpy, moe_numpy,
+                          route, route_numpy)
 
 
 def _layer(d, d_ff, E, k, cf, bias=True, seed=0, device="cpu"):
@@ -50,7 +50,7 @@ def test_moe_matches_numpy_reference(T, d, d_ff, E, k, cf, device):
     layer = _layer(d, d_ff, E, k, cf, device=device)
     x = torch.randn(T, d, dtype=torch.float64, device=device)
     y = layer(x)
-    y_ref, aux_ref, load_ref = moe_reference(x.cpu().numpy(), *_numpy_weights(layer), k=k, capacity_factor=cf)
+    y_ref, aux_ref, load_ref = moe_numpy(x.cpu().numpy(), *_numpy_weights(layer), k=k, capacity_factor=cf)
     np.testing.assert_allclose(y.detach().cpu().numpy(), y_ref, rtol=1e-10, atol=1e-12)
     assert layer.aux_loss.item() == pytest.approx(aux_ref, rel=1e-12)
     np.testing.assert_array_equal(layer.routing.load().cpu().numpy(), load_ref)
@@ -63,7 +63,7 @@ def test_moe_matches_reference_on_random_shapes(T, d, d_ff, E, data, cf, bias, s
     k = data.draw(st.integers(1, E))
     layer = _layer(d, d_ff, E, k, cf, bias=bias, seed=seed)
     x = torch.randn(T, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    y_ref, aux_ref, load_ref = moe_reference(x.numpy(), *_numpy_weights(layer), k=k, capacity_factor=cf)
+    y_ref, aux_ref, load_ref = moe_numpy(x.numpy(), *_numpy_weights(layer), k=k, capacity_factor=cf)
     np.testing.assert_allclose(layer(x).detach().numpy(), y_ref, rtol=1e-10, atol=1e-12)
     assert layer.aux_loss.item() == pytest.approx(aux_ref, rel=1e-12)
     np.testing.assert_array_equal(layer.routing.load().numpy(), load_ref)
@@ -73,7 +73,7 @@ def test_moe_matches_reference_on_random_shapes(T, d, d_ff, E, data, cf, bias, s
 def test_routing_matches_reference(T, d, d_ff, E, k, cf):
     logits = torch.randn(T, E, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
     r = route(logits, k, cf)
-    experts, gates, kept, probs = route_reference(logits.numpy(), k, cf)
+    experts, gates, kept, probs = route_numpy(logits.numpy(), k, cf)
     np.testing.assert_array_equal(r.experts.numpy(), experts)
     np.testing.assert_allclose(r.gates.numpy(), gates, rtol=1e-12)
     np.testing.assert_array_equal(r.kept.numpy(), kept)
@@ -145,7 +145,7 @@ def test_load_balancing_loss_is_one_when_uniform_and_E_when_collapsed():
     collapsed = torch.zeros(8, E)
     collapsed[:, 0] = 1.0
     assert float(load_balancing_loss(collapsed, torch.zeros(8, 1, dtype=torch.long))) == pytest.approx(E)
-    assert load_balancing_loss_reference(collapsed.double().numpy(), np.zeros((8, 1), int)) == pytest.approx(E)
+    assert load_balancing_loss_numpy(collapsed.double().numpy(), np.zeros((8, 1), int)) == pytest.approx(E)
 
 
 FLOP_CASES = [(64, 32, 128, 8, 1), (64, 32, 128, 8, 2), (50, 16, 64, 4, 4), (128, 32, 16, 8, 2)]
@@ -211,7 +211,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="logits"):
         route(torch.randn(5), 1)
     with pytest.raises(ValueError, match="k"):
-        route_reference(np.zeros((3, 2)), k=3)
+        route_numpy(np.zeros((3, 2)), k=3)
     with pytest.raises(ValueError, match="balance_coef"):
         MoEGPT(GPTConfig(vocab_size=5), n_experts=2, balance_coef=-1)
     with pytest.raises(ValueError, match="k"):
@@ -219,5 +219,5 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="n_experts"):
         capacity(4, 0, 1, 1.0)
     with pytest.raises(ValueError, match="x"):
-        moe_reference(np.full((2, 2), np.nan), np.zeros((2, 2)), *[np.zeros((2, 2, 2))] * 4)
+        moe_numpy(np.full((2, 2), np.nan), np.zeros((2, 2)), *[np.zeros((2, 2, 2))] * 4)
 

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from attnbook import plot  # noqa: E402
+from attnbook import plot
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnbook import dense, reference
+from attnbook import reference
+
+from attnbook.mechanisms import dense
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

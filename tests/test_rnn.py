@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbook import cost
-from attnbook.rnn import rnn, rnn_reference
+from attnbook.mechanisms.rnn import rnn, rnn_numpy
 
 
 @pytest.mark.parametrize("n, d_in, d", [(1, 1, 1), (7, 3, 5), (40, 8, 16)], ids=lambda x: str(x))
@@ -13,7 +13,7 @@ def test_torch_rnn_matches_numpy(n, d_in, d):
     rng = np.random.default_rng(n)
     X, Wx, Wh = rng.normal(size=(n, d_in)), rng.normal(size=(d_in, d)) / 3, rng.normal(size=(d, d)) / 3
     out = rnn(torch.tensor(X)[None], torch.tensor(Wx), torch.tensor(Wh))[0]
-    np.testing.assert_allclose(out.numpy(), rnn_reference(X, Wx, Wh), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out.numpy(), rnn_numpy(X, Wx, Wh), rtol=1e-12, atol=1e-14)
 
 
 def test_rnn_gradcheck():
@@ -31,6 +31,6 @@ def test_rnn_flops_counted():
 
 def test_rnn_bad_shapes():
     with pytest.raises(ValueError, match="Wh must be square"):
-        rnn_reference(np.ones((3, 2)), np.ones((2, 4)), np.ones((4, 3)))
+        rnn_numpy(np.ones((3, 2)), np.ones((2, 4)), np.ones((4, 3)))
     with pytest.raises(ValueError, match="Wx must have 2 rows"):
         rnn(torch.ones(1, 3, 2), torch.ones(3, 4), torch.ones(4, 4))

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from attnbook import cost
-from attnbook.gpt import GPT, GPTConfig
+from attnbook.models.gpt import GPT, GPTConfig
 from attnbook.measure import fit_loglog
-from attnbook.scaling import LAWS, chinchilla_loss, compute_optimal
+from attnbook.experiments import scaling
+from attnbook.experiments.scaling import LAWS, chinchilla_loss, compute_optimal
 
 BUDGETS = np.geomspace(1e18, 1e26, 17)
 
@@ -42,7 +43,7 @@ def test_chinchilla_fit_minimises_the_fitted_loss_on_the_budget_line():
         losses = chinchilla_loss(grid, c / (6 * grid))
         assert grid[np.argmin(losses)] == pytest.approx(a.params, rel=0.01)
     slope = fit_loglog(BUDGETS, [compute_optimal(c, "chinchilla-fit").params for c in BUDGETS]).slope
-    f = cost.CHINCHILLA_FIT
+    f = scaling.CHINCHILLA_FIT
     assert slope == pytest.approx(f["beta"] / (f["alpha"] + f["beta"]), abs=1e-9)
     assert 0.44 < slope < 0.47  # the paper's Approach 3 reports a = 0.46
 
@@ -91,8 +92,8 @@ def test_gpt_params_formula_against_numel(L, d, V, n):
         model = GPT(GPTConfig(vocab_size=V, block_size=n, n_layer=L, n_head=4, d_model=d, bias=bias))
         assert sum(p.numel() for p in model.parameters()) == cost.gpt_params(L, d, V, n, bias=bias)
         block = sum(p.numel() for p in model.blocks[0].parameters())
-        assert block == cost.block_params(d, bias=bias)
-    assert cost.block_params(d, bias=False) == 12 * d * d + 2 * d  # 12d² plus the LayerNorm gains
+        assert block == cost.layer_params(d, bias=bias)
+    assert cost.layer_params(d, bias=False) == 12 * d * d + 2 * d  # 12d² plus the LayerNorm gains
 
 
 @pytest.mark.parametrize("target,L", [(12 * 512**2, 1), (12 * 512**2, 4), (3_000_000, 7), (10**6, 64)],
@@ -100,10 +101,10 @@ def test_gpt_params_formula_against_numel(L, d, V, n):
 def test_width_for_params_is_the_closest_multiple(target, L):
     d = cost.width_for_params(target, L, multiple=16)
     assert d % 16 == 0
-    err = abs(L * cost.block_params(d) - target)
+    err = abs(L * cost.layer_params(d) - target)
     for other in (d - 16, d + 16):
         if other > 0:
-            assert err <= abs(L * cost.block_params(other) - target)
+            assert err <= abs(L * cost.layer_params(other) - target)
 
 
 def test_width_for_params_bad_input():

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnbook.tasks import (IGNORE, TASKS, long_range_retrieval, min_query_distance, mqar, query_accuracy,
+from attnbook.experiments.tasks import (IGNORE, TASKS, long_range_retrieval, min_query_distance, mqar, query_accuracy,
                             selective_copy, solve_mqar, solve_selective_copy)
 
 SIZES = [(1, 16, 2, 9), (3, 40, 6, 33), (4, 64, 8, 65)]  # batch, seq_len, pairs, vocab

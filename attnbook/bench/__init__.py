@@ -1,111 +1,93 @@
-"""Benchmark suites and their stored results (used by every measuring chapter).
+"""The benchmark runner and the stored results every measuring chapter reads.
 
-A suite is a function ``(device, quick) -> list[dict]`` registered with
-:func:`suite` in a module of this package (modules are discovered
-automatically). :func:`run_suite` runs one and writes
-``attnbook/results/<suite>-<device kind>.json`` labelled with device, torch
-version, date and git commit; chapters read it back with :func:`load_result`.
+A suite is a function ``run(device, quick) -> list[dict]`` in a module of this package,
+catalogued in :data:`attnbook.registry.SUITES`. :func:`run_suite` runs one and writes a JSON
+file labelled with the device, threads, torch version, date, git commit, quick/full and the
+machine's load average before and after. By default it writes to the reader's own folder
+(``$ATTNBOOK_RESULTS``, else ``./attnbook-results``); replacing the book's stored result in
+``attnbook/results/`` needs ``store=True`` (``--store`` on the command line), and a quick run
+never replaces a full one unless ``force=True``. Chapters read stored results with
+:func:`load_result`.
 """
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
-from dataclasses import dataclass
+import os
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..measure import environment
+from attnbook.measure import environment
+from attnbook.registry import suite_info
 
-__all__ = ["RESULTS_DIR", "Suite", "suite", "suites", "sweep", "CorrectnessError", "checked", "run_suite", "load_result"]
+__all__ = ["RESULTS_DIR", "user_results_dir", "sweep", "run_suite", "load_result", "result_path"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    fn: Callable
-
-
-_SUITES: dict[str, Suite] = {}
-
-
-def suite(name: str, description: str):
-    """Decorator registering a benchmark suite ``fn(device: torch.device, quick: bool) -> list[dict]``."""
-
-    def wrap(fn):
-        _SUITES[name] = Suite(name, description, fn)
-        return fn
-
-    return wrap
-
-
-def suites() -> dict[str, Suite]:
-    """Every registered suite, by name (imports each module of ``attnbook.bench``)."""
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
-    return dict(_SUITES)
+def user_results_dir() -> Path:
+    """Where a reader's runs go by default: ``$ATTNBOOK_RESULTS``, else ``./attnbook-results``."""
+    return Path(os.environ.get("ATTNBOOK_RESULTS") or "attnbook-results")
 
 
 def sweep(values, desc: str):
-    """Iterate over ``values`` with a progress bar (suites sweep sizes through this)."""
-    return tqdm(list(values), desc=desc, leave=False, disable=None)  # None: only on a terminal
+    """Iterate over ``values`` with a progress bar (shown only on a terminal)."""
+    return tqdm(list(values), desc=desc, leave=False, disable=None)
 
 
-class CorrectnessError(RuntimeError):
-    """An implementation disagreed with its reference, so it is not timed."""
+def result_path(name: str, device_kind: str, results_dir: Path | str = RESULTS_DIR) -> Path:
+    """The file of suite ``name`` measured on ``device_kind`` ('cpu', 'cuda', 'mps') in ``results_dir``."""
+    return Path(results_dir) / f"{name}-{device_kind}.json"
 
 
-def checked(name: str, fast, reference, rtol: float = 1e-4, atol: float = 1e-6):
-    """Compare ``fast`` with ``reference`` (arrays or tensors); raise :class:`CorrectnessError` if they differ.
-
-    Returns the maximum relative error, ``max|fast - ref| / max|ref|``. Benchmarks call this
-    before timing an implementation, so a wrong form never gets a speed reported.
-    """
-    f = fast.detach().double().cpu().numpy() if isinstance(fast, torch.Tensor) else np.asarray(fast, dtype=float)
-    r = reference.detach().double().cpu().numpy() if isinstance(reference, torch.Tensor) else np.asarray(reference, dtype=float)
-    if f.shape != r.shape:
-        raise CorrectnessError(f"{name}: shape {f.shape} differs from the reference's {r.shape}")
-    if not np.all(np.isfinite(f)):
-        raise CorrectnessError(f"{name}: output contains NaN or infinite values")
-    scale = max(float(np.max(np.abs(r))), 1e-30)
-    err = float(np.max(np.abs(f - r))) / scale
-    if not np.allclose(f, r, rtol=rtol, atol=atol):
-        raise CorrectnessError(f"{name}: relative error {err:.2e} against the reference exceeds rtol={rtol}, atol={atol}")
-    return err
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
-def _device_kind(device: torch.device) -> str:
-    return torch.device(device).type
+def _protect(path: Path, quick: bool, store: bool, force: bool) -> None:
+    """Refuse to overwrite the book's stored results without ``store``, or a full run by a quick one."""
+    inside = path.resolve().parent == RESULTS_DIR.resolve()
+    if inside and not store:
+        raise PermissionError(f"{path} is one of the book's stored results; pass store=True (--store) to replace it")
+    if path.exists() and quick and not force:
+        old = json.loads(path.read_text())
+        if old.get("quick") is False:
+            raise PermissionError(f"{path} holds a full run; a quick run replaces it only with force=True (--force)")
 
 
-def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path | str | None = RESULTS_DIR) -> dict:
+def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path | str | None = "user",
+              *, store: bool = False, force: bool = False) -> dict:
     """Run suite ``name`` on ``device``; write and return the labelled result.
 
-    ``quick=None`` follows :data:`attnbook.config.QUICK`. ``out_dir=None`` writes nothing.
+    ``quick=None`` follows :func:`attnbook.config.quick`. ``out_dir``: ``"user"`` (default) is
+    :func:`user_results_dir`, ``None`` writes nothing, ``store=True`` writes to the book's
+    :data:`RESULTS_DIR` (whatever ``out_dir`` says).
     """
-    from ..config import QUICK
+    from attnbook.config import quick as quick_default
 
-    available = suites()
-    if name not in available:
-        raise ValueError(f"suite must be one of {sorted(available)}, got {name!r}")
+    info = suite_info(name)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but CUDA is not available")
-    quick = QUICK if quick is None else bool(quick)
-    rows = available[name].fn(device, quick)
-    result = {"suite": name, "description": available[name].description, "quick": quick,
-              "meta": environment(device), "rows": rows}
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{name}-{_device_kind(device)}.json"
+    quick = quick_default() if quick is None else bool(quick)
+    if store:
+        out_dir = RESULTS_DIR
+    elif isinstance(out_dir, str) and out_dir == "user":
+        out_dir = user_results_dir()
+    path = None if out_dir is None else result_path(name, device.type, out_dir)
+    if path is not None:
+        _protect(path, quick, store, force)
+    load_start = _load_average()
+    rows = info.fn(device, quick)
+    meta = {**environment(device), "threads": torch.get_num_threads(), "quick": quick,
+            "load_average_start": load_start, "load_average_end": _load_average()}
+    result = {"suite": name, "description": info.doc, "quick": quick, "meta": meta, "rows": rows}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, default=float) + "\n")
         result["path"] = str(path)
     return result
@@ -113,7 +95,5 @@ def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path 
 
 def load_result(name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR) -> dict | None:
     """The stored result of suite ``name`` measured on ``device_kind`` ('cuda' or 'cpu'), or None."""
-    path = Path(results_dir) / f"{name}-{device_kind}.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+    path = result_path(name, device_kind, results_dir)
+    return json.loads(path.read_text()) if path.exists() else None

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from .. import cost
-from ..dense import dense_attention
-from ..gpt import Block, GPTConfig
-from ..measure import time_fn
-from ..reference import attention as reference_attention
-from . import checked, suite, sweep
+from attnbook import cost
+from attnbook.mechanisms.dense import dense_attention
+from attnbook.models.gpt import Block, GPTConfig
+from attnbook.measure import time_fn
+from attnbook.reference import attention as reference_attention
+from attnbook.checks import checked
+from attnbook.bench import sweep
 
 HEADS = 4
 
@@ -34,7 +35,6 @@ def _row(sweep_name: str, n: int, d: int, device, repeats: int) -> dict:
             "q75_s": t.q75_s, "flops": cost.layer_flops(n, d, HEADS, 4 * d)}
 
 
-@suite("cost", "forward time of one Transformer layer vs sequence length n and width d")
 def run(device: torch.device, quick: bool) -> list[dict]:
     _check_core(device)
     ns = [128, 256, 512, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096, 8192, 16384]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import cost
-from ..gpt import GPT, GPTConfig
-from ..measure import time_fn
-from . import checked, suite, sweep
+from attnbook import cost
+from attnbook.models.gpt import GPT, GPTConfig
+from attnbook.measure import time_fn
+from attnbook.checks import checked
+from attnbook.bench import sweep
 
 __all__ = ["HEAD_DIM", "VOCAB", "shapes", "measure_shapes"]
 
@@ -39,7 +40,7 @@ def _model(layers: int, d: int, block: int, device) -> GPT:
 
 def _check_mixer(device) -> None:
     """The timed models use the 'sdpa' mixer: it must match 'dense' before anything is timed."""
-    from ..attention import attention
+    from attnbook.registry import attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 64, HEAD_DIM, generator=g).to(device) for _ in range(3))
@@ -67,7 +68,7 @@ def measure_shapes(shapes_, device, prompt: int = 64, batch: int = 8, seq: int =
     rows = []
     for i, (L, d) in enumerate(shapes_):
         row = {"layers": L, "d": d, "heads": d // HEAD_DIM, "params": cost.gpt_params(L, d, VOCAB, max(prompt, seq)),
-               "block_params": L * cost.block_params(d), "prompt": prompt, "batch": batch, "seq": seq}
+               "block_params": L * cost.layer_params(d), "prompt": prompt, "batch": batch, "seq": seq}
         for kind in ("token", "prompt", "batch"):
             ts = [p[i][kind] for p in passes]
             row.update({f"{kind}_median_s": float(np.median([t.median_s for t in ts])),
@@ -80,7 +81,6 @@ def measure_shapes(shapes_, device, prompt: int = 64, batch: int = 8, seq: int =
     return rows
 
 
-@suite("design", "depth vs width at fixed parameters: latency (batch 1) and throughput (large batch)")
 def run(device: torch.device, quick: bool) -> list[dict]:
     if device.type == "cpu":
         torch.set_num_threads(1)

@@ -18,12 +18,13 @@ import math
 
 import torch
 
-from .. import elementwise as ew
-from .. import elementwise_tasks as et
-from .. import reference
-from ..dense import dense_attention
-from ..measure import time_fn
-from . import checked, suite, sweep
+from attnbook.mechanisms import elementwise
+from attnbook.experiments import elementwise_tasks
+from attnbook import reference
+from attnbook.mechanisms.dense import dense_attention
+from attnbook.measure import time_fn
+from attnbook.checks import checked
+from attnbook.bench import sweep
 
 __all__ = ["TRAIN_SHAPE", "DECODE_SHAPE", "QUALITY", "random_qkv", "check_parallel", "train_scaling", "decode_costs",
            "quality_sweep"]
@@ -49,8 +50,8 @@ def random_qkv(n: int, shape: dict, device, seed: int = 0, requires_grad: bool =
 def check_parallel(order: int, device) -> None:
     """Refuse (CorrectnessError) a causal parallel form that differs from the NumPy Taylor reference."""
     q, k, v = random_qkv(96, TRAIN_SHAPE, device)
-    ref = ew.naive_elementwise_taylor(*(x.double().cpu().numpy() for x in (q, k, v)), order=order, causal=True)
-    checked(f"elementwise t={order}", ew.elementwise_attention(q, k, v, order=order, causal=True), ref, rtol=1e-4,
+    ref = elementwise.elementwise_taylor_numpy(*(x.double().cpu().numpy() for x in (q, k, v)), order=order, causal=True)
+    checked(f"elementwise t={order}", elementwise.elementwise_attention(q, k, v, order=order, causal=True), ref, rtol=1e-4,
             atol=1e-5)
 
 
@@ -60,7 +61,7 @@ def train_scaling(device, quick: bool) -> list[dict]:
     forms = {"softmax": (lambda q, k, v: dense_attention(q, k, v, causal=True), 2048 if quick else 16384)}
     for t in (2, 6):
         check_parallel(t, device)
-        forms[f"EA t={t}"] = (lambda q, k, v, t=t: ew.elementwise_attention(q, k, v, order=t, causal=True), ns[-1])
+        forms[f"EA t={t}"] = (lambda q, k, v, t=t: elementwise.elementwise_attention(q, k, v, order=t, causal=True), ns[-1])
     q, k, v = random_qkv(96, TRAIN_SHAPE, device)
     checked("softmax", forms["softmax"][0](q, k, v),
             reference.attention(*(x.double().cpu().numpy() for x in (q, k, v)), causal=True))
@@ -101,9 +102,9 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
         for L in sweep(lengths, "decode"):
             q, k, v = random_qkv(L + tokens, DECODE_SHAPE, device, seed=1)
             # EA: the state after L tokens, checked against the parallel form's row L
-            state = ew.prefill(k[:, :, :L], v[:, :, :L], order=order)
-            _, o = ew.step(state, q[:, :, L], k[:, :, L], v[:, :, L])
-            par = ew.elementwise_attention(q[:, :, :L + 1], k[:, :, :L + 1], v[:, :, :L + 1], order=order, causal=True)
+            state = elementwise.elementwise_prefill(k[:, :, :L], v[:, :, :L], order=order)
+            _, o = elementwise.elementwise_step(state, q[:, :, L], k[:, :, L], v[:, :, L])
+            par = elementwise.elementwise_attention(q[:, :, :L + 1], k[:, :, :L + 1], v[:, :, :L + 1], order=order, causal=True)
             checked(f"EA step at L={L}", o, par[:, :, L], rtol=1e-3, atol=1e-4)
             # dense: the cached read at position L, checked against the NumPy reference for that query row
             cache_k = torch.zeros(q.shape[0], q.shape[1], L + tokens, q.shape[3], device=device)
@@ -115,7 +116,7 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
 
             def ea_tokens(state=state):
                 for i in range(tokens):
-                    state, _ = ew.step(state, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i])
+                    state, _ = elementwise.elementwise_step(state, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i])
 
             def dense_tokens():
                 for i in range(tokens):
@@ -133,8 +134,8 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
 
 
 def quality_sweep(device, quick: bool) -> list[dict]:
-    """Train every (method, options) of :data:`attnbook.elementwise_tasks.METHODS` on the three tasks."""
-    from ..data import CharCorpus, load_tinyshakespeare
+    """Train every (method, options) of :data:`attnbook.experiments.elementwise_tasks.METHODS` on the three tasks."""
+    from attnbook.experiments.data import CharCorpus, load_tinyshakespeare
 
     seeds = (0, 1) if quick else (0, 1, 2)
     scale = 1 if quick else 4
@@ -142,21 +143,20 @@ def quality_sweep(device, quick: bool) -> list[dict]:
     probe = corpus.get_batch("val", 16, QUALITY["tinyshakespeare"]["block_size"],
                              generator=torch.Generator().manual_seed(123), device=device)[0]
     rows = []
-    for method, options in sweep(et.METHODS, "quality"):
+    for method, options in sweep(elementwise_tasks.METHODS, "quality"):
         for seed in seeds:
             budget = {**QUALITY["tinyshakespeare"], "steps": QUALITY["tinyshakespeare"]["steps"] * scale}
-            row, model = et.train_char(corpus, method, options, seed=seed, device=device, **budget)
-            rows.append({"part": "quality", **row, **et.spikiness(model, probe)})
+            row, model = elementwise_tasks.train_char(corpus, method, options, seed=seed, device=device, **budget)
+            rows.append({"part": "quality", **row, **elementwise_tasks.spikiness(model, probe)})
             budget = {**QUALITY["mqar"], "steps": QUALITY["mqar"]["steps"] * scale}
-            row = et.train_mqar(method, options, seed=seed, device=device, **budget)
+            row = elementwise_tasks.train_mqar(method, options, seed=seed, device=device, **budget)
             rows.append({"part": "quality", **{k: row[k] for k in ("task", "method", "options", "label", "seed",
                                                                    "accuracy", "val_loss", "steps", "train_s")}})
             budget = {**QUALITY["timeseries"], "steps": QUALITY["timeseries"]["steps"] * scale}
-            row, _ = et.train_forecast(method, options, seed=seed, device=device, **budget)
+            row, _ = elementwise_tasks.train_forecast(method, options, seed=seed, device=device, **budget)
             rows.append({"part": "quality", **row})
     return rows
 
 
-@suite("elementwise", "element-wise attention: training scaling, decode cost vs context, quality sweep (chapter 7)")
 def run(device: torch.device, quick: bool) -> list[dict]:
     return train_scaling(device, quick) + decode_costs(device, quick) + quality_sweep(device, quick)

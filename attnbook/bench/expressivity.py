@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..expressivity import compare, recall_methods
-from . import suite
+from attnbook.experiments.recall import compare, recall_methods
+
 
 #: Shared training budget of the sweep: tiny 2-layer GPTs, fresh MQAR batches every step.
 BUDGET = dict(task="mqar", vocab_size=17, d_model=32, n_layer=2, n_head=2, batch_size=64, lr=3e-3)
@@ -18,7 +18,6 @@ def settings(quick: bool) -> tuple[list[dict], tuple[int, ...], int]:
     return grid, ((0, 1) if quick else (0, 1, 2)), (200 if quick else 1500)
 
 
-@suite("expressivity", "MQAR accuracy of tiny GPTs, every registered mechanism, vs length and pairs (chapter 5)")
 def run(device, quick: bool) -> list[dict]:
     grid, seeds, steps = settings(quick)
     threads = torch.get_num_threads()

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import torch
 
-from .. import cost
-from ..attention import methods
-from ..data import CharCorpus, load_tinyshakespeare
-from ..dense import dense_attention
-from ..generative import GenerativeMixer, generative_reference
-from ..gpt import GPT, GPTConfig, make_mixer
-from ..measure import peak_memory_bytes, time_fn
-from ..reference import attention as reference_attention
-from ..train import train
-from . import checked, suite, sweep
+from attnbook import cost
+from attnbook.registry import methods, mixers
+from attnbook.experiments.data import CharCorpus, load_tinyshakespeare
+from attnbook.mechanisms.dense import dense_attention
+from attnbook.mechanisms.generative import GenerativeMixer, generative_numpy
+from attnbook.models.gpt import GPT, GPTConfig, make_mixer
+from attnbook.measure import peak_memory_bytes, time_fn
+from attnbook.reference import attention as reference_attention
+from attnbook.models.train import train
+from attnbook.checks import checked
+from attnbook.bench import sweep
 
 __all__ = ["NANOGPT_SHAKESPEARE_CHAR", "SMALL_SHAPE", "comparison_mixers", "train_mixer", "mixer_cost", "final_losses"]
 
@@ -35,8 +36,10 @@ SMALL_SHAPE = {"n_layer": 2, "n_head": 4, "d_model": 64, "block_size": 64}  # th
 
 
 def comparison_mixers() -> list[str]:
-    """The mixers chapter 8 compares: dense, the two generative ones, and linear/elementwise when registered."""
-    return ["dense", "generative", "generative+avg"] + [m for m in ("linear", "elementwise") if m in methods()]
+    """The mixers chapter 8 compares: dense attention, every generative mixer, and one mechanism of each
+    linear-time family with a decoding state (linear, element-wise) as reference points; from the registry."""
+    return ["dense", *mixers(family="generative"), *methods(family="linear", variants=False),
+            *methods(family="elementwise")]
 
 
 def train_mixer(corpus: CharCorpus, mixer: str, *, batch_size: int, steps: int, seed: int = 0, device="cpu",
@@ -47,17 +50,15 @@ def train_mixer(corpus: CharCorpus, mixer: str, *, batch_size: int, steps: int, 
     ``shape`` holds GPTConfig fields (n_layer, n_head, d_model, block_size, d_ff, dropout, ...).
     The model is initialised from ``seed`` and the batches are drawn from the same seed.
     """
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, **shape)).to(device)
-    block = model.config.block_size
+    config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, **shape)
 
     def get_batch(split, generator):
-        return corpus.get_batch(split, batch_size, block, generator=generator, device=device)
+        return corpus.get_batch(split, batch_size, config.block_size, generator=generator, device=device)
 
-    result = train(model, get_batch, steps=steps, lr=lr, eval_every=eval_every or steps, eval_batches=eval_batches,
-                   seed=seed, progress=progress)
+    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=eval_every or steps,
+                   eval_batches=eval_batches, seed=seed, progress=progress)
     result.config["train"]["batch_size"] = batch_size
-    return model, result
+    return result.model, result
 
 
 def _check_mixers(device) -> None:
@@ -72,7 +73,7 @@ def _check_mixers(device) -> None:
         with torch.no_grad():
             fast = layer(x.to(device))
         w = [t.detach().double().cpu().numpy() for t in (layer.fc.weight.T, layer.fc.bias, layer.proj.weight.T, layer.proj.bias)]
-        checked(f"generative (avg={avg})", fast, generative_reference(x.double().numpy(), *w, avg=avg), rtol=1e-4, atol=1e-5)
+        checked(f"generative (avg={avg})", fast, generative_numpy(x.double().numpy(), *w, avg=avg), rtol=1e-4, atol=1e-5)
 
 
 def mixer_cost(mixer: str, n: int, d_model: int = 384, heads: int = 6, *, device="cpu", repeats: int = 5,
@@ -94,7 +95,6 @@ def mixer_cost(mixer: str, n: int, d_model: int = 384, heads: int = 6, *, device
     return row
 
 
-@suite("generative", "chapter 8: generative function vs attention: nanoGPT shakespeare_char training slice; cost vs n")
 def run(device: torch.device, quick: bool) -> list[dict]:
     _check_mixers(device)
     corpus = CharCorpus(load_tinyshakespeare())
@@ -121,7 +121,6 @@ def final_losses(rows: list[dict]) -> dict[str, float]:
 
 
 
-@suite("generative-small", "chapter 8: the CPU-sized model of the chapter trained for many steps, per mixer")
 def run_small(device: torch.device, quick: bool) -> list[dict]:
     corpus = CharCorpus(load_tinyshakespeare())
     steps, every, mixers = (800, 100, ["dense", "generative", "generative+avg"]) if quick else (5000, 250, comparison_mixers())

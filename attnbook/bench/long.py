@@ -20,11 +20,12 @@ import warnings
 import numpy as np
 import torch
 
-from .. import reference
-from ..attention import attention, method_info, methods
-from ..long.sparse import SPARSE_METHODS, method_pattern
-from ..measure import fit_loglog, peak_memory_bytes, time_fn
-from . import CorrectnessError, checked, suite, sweep
+from attnbook import reference
+from attnbook.registry import attention, method_info, methods
+from attnbook.mechanisms.sparse import method_pattern
+from attnbook.measure import fit_loglog, peak_memory_bytes, time_fn
+from attnbook.checks import CorrectnessError, checked, rel_error
+from attnbook.bench import sweep
 
 __all__ = ["SHAPE", "sizes", "measure_method", "supports_causal", "sweep_method", "slopes", "crossovers",
            "comparison_table"]
@@ -66,10 +67,10 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
     ref = _row_reference(q, k, v, rows, exact_allowed)
     fast = out[:, :, torch.as_tensor(rows, device=out.device)]
     scale = float(np.abs(ref).max())
-    rel_error = float(np.abs(fast.double().cpu().numpy() - ref).max()) / scale
+    error = rel_error(fast, ref)
     if info.exact:
         checked(method, fast, ref, rtol=1e-3, atol=1e-4 * scale)
-    if method in SPARSE_METHODS:
+    if info.family == "sparse":
         pattern, _ = method_pattern(method, n, causal)
         own = _row_reference(q, k, v, rows, pattern.allowed(rows[:, None], keys[None, :], n))
         checked(f"{method} against its masked reference", fast, own, rtol=1e-3, atol=1e-4 * float(np.abs(own).max()))
@@ -82,18 +83,12 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
     peak = peak_memory_bytes(call, device=device) if device.type in ("cpu", "cuda") else None
     return {"method": method, "n": n, "batch": SHAPE["batch"], "heads": SHAPE["heads"], "head_dim": SHAPE["head_dim"],
             "causal": causal, "median_s": t.median_s, "q25_s": t.q25_s, "q75_s": t.q75_s,
-            "peak_bytes": None if peak is None else int(peak), "rel_error": rel_error}
+            "peak_bytes": None if peak is None else int(peak), "rel_error": error}
 
 
-def supports_causal(method: str, device, n: int = 256) -> bool:
-    """Whether ``method`` runs with causal=True at its default options (on a length-n input)."""
-    q, k, v = _inputs(n, device)
-    try:
-        with torch.no_grad():
-            attention(q, k, v, method=method, causal=True)
-    except (ValueError, NotImplementedError):
-        return False
-    return True
+def supports_causal(method: str) -> bool:
+    """Whether ``method`` has a causal form (its registry record says so)."""
+    return method_info(method).causal != "noncausal"
 
 
 def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: float) -> list[dict]:
@@ -117,7 +112,6 @@ def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: 
     return rows
 
 
-@suite("long", "time, peak memory and error against exact attention of every registered method vs n")
 def run(device: torch.device, quick: bool) -> list[dict]:
     if device.type == "cpu":
         torch.set_num_threads(1)
@@ -125,7 +119,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     repeats, budget = (3, 0.5) if quick else (3, 5.0)
     rows = []
     for method in sweep(methods(), "methods"):
-        causal = supports_causal(method, device)
+        causal = supports_causal(method)
         rows += sweep_method(method, causal, ns, device, repeats, budget)
         if method == "sdpa":  # the baseline for methods that only run non-causally
             rows += sweep_method(method, False, ns, device, repeats, budget)

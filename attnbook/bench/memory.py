@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import cost
-from ..checkpointing import CheckpointedStack
-from ..gpt import Block, GPTConfig
-from ..measure import peak_memory_bytes, saved_tensor_bytes, sync, time_fn
-from . import sweep, suite
+from attnbook import cost
+from attnbook.models.checkpointing import CheckpointedStack
+from attnbook.models.gpt import Block, GPTConfig
+from attnbook.measure import peak_memory_bytes, saved_tensor_bytes, sync, time_fn
+from attnbook.bench import sweep
 
 
 def _cuda_retained_bytes(block, x) -> int:
@@ -59,7 +59,6 @@ def checkpoint_rows(device, quick: bool) -> list[dict]:
     return rows
 
 
-@suite("memory", "activation bytes per layer (formula vs saved-tensor count) and checkpointing every k layers")
 def run(device: torch.device, quick: bool) -> list[dict]:
     rows = activation_rows(device, quick)
     bad = [r for r in rows if r["saved_bytes"] != r["formula_bytes"]]

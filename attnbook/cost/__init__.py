@@ -1,10 +1,12 @@
-"""The book's analytic cost model: every FLOP and memory formula, one submodule per chapter.
+"""The book's analytic cost model, one module per quantity: ``flops``, ``params``, ``memory`` (bytes),
+``io`` (memory traffic) and ``bounds`` (generalisation and recall capacity).
 
-Convention: a multiply-add counts as 2 FLOPs.
+Every formula is checked in the tests against a count nobody here wrote: ``FlopCounterMode``,
+``numel()`` of real modules, bytes saved for the backward pass. Convention: a multiply-add is 2 FLOPs.
+All functions are re-exported here: ``attnbook.cost.mha_flops(n, d, heads)``.
 """
-from .flops import *  # noqa: F401,F403  (chapter 2)
-from .memory import *  # noqa: F401,F403  (chapter 3)
-from .long import *  # noqa: F401,F403  (chapter 4)
-from .bounds import *  # noqa: F401,F403  (chapter 5)
-from .design import *  # noqa: F401,F403  (chapter 6)
-from .generative import *  # noqa: F401,F403  (chapter 8)
+from attnbook.cost.bounds import *  # noqa: F401,F403
+from attnbook.cost.flops import *  # noqa: F401,F403
+from attnbook.cost.io import *  # noqa: F401,F403
+from attnbook.cost.memory import *  # noqa: F401,F403
+from attnbook.cost.params import *  # noqa: F401,F403

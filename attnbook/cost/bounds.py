@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..checks import check_positive_float, check_positive_int
+from attnbook.checks import check_positive_float, check_positive_int, exact_ints
 
 __all__ = [
     "vc_bound",
@@ -28,6 +28,7 @@ def _check_delta(delta: float) -> float:
     return delta
 
 
+@exact_ints
 def vc_bound(d_vc: float, n: float, delta: float = 0.05) -> float:
     """VC bound on the generalization gap, with its constants (Mohri et al. 2018, Cor. 3.19).
 
@@ -40,6 +41,7 @@ def vc_bound(d_vc: float, n: float, delta: float = 0.05) -> float:
     return math.sqrt(2 * d_vc * math.log(math.e * n / d_vc) / n) + math.sqrt(math.log(1 / delta) / (2 * n))
 
 
+@exact_ints
 def vc_rate(d_vc: float, n: float, log_base: float = 2.0) -> float:
     """The order-of-magnitude form of the VC bound, sqrt(d_vc · log(n) / n), without constants. Chapter 5.
 
@@ -52,6 +54,7 @@ def vc_rate(d_vc: float, n: float, log_base: float = 2.0) -> float:
     return math.sqrt(d_vc * math.log(n) / math.log(log_base) / n)
 
 
+@exact_ints
 def occam_bound(bits: float, n: float, delta: float = 0.05) -> float:
     """Compression (Occam) bound: a hypothesis described in ``bits`` bits, chosen after seeing n samples.
 
@@ -62,6 +65,7 @@ def occam_bound(bits: float, n: float, delta: float = 0.05) -> float:
     return math.sqrt((bits * math.log(2) + math.log(1 / delta)) / (2 * n))
 
 
+@exact_ints
 def pac_bayes_bound(kl: float, n: float, delta: float = 0.05) -> float:
     """PAC-Bayes bound (McAllester 1999, in Maurer's 2004 form) on the gap of a posterior Q. Chapter 5.
 
@@ -73,6 +77,7 @@ def pac_bayes_bound(kl: float, n: float, delta: float = 0.05) -> float:
     return math.sqrt((kl + math.log(2 * math.sqrt(n) / delta)) / (2 * n))
 
 
+@exact_ints
 def recall_state_bits(num_pairs: int, num_values: int) -> float:
     """Bits a fixed-size state must hold to answer a query on any of ``num_pairs`` stored keys.
 
@@ -84,6 +89,7 @@ def recall_state_bits(num_pairs: int, num_values: int) -> float:
     return num_pairs * math.log2(num_values)
 
 
+@exact_ints
 def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) -> int:
     """Most pairs a state of ``state_numbers`` numbers of ``bits_per_number`` bits can recall exactly.
 
@@ -97,6 +103,7 @@ def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) 
     return math.floor(state_numbers * bits_per_number / math.log2(num_values))
 
 
+@exact_ints
 def entry_size_threshold(n: int) -> float:
     """sqrt(ln n): the entry size B at which approximate attention turns hard (Alman & Song 2023). Chapter 5.
 

@@ -13,12 +13,12 @@ the ratio, and replacing exp(2qk) by its Taylor polynomial T_t(x) = Σ_{p=0}^{t}
 
 so prefix sums over j replace the n×n matrix. Four forms compute this:
 
-* :func:`naive_elementwise` (NumPy float64): the exact form, O(n²D), the reference;
-* :func:`naive_elementwise_taylor` (NumPy float64): the Taylor weights as an explicit
+* :func:`elementwise_numpy` (NumPy float64): the exact form, O(n²D), the reference;
+* :func:`elementwise_taylor_numpy` (NumPy float64): the Taylor weights as an explicit
   (n, n, D) tensor, O(t·n²D), the yardstick of the fast forms;
-* :func:`naive_elementwise_parallel` / :func:`elementwise_attention`: the parallel form
+* :func:`elementwise_parallel_numpy` / :func:`elementwise_attention`: the parallel form
   with cumulative sums, O(t·n·D) time, no n×n matrix (NumPy / torch);
-* :func:`naive_elementwise_recurrent` / :func:`step`: the recurrent form, a state of
+* :func:`elementwise_recurrent_numpy` / :func:`step`: the recurrent form, a state of
   2(t+1) numbers per channel and O(t·D) work per token (NumPy / torch).
 
 Even t keeps every weight positive (T_t(x) > 0 for all real x when t is even); odd t is
@@ -32,12 +32,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .attention import register
-from .checks import check_array, check_nonnegative_int, check_tensor
+from attnbook.checks import check_array, check_nonnegative_int, check_tensor
 
-__all__ = ["taylor_coefficients", "taylor_exp", "naive_elementwise", "elementwise_weights",
-           "naive_elementwise_taylor", "naive_elementwise_parallel", "naive_elementwise_recurrent",
-           "elementwise_exact", "elementwise_attention", "ElementwiseState", "init_state", "prefill", "step",
+__all__ = ["taylor_coefficients", "taylor_exp", "elementwise_numpy", "elementwise_weights",
+           "elementwise_taylor_numpy", "elementwise_parallel_numpy", "elementwise_recurrent_numpy",
+           "elementwise_exact", "elementwise_attention", "ElementwiseState", "init_state", "elementwise_prefill", "elementwise_step",
            "state_numbers"]
 
 DEFAULT_ORDER = 2
@@ -95,7 +94,7 @@ def elementwise_weights(q, k, order: int | None = None, causal: bool = False) ->
     return w / w.sum(axis=3, keepdims=True)
 
 
-def naive_elementwise(q, k, v, causal: bool = False) -> np.ndarray:
+def elementwise_numpy(q, k, v, causal: bool = False) -> np.ndarray:
     """Exact element-wise attention, NumPy float64, O(n²D): the reference. Chapter 7.
 
     q: (B, H, N, D), k, v: (B, H, M, D) -> (B, H, N, D).
@@ -104,7 +103,7 @@ def naive_elementwise(q, k, v, causal: bool = False) -> np.ndarray:
     return np.einsum("bhnmd,bhmd->bhnd", elementwise_weights(q, k, causal=causal), v)
 
 
-def naive_elementwise_taylor(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> np.ndarray:
+def elementwise_taylor_numpy(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> np.ndarray:
     """Taylor element-wise attention with the (N, M, D) weights written out, NumPy float64, O(t·n²D). Chapter 7."""
     q, k, v = _check_np(q, k, v)
     return np.einsum("bhnmd,bhmd->bhnd", elementwise_weights(q, k, order=order, causal=causal), v)
@@ -115,11 +114,11 @@ def _np_powers(x: np.ndarray, order: int) -> np.ndarray:
     return np.stack([x**p for p in range(order + 1)], axis=-2)
 
 
-def naive_elementwise_parallel(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> np.ndarray:
+def elementwise_parallel_numpy(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> np.ndarray:
     """Parallel (prefix-sum) form, NumPy float64: O(t·n·D), no n×n matrix. Chapter 7.
 
     A_p = Σ_{j(≤i)} c_p k_j^p e^{−k_j²} v_j and Z_p = Σ_{j(≤i)} c_p k_j^p e^{−k_j²};
-    o_i = Σ_p q_i^p A_p / Σ_p q_i^p Z_p, channel by channel. Shapes as :func:`naive_elementwise`.
+    o_i = Σ_p q_i^p A_p / Σ_p q_i^p Z_p, channel by channel. Shapes as :func:`elementwise_numpy`.
     """
     q, k, v = _check_np(q, k, v)
     order = check_nonnegative_int("order", order)
@@ -131,7 +130,7 @@ def naive_elementwise_parallel(q, k, v, order: int = DEFAULT_ORDER, causal: bool
     return (qp * a).sum(-2) / (qp * z).sum(-2)
 
 
-def naive_elementwise_recurrent(q, k, v, order: int = DEFAULT_ORDER) -> np.ndarray:
+def elementwise_recurrent_numpy(q, k, v, order: int = DEFAULT_ORDER) -> np.ndarray:
     """Recurrent (causal) form, NumPy float64: one token at a time with 2(t+1) numbers per channel. Chapter 7."""
     q, k, v = _check_np(q, k, v)
     order = check_nonnegative_int("order", order)
@@ -207,7 +206,7 @@ def elementwise_attention(q, k, v, order: int = DEFAULT_ORDER, causal: bool = Fa
         num, den = num.cumsum(dim=2), den.cumsum(dim=2)
     else:
         num, den = num.sum(dim=2, keepdim=True), den.sum(dim=2, keepdim=True)
-    return _read(q, num) / _read(q, den)
+    return (_read(q, num) / _read(q, den)).expand(q.shape)  # order 0: one row for every query
 
 
 class ElementwiseState(NamedTuple):
@@ -234,7 +233,7 @@ def state_numbers(dim: int, order: int) -> int:
     return 2 * (check_nonnegative_int("order", order) + 1) * check_nonnegative_int("dim", dim)
 
 
-def prefill(k: torch.Tensor, v: torch.Tensor, order: int = DEFAULT_ORDER) -> ElementwiseState:
+def elementwise_prefill(k: torch.Tensor, v: torch.Tensor, order: int = DEFAULT_ORDER) -> ElementwiseState:
     """The state after reading a prompt k, v: (B, H, N, D), in one pass. Chapter 7."""
     check_tensor("k", k, ndim=4)
     check_tensor("v", v, ndim=4)
@@ -244,7 +243,7 @@ def prefill(k: torch.Tensor, v: torch.Tensor, order: int = DEFAULT_ORDER) -> Ele
     return ElementwiseState((keys * v.unsqueeze(-2)).sum(2), keys.sum(2))
 
 
-def step(state: ElementwiseState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor,
+def elementwise_step(state: ElementwiseState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor,
          order: int | None = None):
     """One decoding step of causal element-wise attention: add token t, read with q_t. Returns (state, o_t).
 
@@ -269,10 +268,3 @@ def step(state: ElementwiseState | None, q_t: torch.Tensor, k_t: torch.Tensor, v
     key = _key_features(k_t.unsqueeze(2), t).squeeze(2)  # (B, H, t+1, D)
     A, Z = state.A + key * v_t.unsqueeze(-2), state.Z + key
     return ElementwiseState(A, Z), _read(q_t, A) / _read(q_t, Z)
-
-
-@register("elementwise", exact=False, chapter="07",
-          options={"order": "Taylor order t of exp(2qk) (int >= 0, default 2; even t keeps weights positive)"})
-def _elementwise_method(q, k, v, *, causal=False, order=DEFAULT_ORDER):
-    """Element-wise attention (Feng 2025): per-channel exp(−(q−k)²) weights, Taylor order t, O(t·n·D)."""
-    return elementwise_attention(q, k, v, order=order, causal=causal)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checks import check_positive_float, check_positive_int
-from .measure import describe_device, environment, peak_memory_bytes, sync
+from attnbook.checks import check_positive_float, check_positive_int
+from attnbook.measure import describe_device, environment, peak_memory_bytes, sync
 
 __all__ = ["set_seed", "TrainResult", "evaluate", "train"]
 
@@ -45,13 +45,15 @@ class TrainResult:
     device: str = ""
     params: int = 0
     config: dict = field(default_factory=dict)  # the model's config (dataclass fields) and the run's settings
+    train_s: float = float("nan")  # wall time of the whole run, evaluations included
+    model: object = field(default=None, repr=False, compare=False)  # the trained module (not serialised)
 
     @property
     def final_val_loss(self) -> float:
         return self.history[-1]["val_loss"]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
 
     def save_json(self, path) -> Path:
         """Write the result, labelled with :func:`attnbook.measure.environment`, to ``path``; return it."""
@@ -73,23 +75,31 @@ def evaluate(model, get_batch, split: str, batches: int, generator: torch.Genera
 
 def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 0.0, eval_every: int = 100,
           eval_batches: int = 10, seed: int = 0, progress: bool = True, grad_clip: float = 1.0) -> TrainResult:
-    """Train ``model`` (returning ``(logits, loss)`` from ``model(x, y)``) for ``steps`` AdamW steps.
+    """The book's one training loop: ``steps`` AdamW steps of ``model(x, y) -> (output, loss)``.
 
-    ``get_batch(split, generator)`` returns (x, y) on the model's device for split 'train' or 'val'.
-    Evaluation uses its own generator (seed + 1) so it does not perturb the training stream.
+    ``model``: a module, or a function of no arguments that builds one (called after seeding, so the
+    initialisation is reproducible from ``seed``); ``get_batch(split, generator)`` returns (x, y) on the
+    model's device for split 'train' or 'val'; train and validation loss are evaluated every
+    ``eval_every`` steps and at the end, on a generator of their own (seed + 1). Returns a
+    :class:`TrainResult` (history, time per step, peak memory, parameters, wall time, the model).
     """
     check_positive_int("steps", steps)
     check_positive_int("eval_every", eval_every)
     check_positive_int("eval_batches", eval_batches)
     check_positive_float("lr", lr)
+    start = time.perf_counter()
     gen = set_seed(seed)
+    if not isinstance(model, torch.nn.Module):
+        if not callable(model):
+            raise TypeError(f"model must be a torch.nn.Module or a function building one, got {type(model).__name__}")
+        model = model()
     eval_gen = torch.Generator().manual_seed(seed + 1)
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     config = getattr(model, "config", None)
     settings = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "eval_every": eval_every,
                 "eval_batches": eval_batches, "grad_clip": grad_clip}
-    result = TrainResult(seed=seed, steps=steps, device=describe_device(device),
+    result = TrainResult(seed=seed, steps=steps, device=describe_device(device), model=model,
                          params=sum(p.numel() for p in model.parameters()),
                          config={**(asdict(config) if dataclasses.is_dataclass(config) else {}), "train": settings})
     if device.type == "cuda":
@@ -125,4 +135,5 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
     result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))  # step 1 warms up
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
+    result.train_s = time.perf_counter() - start
     return result

@@ -1,26 +1,25 @@
 """Training comparisons and spikiness for element-wise attention (chapter 7).
 
 Three tasks on one budget per run: the character-level corpus (:func:`train_char`),
-multi-query associative recall (reusing :func:`attnbook.expressivity.train_recall`),
+multi-query associative recall (reusing :func:`attnbook.experiments.recall.train_recall`),
 and a synthetic multivariate forecasting task generated here (:func:`make_series`,
 :class:`Forecaster`, :func:`train_forecast`). :func:`spikiness` measures how peaked
 the attention distributions of a trained model are.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_nonnegative_int, check_positive_float, check_positive_int
-from .config import DEVICE
-from .dense import attention_weights
-from .elementwise import elementwise_weights
-from .gpt import GPT, Block, GPTConfig
-from .long.linear import naive_linear_attention
-from .train import train
+from attnbook.checks import check_nonnegative_int, check_positive_float, check_positive_int
+from attnbook.config import DEVICE
+from attnbook.mechanisms.dense import attention_weights
+from attnbook.mechanisms.elementwise import elementwise_weights
+from attnbook.models.gpt import GPT, Block, GPTConfig
+from attnbook.mechanisms.linear import linear_attention_numpy
+from attnbook.models.train import train
 
 __all__ = ["METHODS", "method_label", "make_series", "persistence_mse", "Forecaster", "train_forecast",
            "train_char", "train_mqar", "attention_inputs", "spikiness", "summarize"]
@@ -107,25 +106,24 @@ def train_forecast(method: str, options: dict | None = None, *, seq_len: int = 6
         x = make_series(batch_size, seq_len + 1, channels, noise=noise, seed=s).to(device)
         return x[:, :-1], x[:, 1:]
 
-    torch.manual_seed(seed)
-    model = Forecaster(channels, _config(method, options, 1, seq_len, d_model, n_layer, n_head)).to(device)
-    t0 = time.perf_counter()
-    result = train(model, get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=2, seed=seed, progress=False)
-    seconds = time.perf_counter() - t0
+    config = _config(method, options, 1, seq_len, d_model, n_layer, n_head)
+    result = train(lambda: Forecaster(channels, config).to(device), get_batch, steps=steps, lr=lr, eval_every=steps,
+                   eval_batches=2, seed=seed, progress=False)
+    model = result.model
     x = make_series(eval_size, seq_len + 1, channels, noise=noise, seed=10**9 + seed).to(device)
     model.eval()
     with torch.no_grad():
         mse = float(model(x[:, :-1], x[:, 1:])[1])
     row = {"task": "timeseries", "method": method, "options": options, "label": method_label(method, options),
            "seed": seed, "val_mse": mse, "persistence_mse": persistence_mse(x), "noise_floor": noise**2,
-           "steps": steps, "train_s": seconds, "time_per_iter_s": result.time_per_iter_s, "params": result.params}
+           "steps": steps, "train_s": result.train_s, "time_per_iter_s": result.time_per_iter_s, "params": result.params}
     return row, model
 
 
 def train_char(corpus, method: str, options: dict | None = None, *, block_size: int = 32, steps: int = 200,
                batch_size: int = 16, d_model: int = 32, n_layer: int = 2, n_head: int = 2, lr: float = 3e-3,
                seed: int = 0, device=None):
-    """Train a small character-level :class:`GPT` on ``corpus`` (:class:`attnbook.data.CharCorpus`). Chapter 7.
+    """Train a small character-level :class:`GPT` on ``corpus`` (:class:`attnbook.experiments.data.CharCorpus`). Chapter 7.
 
     Returns (row, model); the row holds the final train/validation loss (nats per character).
     """
@@ -135,20 +133,19 @@ def train_char(corpus, method: str, options: dict | None = None, *, block_size: 
     def get_batch(split, generator):
         return corpus.get_batch(split, batch_size, block_size, generator=generator, device=device)
 
-    torch.manual_seed(seed)
-    model = GPT(_config(method, options, corpus.vocab_size, block_size, d_model, n_layer, n_head)).to(device)
-    t0 = time.perf_counter()
-    result = train(model, get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=8, seed=seed, progress=False)
+    config = _config(method, options, corpus.vocab_size, block_size, d_model, n_layer, n_head)
+    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=8,
+                   seed=seed, progress=False)
     row = {"task": "tinyshakespeare", "method": method, "options": options, "label": method_label(method, options),
            "seed": seed, "val_loss": result.final_val_loss, "train_loss": result.history[-1]["train_loss"],
-           "steps": steps, "train_s": time.perf_counter() - t0, "time_per_iter_s": result.time_per_iter_s,
+           "steps": steps, "train_s": result.train_s, "time_per_iter_s": result.time_per_iter_s,
            "params": result.params}
-    return row, model
+    return row, result.model
 
 
 def train_mqar(method: str, options: dict | None = None, **kwargs) -> dict:
-    """MQAR accuracy of ``method`` via :func:`attnbook.expressivity.train_recall` (chapter 5's task). Chapter 7."""
-    from .expressivity import train_recall
+    """MQAR accuracy of ``method`` via :func:`attnbook.experiments.recall.train_recall` (chapter 5's task). Chapter 7."""
+    from attnbook.experiments.recall import train_recall
 
     options = dict(options or {})
     row = train_recall(method, "mqar", options=options, **kwargs)
@@ -204,7 +201,7 @@ def spikiness(model: nn.Module, x: torch.Tensor) -> dict:
             w = attention_weights(q, k, causal=True).double().cpu().numpy()
         elif method == "linear":
             qn, kn = q.double().cpu().numpy(), k.double().cpu().numpy()
-            w = naive_linear_attention(qn, kn, kn, causal=True, return_weights=True)[1]
+            w = linear_attention_numpy(qn, kn, kn, causal=True, return_weights=True)[1]
         elif method == "elementwise":
             w = elementwise_weights(q.double().cpu().numpy(), k.double().cpu().numpy(), order=order, causal=True)
             w = np.moveaxis(w, -1, 2)  # (B, H, D, N, N): one distribution per channel

@@ -5,12 +5,12 @@ Device-agnostic: runs wherever its inputs live (CPU, CUDA, MPS).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .attention import register
-from .checks import check_mask, check_positive_int, check_qkv, check_tensor
+from attnbook.checks import check_mask, check_positive_int, check_qkv, check_tensor
 
 __all__ = [
     "causal_mask",
@@ -19,6 +19,10 @@ __all__ = [
     "self_attention",
     "multi_head_attention",
     "MultiHeadSelfAttention",
+    "sdpa_attention",
+    "KVCache",
+    "dense_prefill",
+    "dense_step",
 ]
 
 
@@ -94,7 +98,7 @@ class MultiHeadSelfAttention(nn.Module):
         check_positive_int("heads", heads)
         if d_model % heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
-        from .attention import method_info
+        from attnbook.registry import method_info
 
         method_info(method)  # fail early on unknown methods
         self.d_model, self.heads, self.method, self.causal, self.options = d_model, heads, method, causal, options
@@ -107,7 +111,7 @@ class MultiHeadSelfAttention(nn.Module):
         return x.view(B, N, self.heads, self.d_model // self.heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .attention import attention
+        from attnbook.registry import attention
 
         check_tensor("x", x, ndim=3)
         if x.shape[-1] != self.d_model:
@@ -119,13 +123,44 @@ class MultiHeadSelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, N, H * Dk))
 
 
-@register("dense", exact=True, chapter="01", options={})
-def _dense_method(q, k, v, *, causal=False):
-    """Exact softmax attention with the full N×N score matrix (chapter 1)."""
-    return attention_weights(q, k, causal=causal) @ v
+def sdpa_attention(q, k, v, *, causal: bool = False) -> torch.Tensor:
+    """torch.nn.functional.scaled_dot_product_attention, PyTorch's fused kernels. Chapter 4.
 
-
-@register("sdpa", exact=True, chapter="04", options={})
-def _sdpa_method(q, k, v, *, causal=False):
-    """torch.nn.functional.scaled_dot_product_attention: PyTorch's fused kernels (chapter 4)."""
+    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
+    """
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+class KVCache(NamedTuple):
+    """Decoding state of dense attention: every key and value so far, K (B, H, t, D) and V (B, H, t, Dv)."""
+
+    K: torch.Tensor
+    V: torch.Tensor
+
+
+def dense_prefill(k: torch.Tensor, v: torch.Tensor) -> KVCache:
+    """The cache after reading a prompt: the prompt's keys and values themselves. Chapter 3."""
+    check_tensor("k", k, ndim=4)
+    check_tensor("v", v, ndim=4)
+    return KVCache(k, v)
+
+
+def dense_step(state: KVCache | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
+    """One decoding step with a KV cache: append k_t, v_t, attend with q_t. Returns (state, o_t).
+
+    q_t, k_t: (B, H, D), v_t: (B, H, Dv). O(t·D) work and memory at step t: the state grows with
+    the context, unlike the fixed-size states of linear and recurrent attention. Chapters 3 and 4.
+    """
+    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        check_tensor(name, x, ndim=3)
+    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
+        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
+                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    if state is None:
+        state = KVCache(k_t[:, :, None], v_t[:, :, None])
+    elif not isinstance(state, KVCache):
+        raise TypeError(f"state must be a KVCache or None, got {type(state).__name__}")
+    else:
+        state = KVCache(torch.cat([state.K, k_t[:, :, None]], 2), torch.cat([state.V, v_t[:, :, None]], 2))
+    weights = torch.softmax((q_t[:, :, None] @ state.K.transpose(-1, -2)) / math.sqrt(q_t.shape[-1]), dim=-1)
+    return state, (weights @ state.V)[:, :, 0]

@@ -16,11 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_positive_float
-from .cost.design import CHINCHILLA_FIT, CHINCHILLA_TOKENS_PER_PARAM, KAPLAN_FIT, PF_DAY, training_flops
-from .plot import labels, loglog_fit
+from attnbook.checks import check_positive_float
+from attnbook.cost.flops import PF_DAY, training_flops
+from attnbook.plot import labels, loglog_fit
 
 __all__ = ["LAWS", "Allocation", "compute_optimal", "chinchilla_loss", "plot_allocations"]
+
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: about 20 training tokens per parameter
+# Hoffmann et al. 2022, eq. (10) (Approach 3): L(N, D) = E + A / N^alpha + B / D^beta.
+CHINCHILLA_FIT = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+# Kaplan et al. 2020, Table 6 / Fig. 14: N_opt = N_e (C/PF-day)^p_N (non-embedding), D_opt = D_e (C/PF-day)^p_D.
+KAPLAN_FIT = {"N_e": 1.3e9, "p_N": 0.73, "D_e": 2e10, "p_D": 0.27}
 
 LAWS = ("chinchilla", "chinchilla-fit", "kaplan")
 

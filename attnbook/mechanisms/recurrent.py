@@ -25,14 +25,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..attention import register
-from ..checks import check_nonnegative_int, check_positive_float
-from .linear import CHUNK_SIZE, _check_np_qkv, check_step_inputs, chunked_causal
+from attnbook.checks import check_nonnegative_int, check_positive_float
+from attnbook.mechanisms.linear import CHUNK_SIZE, _check_np_qkv, check_step_inputs, chunked_causal
 
-__all__ = ["retention_gammas", "scan_parameters", "scan_steps", "naive_retention", "naive_retention_recurrent",
-           "naive_selective_scan", "naive_selective_scan_recurrent", "retention", "retention_parallel",
+__all__ = ["retention_gammas", "scan_parameters", "scan_steps", "retention_numpy", "retention_recurrent_numpy",
+           "selective_scan_numpy", "selective_scan_recurrent_numpy", "retention", "retention_parallel",
            "retention_step", "selective_scan", "selective_scan_parallel", "selective_scan_step",
-           "RecurrentState", "recurrent_form"]
+           "RecurrentState"]
 
 _NOT_CAUSAL = ("{name} is causal by construction (its decay a_{{s+1}}···a_t only runs from the past to the "
                "present); call it with causal=True")
@@ -100,12 +99,12 @@ def _np_retention_args(q, k, v, causal, gamma):
     return q / np.sqrt(q.shape[-1]), k, v, np.broadcast_to(log_g, q.shape[:3])
 
 
-def naive_retention(q, k, v, causal: bool = True, gamma=None) -> np.ndarray:
+def retention_numpy(q, k, v, causal: bool = True, gamma=None) -> np.ndarray:
     """Parallel retention, NumPy float64: (Q Kᵀ/√D ⊙ D) V with D_ts = γ^{t−s} (s ≤ t). (B, H, N, D) -> (B, H, N, Dv)."""
     return _naive_parallel(*_np_retention_args(q, k, v, causal, gamma))
 
 
-def naive_retention_recurrent(q, k, v, causal: bool = True, gamma=None) -> np.ndarray:
+def retention_recurrent_numpy(q, k, v, causal: bool = True, gamma=None) -> np.ndarray:
     """Recurrent retention, NumPy float64: S_t = γ S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t / √D."""
     return _naive_recurrent(*_np_retention_args(q, k, v, causal, gamma))
 
@@ -121,12 +120,12 @@ def _np_scan_args(q, k, v, causal, seed):
     return q, k, dt[..., None] * v, dt * A[None, :, None]
 
 
-def naive_selective_scan(q, k, v, causal: bool = True, seed: int = 0) -> np.ndarray:
+def selective_scan_numpy(q, k, v, causal: bool = True, seed: int = 0) -> np.ndarray:
     """Selective scan, parallel form, NumPy float64: y_t = Σ_{s≤t} (C_t·B_s) exp(A Σ_{u=s+1}^t Δ_u) Δ_s x_s."""
     return _naive_parallel(*_np_scan_args(q, k, v, causal, seed))
 
 
-def naive_selective_scan_recurrent(q, k, v, causal: bool = True, seed: int = 0) -> np.ndarray:
+def selective_scan_recurrent_numpy(q, k, v, causal: bool = True, seed: int = 0) -> np.ndarray:
     """Selective scan, recurrent form, NumPy float64: h_t = exp(Δ_t A) h_{t−1} + B_t (Δ_t x_t)ᵀ, y_t = h_tᵀ C_t."""
     return _naive_recurrent(*_np_scan_args(q, k, v, causal, seed))
 
@@ -218,28 +217,3 @@ def selective_scan_step(state, q_t, k_t, v_t, seed: int = 0):
     state = _check_step(state, q_t, k_t, v_t)
     q, k, xbar, log_a = _torch_scan_args(q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, seed)
     return _step(state, q[:, :, 0], k[:, :, 0], xbar[:, :, 0], log_a[:, :, 0])
-
-
-def recurrent_form(step_fn, q, k, v, **options) -> torch.Tensor:
-    """Run ``step_fn`` token by token over (B, H, N, D) inputs; returns the stacked (B, H, N, Dv) outputs."""
-    state, outs = None, []
-    for t in range(q.shape[2]):
-        state, o = step_fn(state, q[:, :, t], k[:, :, t], v[:, :, t], **options)
-        outs.append(o)
-    return torch.stack(outs, dim=2)
-
-
-@register("retention", exact=False, chapter="04",
-          options={"gamma": "decay γ in (0, 1] for every head, or None for RetNet's 1 − 2^(−5−h) (default None)",
-                   "chunk_size": "tokens per chunk of the chunkwise form (int >= 1, default 64)"})
-def _retention_method(q, k, v, *, causal=False, gamma=None, chunk_size=CHUNK_SIZE):
-    """RetNet retention (Sun et al. 2023), chunkwise form: causal only, O(N·D²), O(D²) decoding state."""
-    return retention(q, k, v, causal=causal, gamma=gamma, chunk_size=chunk_size)
-
-
-@register("selective_scan", exact=False, chapter="04",
-          options={"seed": "seed of the fixed Δ projection w (int >= 0, default 0)",
-                   "chunk_size": "tokens per chunk of the chunked form (int >= 1, default 64)"})
-def _selective_scan_method(q, k, v, *, causal=False, seed=0, chunk_size=CHUNK_SIZE):
-    """Mamba-style selective scan, scalar decay per head (Mamba-2 SSD): causal only, O(N·D²), O(D²) state."""
-    return selective_scan(q, k, v, causal=causal, seed=seed, chunk_size=chunk_size)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_array, check_tensor
+from attnbook.checks import check_array, check_tensor
 
-__all__ = ["rnn_reference", "rnn"]
+__all__ = ["rnn_numpy", "rnn"]
 
 
 def _check_weights(d_in: int, Wx_shape, Wh_shape) -> None:
@@ -19,7 +19,7 @@ def _check_weights(d_in: int, Wx_shape, Wh_shape) -> None:
         raise ValueError(f"Wh must be square ({Wx_shape[1]}, {Wx_shape[1]}), got shape {tuple(Wh_shape)}")
 
 
-def rnn_reference(X, Wx, Wh) -> np.ndarray:
+def rnn_numpy(X, Wx, Wh) -> np.ndarray:
     """NumPy Elman RNN. X: (n, d_in), Wx: (d_in, d), Wh: (d, d) -> hidden states (n, d). Chapter 1."""
     X, Wx, Wh = check_array("X", X, ndim=2), check_array("Wx", Wx, ndim=2), check_array("Wh", Wh, ndim=2)
     _check_weights(X.shape[1], Wx.shape, Wh.shape)

@@ -2,7 +2,7 @@
 
 Every generator returns ``(x, y)``: ``x`` (B, N) token ids, ``y`` (B, N) next-token
 targets that are ``-100`` everywhere except at the positions the task scores, so
-:class:`attnbook.gpt.GPT` trains only on the answers and :func:`query_accuracy`
+:class:`attnbook.models.gpt.GPT` trains only on the answers and :func:`query_accuracy`
 scores only them. Generation is deterministic in ``seed`` (NumPy ``default_rng``).
 Each task has an oracle (``solve_*``) that recomputes the answers from ``x`` alone
 by a plain lookup, which is how the tests check the targets.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_nonnegative_int, check_positive_int
+from attnbook.checks import check_nonnegative_int, check_positive_int
 
 __all__ = [
     "IGNORE",

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attention import register
-from ..checks import check_array, check_positive_int
+from attnbook.checks import check_array, check_positive_int
 
 __all__ = ["IOCounter", "standard_attention_numpy", "flash_attention_numpy", "flash_attention",
            "sdpa_kernel_used", "sdpa_backends"]
@@ -139,12 +138,6 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         m, l, acc = (torch.cat([old[:, :, :r0], new], dim=2) if r0 else new
                      for old, new in ((m, m_new), (l, l_new), (acc, acc_new)))
     return acc / l[..., None]
-
-
-@register("flash", exact=True, chapter="04", options={"block_size": "key tile size (int >= 1, default 64)"})
-def _flash(q, k, v, *, causal=False, block_size=64):
-    """FlashAttention's tiled online softmax in torch; exact for any N (chapter 4)."""
-    return flash_attention(q, k, v, causal=causal, block_size=block_size)
 
 
 def sdpa_kernel_used(q, k, v, causal: bool = False) -> str:

@@ -2,40 +2,22 @@
 
 Token + position embeddings, ``n_layer`` pre-norm blocks (mixer, then MLP),
 a final LayerNorm and a head tied to the token embedding. The mixer is any
-method of :func:`attnbook.methods` (wrapped in multi-head self-attention) or a
-custom layer registered in :data:`MIXERS`.
+method of :func:`attnbook.methods` (wrapped in multi-head self-attention) or one of
+the other mixers of the registry (:func:`attnbook.registry.mixers`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .attention import methods
-from .checks import check_positive_int
-from .dense import MultiHeadSelfAttention
+from attnbook.checks import check_bool, check_positive_int
+from attnbook.mechanisms.dense import MultiHeadSelfAttention
+from attnbook.registry import method_info, mixer_info, mixer_names, mixers
 
-__all__ = ["GPTConfig", "GPT", "MIXERS", "register_mixer", "mixer_names"]
-
-MIXERS: dict[str, Callable[["GPTConfig"], nn.Module]] = {}
-
-
-def register_mixer(name: str):
-    """Decorator: register ``factory(config) -> nn.Module`` mapping (B, N, d) -> (B, N, d) causally."""
-
-    def wrap(factory):
-        MIXERS[name] = factory
-        return factory
-
-    return wrap
-
-
-def mixer_names() -> list[str]:
-    """Every mixer a :class:`GPT` accepts: attention methods and registered custom mixers."""
-    return methods() + list(MIXERS)
+__all__ = ["GPTConfig", "GPT", "Block", "make_mixer"]
 
 
 @dataclass
@@ -61,14 +43,20 @@ class GPTConfig:
         self.d_ff = 4 * self.d_model if self.d_ff is None else check_positive_int("d_ff", self.d_ff)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        check_bool("bias", self.bias)
         if self.mixer not in mixer_names():
             raise ValueError(f"mixer must be one of {mixer_names()}, got {self.mixer!r}")
+        info = mixer_info(self.mixer) if self.mixer in mixers() else method_info(self.mixer)
+        unknown = sorted(set(self.mixer_options) - set(info.options))
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r} for mixer {self.mixer!r}; its options are "
+                             f"{sorted(info.options)}")
 
 
 def make_mixer(config: GPTConfig) -> nn.Module:
     """The causal token-mixing layer named by ``config.mixer``."""
-    if config.mixer in MIXERS:
-        return MIXERS[config.mixer](config)
+    if config.mixer in mixers():
+        return mixer_info(config.mixer).fn(config)
     return MultiHeadSelfAttention(config.d_model, config.n_head, method=config.mixer, causal=True,
                                   bias=config.bias, **config.mixer_options)
 

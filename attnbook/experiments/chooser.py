@@ -18,22 +18,38 @@ from pathlib import Path
 
 import torch
 
-from .bench import RESULTS_DIR, CorrectnessError, load_result
-from .checks import check_positive_float, check_positive_int
-from .measure import fit_loglog
+from attnbook.bench import RESULTS_DIR, load_result
+from attnbook.checks import CorrectnessError, check_bool
+from attnbook.checks import check_positive_float, check_positive_int
+from attnbook.measure import fit_loglog
+from attnbook.registry import methods
 
-__all__ = ["RULE_OF_THUMB", "FAMILIES", "LIVE_METHODS", "Estimate", "Recommendation", "rule_of_thumb",
+__all__ = ["RULE_OF_THUMB", "RULE_FAMILIES", "family_methods", "default_live_methods", "Estimate", "Recommendation", "rule_of_thumb",
            "estimate", "recommend"]
 
 # The classic table: upper bound of n (exclusive) -> family.
 RULE_OF_THUMB = ((2048, "dense"), (8192, "flash"), (65536, "sparse/linformer"), (math.inf, "performer/hierarchical"))
-FAMILIES = {
-    "dense": ("dense", "sdpa"),
-    "flash": ("flash", "sdpa"),  # torch's SDPA runs a FlashAttention-style kernel on CPU and CUDA
-    "sparse/linformer": ("sliding_window", "strided", "longformer", "block_sparse", "linformer"),
-    "performer/hierarchical": ("performer", "linear"),
+#: Registry families behind each family of the rule (the method lists are read from the records).
+RULE_FAMILIES = {
+    "dense": ("dense",),  # dense, sdpa and flash: every exact form of softmax attention
+    "flash": ("dense",),
+    "sparse/linformer": ("sparse", "low-rank"),
+    "performer/hierarchical": ("kernel", "linear"),
 }
-LIVE_METHODS = ("sdpa", "dense", "flash", "sliding_window", "linformer", "performer", "linear")
+
+
+def family_methods(rule_family: str) -> tuple[str, ...]:
+    """The registered methods of one family of the rule of thumb (from the registry's records)."""
+    if rule_family not in RULE_FAMILIES:
+        raise ValueError(f"rule_family must be one of {list(RULE_FAMILIES)}, got {rule_family!r}")
+    return tuple(m for fam in RULE_FAMILIES[rule_family] for m in methods(family=fam))
+
+
+def default_live_methods() -> tuple[str, ...]:
+    """What the live mini-benchmark measures: every exact form, then the first method of each other family."""
+    families = dict.fromkeys(fam for fams in RULE_FAMILIES.values() for fam in fams)
+    return tuple(methods(family="dense")) + tuple(methods(family=fam)[0] for fam in families if fam != "dense")
+
 ROW_KEYS = ("method", "n", "batch", "heads", "head_dim", "causal", "median_s", "peak_bytes", "rel_error")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 _LIVE_CACHE: dict = {}
@@ -140,7 +156,7 @@ def _check_rows(result: dict) -> list[dict]:
 
 def _live_rows(device: torch.device, causal: bool, sizes: tuple, live_methods: tuple) -> list[dict]:
     """A small live run of the long suite's measurement for ``live_methods`` at ``sizes`` (cached)."""
-    from .bench.long import measure_method
+    from attnbook.bench.long import measure_method
 
     key = (str(device), causal, sizes, live_methods)
     if key not in _LIVE_CACHE:
@@ -162,7 +178,7 @@ def _mib(x: float) -> str:
 def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool = True,
               max_rel_error: float = 1e-3, batch: int = 1, heads: int | None = None,
               results: dict | None = None, results_dir: Path | str = RESULTS_DIR, live: bool = True,
-              live_sizes: tuple = (256, 512, 1024), live_methods: tuple = LIVE_METHODS) -> Recommendation:
+              live_sizes: tuple = (256, 512, 1024), live_methods: tuple | None = None) -> Recommendation:
     """Recommend the fastest mechanism for attention over n tokens within a memory budget. Chapter 6.
 
     n: sequence length; memory_budget_bytes: peak bytes the attention call may use; device: 'cpu',
@@ -175,8 +191,7 @@ def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool 
     n = check_positive_int("n", n)
     budget = check_positive_float("memory_budget_bytes", memory_budget_bytes)
     device = _check_device(device)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    causal = check_bool("causal", causal)
     if isinstance(max_rel_error, bool) or not isinstance(max_rel_error, numbers.Real) or not max_rel_error >= 0:
         raise ValueError(f"max_rel_error must be a number >= 0, got {max_rel_error!r}")
     batch = check_positive_int("batch", batch)
@@ -196,7 +211,7 @@ def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool 
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' has no stored 'long' result and CUDA is not available to measure live")
         sizes = tuple(check_positive_int("live_sizes", s) for s in live_sizes)
-        rows = _live_rows(device, causal, sizes, tuple(live_methods))
+        rows = _live_rows(device, causal, sizes, tuple(live_methods or default_live_methods()))
         source = f"live mini-benchmark on {device} at n = {', '.join(map(str, sizes))}"
         if not rows:
             raise ValueError(f"the live mini-benchmark measured nothing for causal={causal}")

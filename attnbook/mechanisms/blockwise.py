@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_positive_int
+from attnbook.checks import check_positive_int
 
 __all__ = ["Pattern", "Plan", "plan", "blockwise_state", "merge_states", "finish", "blockwise_attention"]
 

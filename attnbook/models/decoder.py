@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_positive_int, check_tensor
-from .dense import attention_weights
+from attnbook.checks import check_positive_int, check_tensor
+from attnbook.mechanisms.dense import attention_weights
 
 __all__ = ["KVCache", "CachedAttention", "Decoder"]
 

@@ -5,7 +5,7 @@ Softmax's exp(q·k) is replaced by a kernel φ(q)·φ(k), so the weights factor 
     o_i = φ(q_i)ᵀ S_i / φ(q_i)ᵀ z_i,   S_i = Σ_{j ≤ i} φ(k_j) v_jᵀ,   z_i = Σ_{j ≤ i} φ(k_j)
 
 (sums over every j when not causal). Three causal forms compute the same numbers:
-the quadratic form (an n×n weight matrix, :func:`naive_linear_attention`), the prefix-sum
+the quadratic form (an n×n weight matrix, :func:`linear_attention_numpy`), the prefix-sum
 form (cumulative sums of φ(k_j) v_jᵀ, :func:`linear_attention_cumsum`) and the chunked
 form (quadratic inside chunks, a running state between them, :func:`chunked_causal`).
 Decoding carries the state (S, z) and costs O(D·Dv) per token (:func:`step`).
@@ -20,11 +20,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..attention import register
-from ..checks import check_array, check_positive_int, check_tensor
+from attnbook.checks import check_array, check_positive_int, check_tensor
 
-__all__ = ["elu_feature", "naive_linear_attention", "naive_linear_recurrent", "linear_attention",
-           "linear_attention_cumsum", "chunked_causal", "LinearState", "prefill", "step"]
+__all__ = ["elu_feature", "linear_attention_numpy", "linear_recurrent_numpy", "linear_attention",
+           "linear_attention_cumsum", "chunked_causal", "LinearState", "linear_prefill", "linear_step"]
 
 CHUNK_SIZE = 64
 
@@ -44,7 +43,7 @@ def _check_np_qkv(q, k, v):
     return q, k, v
 
 
-def naive_linear_attention(q, k, v, causal: bool = False, return_weights: bool = False):
+def linear_attention_numpy(q, k, v, causal: bool = False, return_weights: bool = False):
     """NumPy float64 quadratic form: W = φ(Q)φ(K)ᵀ (masked), rows normalised, O = W V.
 
     q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv) (and W: (B, H, N, M)).
@@ -59,7 +58,7 @@ def naive_linear_attention(q, k, v, causal: bool = False, return_weights: bool =
     return (w @ v, w) if return_weights else w @ v
 
 
-def naive_linear_recurrent(q, k, v):
+def linear_recurrent_numpy(q, k, v):
     """NumPy float64 recurrent (causal) form: S_t = S_{t-1} + φ(k_t) v_tᵀ, z_t = z_{t-1} + φ(k_t).
 
     One token at a time, o_t = φ(q_t)ᵀ S_t / φ(q_t)ᵀ z_t. q, k: (B, H, N, D), v: (B, H, N, Dv).
@@ -167,7 +166,7 @@ class LinearState(NamedTuple):
     z: torch.Tensor
 
 
-def prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
+def linear_prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
     """The state after reading a prompt: S = Σ φ(k_j) v_jᵀ, z = Σ φ(k_j). k: (B, H, N, D), v: (B, H, N, Dv)."""
     check_tensor("k", k, ndim=4)
     check_tensor("v", v, ndim=4)
@@ -185,7 +184,7 @@ def check_step_inputs(q_t, k_t, v_t) -> tuple[int, int, int]:
     return tuple(k_t.shape)
 
 
-def step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
+def linear_step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
     """One decoding step: add token t to the state, then read it with q_t. Returns (state, o_t).
 
     q_t, k_t: (B, H, D), v_t: (B, H, Dv); ``state`` None starts from zeros. O(D·Dv) work and
@@ -202,10 +201,3 @@ def step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: t
     z = state.z + fk
     o = (fq[..., None, :] @ S).squeeze(-2) / (fq * z).sum(-1, keepdim=True)
     return LinearState(S, z), o
-
-
-@register("linear", exact=False, chapter="04",
-          options={"chunk_size": "tokens per chunk of the causal chunked form (int >= 1, default 64)"})
-def _linear_method(q, k, v, *, causal=False, chunk_size=CHUNK_SIZE):
-    """Linear attention, φ = elu + 1 (Katharopoulos et al. 2020): O(N·D²) time, O(D²) decoding state."""
-    return linear_attention(q, k, v, causal=causal, chunk_size=chunk_size)

@@ -10,7 +10,7 @@ mean of all tokens so far. For a sequence x_1..x_n of width d (x_0 := 0):
 
 W_1: (k·d, h) with k = 2 or 3, W_2: (h, d); the hidden width h defaults to d.
 The running mean is a cumulative sum divided by t: O(n·d) work, no n×n matrix.
-NumPy float64 references (``*_reference``) sit beside the torch forms.
+NumPy float64 references (``*_numpy``) sit beside the torch forms.
 """
 from __future__ import annotations
 
@@ -19,23 +19,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_array, check_positive_int, check_tensor
-from .gpt import GPTConfig, register_mixer
+from attnbook.checks import check_array, check_positive_int, check_tensor
 
 __all__ = [
-    "gelu_reference",
-    "running_mean_reference",
-    "previous_token_reference",
-    "generative_reference",
+    "gelu_numpy",
+    "running_mean_numpy",
+    "previous_token_numpy",
+    "generative_numpy",
     "running_mean",
     "previous_token",
     "generative_features",
     "GenerativeMixer",
+    "generative_mixer",
+    "generative_avg_mixer",
 ]
 
 
 # ----------------------------------------------------------------------------- NumPy references
-def gelu_reference(z: np.ndarray) -> np.ndarray:
+def gelu_numpy(z: np.ndarray) -> np.ndarray:
     """Exact GELU, z·Φ(z), in float64 (same as torch's default ``F.gelu``)."""
     from math import erf
 
@@ -43,13 +44,13 @@ def gelu_reference(z: np.ndarray) -> np.ndarray:
     return z * 0.5 * (1.0 + np.vectorize(erf)(z / np.sqrt(2.0)))
 
 
-def running_mean_reference(x) -> np.ndarray:
+def running_mean_numpy(x) -> np.ndarray:
     """Naive causal mean, one prefix at a time (O(n²·d)). x: (B, N, d) -> (B, N, d), m_t = mean(x_1..x_t)."""
     x = check_array("x", x, ndim=3)
     return np.stack([x[:, : t + 1].mean(axis=1) for t in range(x.shape[1])], axis=1)
 
 
-def previous_token_reference(x) -> np.ndarray:
+def previous_token_numpy(x) -> np.ndarray:
     """x_{t-1} for every t, with a zero vector before the first token. x: (B, N, d) -> (B, N, d)."""
     x = check_array("x", x, ndim=3)
     prev = np.zeros_like(x)
@@ -57,7 +58,7 @@ def previous_token_reference(x) -> np.ndarray:
     return prev
 
 
-def generative_reference(x, w1, b1, w2, b2, avg: bool = False) -> np.ndarray:
+def generative_numpy(x, w1, b1, w2, b2, avg: bool = False) -> np.ndarray:
     """The generative function token by token, float64. Chapter 8.
 
     x: (B, N, d); w1: (k·d, h) with k = 3 if ``avg`` else 2; b1: (h,); w2: (h, d); b2: (d,).
@@ -77,7 +78,7 @@ def generative_reference(x, w1, b1, w2, b2, avg: bool = False) -> np.ndarray:
     for t in range(N):
         prev = x[:, t - 1] if t > 0 else np.zeros((B, d))
         parts = [x[:, t], prev] + ([x[:, : t + 1].mean(axis=1)] if avg else [])
-        y[:, t] = gelu_reference(np.concatenate(parts, axis=-1) @ w1 + b1) @ w2 + b2
+        y[:, t] = gelu_numpy(np.concatenate(parts, axis=-1) @ w1 + b1) @ w2 + b2
     return y
 
 
@@ -129,15 +130,11 @@ class GenerativeMixer(nn.Module):
         return self.proj(F.gelu(self.fc(generative_features(x, self.avg))))
 
 
-def _factory(avg: bool):
-    def make(config: GPTConfig) -> GenerativeMixer:
-        unknown = sorted(set(config.mixer_options) - {"hidden"})
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r} for mixer {config.mixer!r}; its only option is 'hidden'")
-        return GenerativeMixer(config.d_model, config.mixer_options.get("hidden"), avg=avg, bias=config.bias)
-
-    return make
+def generative_mixer(config) -> GenerativeMixer:
+    """The GPT mixer "generative": a :class:`GenerativeMixer` sized by a GPTConfig. Chapter 8."""
+    return GenerativeMixer(config.d_model, config.mixer_options.get("hidden"), avg=False, bias=config.bias)
 
 
-register_mixer("generative")(_factory(avg=False))
-register_mixer("generative+avg")(_factory(avg=True))
+def generative_avg_mixer(config) -> GenerativeMixer:
+    """The GPT mixer "generative+avg": the same with the running mean as a third input. Chapter 8."""
+    return GenerativeMixer(config.d_model, config.mixer_options.get("hidden"), avg=True, bias=config.bias)

@@ -15,12 +15,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..attention import register
-from ..checks import check_nonnegative_int, check_positive_int
-from ..reference import softmax
-from .linear import _check_np_qkv
+from attnbook.checks import check_nonnegative_int, check_positive_int
+from attnbook.reference import softmax
+from attnbook.mechanisms.linear import _check_np_qkv
 
-__all__ = ["projections", "naive_linformer", "linformer_attention"]
+__all__ = ["projections", "linformer_numpy", "linformer_attention"]
 
 RANK = 64
 
@@ -52,7 +51,7 @@ def projections(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return _projections_cached(n, k, check_nonnegative_int("seed", seed))
 
 
-def naive_linformer(q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0) -> np.ndarray:
+def linformer_numpy(q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0) -> np.ndarray:
     """NumPy float64 reference. q: (B, H, N, D), k: (B, H, n, D), v: (B, H, n, Dv) -> (B, H, N, Dv)."""
     if causal:
         raise ValueError(_CAUSAL_MSG)
@@ -70,7 +69,7 @@ def _projection_tensors(n: int, k: int, seed: int, device: str, dtype: torch.dty
 def linformer_attention(q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0) -> torch.Tensor:
     """Linformer in torch. q: (B, H, N, D), k: (B, H, n, D), v: (B, H, n, Dv) -> (B, H, N, Dv).
 
-    Same E, F as :func:`naive_linformer`; ``rank`` is the book's k. Chapter 4.
+    Same E, F as :func:`linformer_numpy`; ``rank`` is the book's k. Chapter 4.
     """
     if causal:
         raise ValueError(_CAUSAL_MSG)
@@ -81,9 +80,6 @@ def linformer_attention(q, k, v, causal: bool = False, rank: int = RANK, seed: i
     return torch.softmax(scores, dim=-1) @ (F @ v)
 
 
-@register("linformer", exact=False, chapter="04",
-          options={"k": "projected length (int, 1..n, default 64)",
-                   "seed": "seed of the random projections E, F (int >= 0, default 0)"})
-def _linformer_method(q, keys, values, *, causal=False, k=RANK, seed=0):
-    """Linformer (Wang et al. 2020): keys and values projected to k rows by random E, F; O(N·k·D), not causal."""
+def linformer_method(q, keys, values, *, causal=False, k=RANK, seed=0):
+    """The registry's form of :func:`linformer_attention`: the projected length is the option ``k``. Chapter 4."""
     return linformer_attention(q, keys, values, causal=causal, rank=k, seed=seed)

@@ -7,33 +7,27 @@ the reason, never hidden.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from .attention import method_info, methods
-from .checks import check_nonnegative_int, check_positive_int
-from .config import DEVICE
-from .gpt import GPT, GPTConfig, mixer_names
-from .tasks import TASKS, query_accuracy
-from .train import train
+from attnbook.registry import method_info, methods
+from attnbook.checks import check_nonnegative_int, check_positive_int
+from attnbook.config import DEVICE
+from attnbook.models.gpt import GPT, GPTConfig
+from attnbook.experiments.tasks import TASKS, query_accuracy
+from attnbook.models.train import train
 
-__all__ = ["PREFERRED", "WINDOW", "recall_methods", "method_options", "causal_problem", "train_recall",
+__all__ = ["WINDOW", "recall_methods", "method_options", "causal_problem", "train_recall",
            "compare", "summarize"]
-
-#: Mechanisms the chapter compares, in display order; only those registered are used.
-PREFERRED = ("dense", "sliding_window", "longformer", "linformer", "performer", "linear", "retention",
-             "selective_scan", "elementwise")
 
 #: Local window (tokens) given to the windowed methods: recall fails once answers lie farther back.
 WINDOW = 4
 
 
-def recall_methods(preferred=PREFERRED) -> list[str]:
-    """The names in ``preferred`` that :class:`attnbook.gpt.GPT` accepts right now, in that order."""
-    known = set(mixer_names())
-    return [m for m in preferred if m in known]
+def recall_methods() -> list[str]:
+    """The mechanisms the chapter compares: one entry per registered mechanism with a causal form
+    (variants such as sdpa and flash compute dense attention and are left out), in catalogue order."""
+    return methods(causal=True, variants=False)
 
 
 def method_options(method: str, seq_len: int) -> dict:
@@ -50,7 +44,7 @@ def causal_problem(method: str, options: dict | None = None) -> str | None:
     """None if ``method`` runs with causal=True on a tiny input, else the error it raises (the reason to skip)."""
     if method not in methods():
         return None  # custom GPT mixers are causal by construction
-    from .attention import attention
+    from attnbook.registry import attention
 
     q = torch.randn(1, 1, 16, 4, generator=torch.Generator().manual_seed(0))
     try:
@@ -84,13 +78,11 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
         x, y = make(batch_size, seq_len, num_pairs, vocab_size, seed=s)
         return x.to(device), y.to(device)
 
-    torch.manual_seed(seed)
     config = GPTConfig(vocab_size=vocab_size, block_size=seq_len, n_layer=n_layer, n_head=n_head, d_model=d_model,
                        mixer=method, mixer_options=options)
-    model = GPT(config).to(device)
-    t0 = time.perf_counter()
-    result = train(model, get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=2, seed=seed, progress=False)
-    seconds = time.perf_counter() - t0
+    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=2,
+                   seed=seed, progress=False)
+    model = result.model
     x, y = make(eval_size, seq_len, num_pairs, vocab_size, seed=10**9 + seed)
     model.eval()
     with torch.no_grad():
@@ -98,7 +90,7 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
     row = {"method": method, "task": task, "seq_len": seq_len, "num_pairs": num_pairs, "vocab_size": vocab_size,
            "seed": seed, "accuracy": accuracy, "train_loss": result.history[-1]["train_loss"],
            "val_loss": result.final_val_loss, "steps": steps, "batch_size": batch_size, "d_model": d_model,
-           "n_layer": n_layer, "lr": lr, "options": options, "params": result.params, "train_s": seconds,
+           "n_layer": n_layer, "lr": lr, "options": options, "params": result.params, "train_s": result.train_s,
            "device": result.device}
     return (row, model) if return_model else row
 

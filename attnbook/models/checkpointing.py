@@ -9,14 +9,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .checks import check_nonnegative_int, check_positive_int, check_tensor
-from .gpt import Block, GPTConfig
+from attnbook.checks import check_nonnegative_int, check_positive_int, check_tensor
+from attnbook.models.gpt import Block, GPTConfig
 
 __all__ = ["CheckpointedStack"]
 
 
 class CheckpointedStack(nn.Module):
-    """L ``attnbook.gpt.Block`` layers (or any modules, see :meth:`of`); x: (B, N, d) -> (B, N, d).
+    """L ``attnbook.models.gpt.Block`` layers (or any modules, see :meth:`of`); x: (B, N, d) -> (B, N, d).
 
     ``every=k`` runs each segment of k layers under ``torch.utils.checkpoint``;
     ``every=0`` stores every activation (no checkpointing).

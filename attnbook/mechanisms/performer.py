@@ -16,12 +16,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..attention import register
-from ..checks import check_nonnegative_int, check_positive_int
-from ..reference import causal_mask
-from .linear import _check_np_qkv, feature_attention
+from attnbook.checks import check_nonnegative_int, check_positive_int
+from attnbook.reference import causal_mask
+from attnbook.mechanisms.linear import _check_np_qkv, feature_attention
 
-__all__ = ["random_features", "feature_map", "naive_performer_weights", "naive_performer", "performer_attention"]
+__all__ = ["random_features", "feature_map", "performer_weights_numpy", "performer_numpy", "performer_attention"]
 
 FEATURES = 256
 
@@ -66,7 +65,7 @@ def feature_map(x, omega, stabilize_dims=None):
     return np.exp(x @ omega.T - (x * x).sum(-1, keepdims=True) / 2) / np.sqrt(r)
 
 
-def naive_performer_weights(q, k, features: int = FEATURES, seed: int = 0, causal: bool = False,
+def performer_weights_numpy(q, k, features: int = FEATURES, seed: int = 0, causal: bool = False,
                             orthogonal: bool = True) -> np.ndarray:
     """NumPy float64: the approximate attention matrix Â = rownorm(φ(Q)φ(K)ᵀ ⊙ mask). q: (..., N, D) -> (..., N, M)."""
     q, k = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
@@ -78,12 +77,12 @@ def naive_performer_weights(q, k, features: int = FEATURES, seed: int = 0, causa
     return a / a.sum(-1, keepdims=True)
 
 
-def naive_performer(q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0) -> np.ndarray:
-    """NumPy float64 reference: Â V with Â from :func:`naive_performer_weights`. (B, H, N, D) -> (B, H, N, Dv)."""
+def performer_numpy(q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0) -> np.ndarray:
+    """NumPy float64 reference: Â V with Â from :func:`performer_weights_numpy`. (B, H, N, D) -> (B, H, N, Dv)."""
     q, k, v = _check_np_qkv(q, k, v)
     if causal and q.shape[2] != k.shape[2]:
         raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
-    return naive_performer_weights(q, k, features, seed, causal) @ v
+    return performer_weights_numpy(q, k, features, seed, causal) @ v
 
 
 @lru_cache(maxsize=16)
@@ -96,7 +95,7 @@ def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES,
     """FAVOR+ in torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
 
     Non-causal: φ(Q)(φ(K)ᵀ[V, 1]), O(N·r·(D + Dv)). Causal: prefix sums of φ(k_j)[v_j, 1]ᵀ,
-    computed chunk by chunk (:func:`attnbook.long.linear.chunked_causal`). Chapter 4.
+    computed chunk by chunk (:func:`attnbook.mechanisms.linear.chunked_causal`). Chapter 4.
     """
     features = check_positive_int("features", features)
     seed = check_nonnegative_int("seed", seed)
@@ -105,11 +104,3 @@ def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES,
     fq = feature_map(q / d**0.25, omega, stabilize_dims=-1)  # one stabiliser per query row
     fk = feature_map(k / d**0.25, omega, stabilize_dims=(-1, -2))  # one shared by all keys of a head
     return feature_attention(fq, fk, v, causal, chunk_size)
-
-
-@register("performer", exact=False, chapter="04",
-          options={"features": "number of random features r (int >= 1, default 256)",
-                   "seed": "seed of the random feature matrix Ω (int >= 0, default 0)"})
-def _performer_method(q, k, v, *, causal=False, features=FEATURES, seed=0):
-    """Performer FAVOR+ with positive orthogonal random features (Choromanski et al. 2021): O(N·r·D)."""
-    return performer_attention(q, k, v, causal=causal, features=features, seed=seed)

@@ -10,7 +10,7 @@ then in token order; the rest are dropped (they contribute 0, and the residual
 connection carries them past the layer). The load-balancing loss of Switch is
 E · sum_e f_e · P_e, with f_e the fraction of routing choices (before dropping) that
 go to expert e and P_e the mean router probability of e; it equals 1 when the load is
-uniform. ``moe_reference`` is the NumPy float64 reference of the same computation.
+uniform. ``moe_numpy`` is the NumPy float64 reference of the same computation.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_array, check_positive_float, check_positive_int, check_tensor
-from .gpt import GPT, GPTConfig
+from attnbook.checks import check_array, check_positive_float, check_positive_int, check_tensor
+from attnbook.models.gpt import GPT, GPTConfig
 
 __all__ = [
     "capacity",
@@ -32,9 +32,9 @@ __all__ = [
     "load_balancing_loss",
     "MoE",
     "MoEGPT",
-    "route_reference",
-    "load_balancing_loss_reference",
-    "moe_reference",
+    "route_numpy",
+    "load_balancing_loss_numpy",
+    "moe_numpy",
 ]
 
 
@@ -143,7 +143,7 @@ class MoE(nn.Module):
 
 
 class MoEGPT(nn.Module):
-    """:class:`attnbook.gpt.GPT` whose every FFN is an :class:`MoE` of width config.d_ff. Chapter 6.
+    """:class:`attnbook.models.gpt.GPT` whose every FFN is an :class:`MoE` of width config.d_ff. Chapter 6.
 
     In training mode the loss is the language-model loss plus ``balance_coef`` times the sum of
     the layers' load-balancing losses (Switch uses 0.01); in eval mode it is the LM loss alone.
@@ -172,7 +172,7 @@ class MoEGPT(nn.Module):
 
 # ---------------------------------------------------------------- NumPy float64 reference
 
-def route_reference(logits, k: int = 1, capacity_factor: float | None = 1.25):
+def route_numpy(logits, k: int = 1, capacity_factor: float | None = 1.25):
     """NumPy top-k routing. logits: (T, E) -> (experts (T, k), gates (T, k), kept (T, k), probs (T, E))."""
     logits = check_array("logits", logits, ndim=2)
     T, E = logits.shape
@@ -193,7 +193,7 @@ def route_reference(logits, k: int = 1, capacity_factor: float | None = 1.25):
     return experts, gates, kept, probs
 
 
-def load_balancing_loss_reference(probs, experts) -> float:
+def load_balancing_loss_numpy(probs, experts) -> float:
     """NumPy E · Σ_e f_e · P_e. probs: (T, E), experts: (T, k)."""
     E = probs.shape[-1]
     f = np.bincount(np.asarray(experts).reshape(-1), minlength=E) / np.asarray(experts).size
@@ -204,14 +204,14 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
 
 
-def moe_reference(x, w_router, w1, b1, w2, b2, k: int = 1, capacity_factor: float | None = 1.25):
+def moe_numpy(x, w_router, w1, b1, w2, b2, k: int = 1, capacity_factor: float | None = 1.25):
     """NumPy float64 MoE layer, token by token.
 
     x: (T, d), w_router: (d, E), w1: (E, d, d_ff), b1: (E, d_ff), w2: (E, d_ff, d), b2: (E, d)
     -> (y (T, d), load-balancing loss, load (E,) kept assignments per expert).
     """
     x = check_array("x", x, ndim=2)
-    experts, gates, kept, probs = route_reference(x @ check_array("w_router", w_router, ndim=2), k, capacity_factor)
+    experts, gates, kept, probs = route_numpy(x @ check_array("w_router", w_router, ndim=2), k, capacity_factor)
     y = np.zeros_like(x)
     for t in range(x.shape[0]):
         for c in range(k):
@@ -219,4 +219,4 @@ def moe_reference(x, w_router, w1, b1, w2, b2, k: int = 1, capacity_factor: floa
                 e = experts[t, c]
                 y[t] += gates[t, c] * (_gelu(x[t] @ w1[e] + b1[e]) @ w2[e] + b2[e])
     load = np.bincount(experts[kept], minlength=probs.shape[1])
-    return y, load_balancing_loss_reference(probs, experts), load
+    return y, load_balancing_loss_numpy(probs, experts), load

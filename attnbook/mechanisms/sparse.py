@@ -3,7 +3,7 @@
 One function per pattern returns the boolean (n, n) mask (True = may attend):
 sliding window (Mistral), strided (Child et al. 2019), Longformer (local +
 global tokens, Beltagy et al. 2020) and block-sparse. The NumPy reference is
-dense attention with the mask; the torch form (:mod:`attnbook.long.blockwise`)
+dense attention with the mask; the torch form (:mod:`attnbook.mechanisms.blockwise`)
 computes only the tiles the pattern touches.
 """
 from __future__ import annotations
@@ -15,15 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import reference
-from ..attention import register
-from ..checks import check_array, check_mask, check_positive_int
-from .blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states, plan
+from attnbook import reference
+from attnbook.checks import check_array, check_mask, check_positive_int
+from attnbook.registry import methods
+from attnbook.mechanisms.blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states, plan
 
 __all__ = [
     "SlidingWindow", "Strided", "StridedFar", "Longformer", "BlockSparse",
     "sliding_window_mask", "strided_mask", "longformer_mask", "block_sparse_mask", "default_block_layout",
-    "sparse_attention_reference", "sparse_attention", "strided_attention", "tiles_computed", "method_pattern", "SPARSE_METHODS",
+    "sparse_attention_numpy", "sparse_attention", "strided_two_pass", "tiles_computed", "method_pattern",
+    "sliding_window_attention", "strided_attention", "longformer_attention", "block_sparse_attention",
 ]
 
 
@@ -125,7 +126,7 @@ class StridedFar(Pattern):
         return _span(int(starts[first]), int(starts[last + 1]) - 1, bs)
 
 
-def strided_attention(q, k, v, pattern: Strided, block_size: int = 64) -> torch.Tensor:
+def strided_two_pass(q, k, v, pattern: Strided, block_size: int = 64) -> torch.Tensor:
     """Strided attention as two block-wise passes merged by the online softmax: the band |i-j| < s on
     the sequence, and the far keys i - j = ±s, ±2s, ... on the sequence sorted by residue mod s,
     where they are contiguous. (B, H, N, D) -> (B, H, N, Dv); O(n·(s + n/s)·d) work. Chapter 4."""
@@ -213,7 +214,7 @@ def block_sparse_mask(n: int, block_size: int, layout=None, causal: bool = False
     return BlockSparse(causal=causal, block_size=block_size, layout=layout).mask(n)
 
 
-def sparse_attention_reference(q, k, v, mask) -> np.ndarray:
+def sparse_attention_numpy(q, k, v, mask) -> np.ndarray:
     """Dense attention with a pattern mask, float64 NumPy. q, k, v: (B, H, N, D); mask (N, N) bool."""
     q = check_array("q", q, ndim=4)
     n = q.shape[2]
@@ -226,9 +227,9 @@ def sparse_attention_reference(q, k, v, mask) -> np.ndarray:
 def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.Tensor:
     """Torch attention restricted to ``pattern``, block-wise (skips untouched tiles). (B, H, N, D) -> (B, H, N, Dv)."""
     if not isinstance(pattern, Pattern):
-        raise TypeError(f"pattern must be an attnbook.long.blockwise.Pattern, got {type(pattern).__name__}")
+        raise TypeError(f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}")
     if isinstance(pattern, Strided):
-        return strided_attention(q, k, v, pattern, block_size)
+        return strided_two_pass(q, k, v, pattern, block_size)
     return blockwise_attention(q, k, v, pattern, block_size)
 
 
@@ -239,9 +240,6 @@ def tiles_computed(pattern: Pattern, n: int, block_size: int = 64) -> int:
         far = StridedFar(causal=pattern.causal, stride=pattern.stride)
         return plan(near, n, block_size).tiles + plan(far, n, block_size).tiles
     return plan(pattern, n, block_size).tiles
-
-
-_BS = "tile size of the block-wise kernel (int >= 1, default 64)"
 
 
 def method_pattern(method: str, n: int, causal: bool = False, **options) -> tuple[Pattern, int]:
@@ -258,38 +256,41 @@ def method_pattern(method: str, n: int, causal: bool = False, **options) -> tupl
                           global_tokens=options.get("global_tokens", (0,))), bs
     if method == "block_sparse":
         return BlockSparse(causal=causal, block_size=bs, layout=options.get("layout")), bs
-    raise ValueError(f"method must be one of {SPARSE_METHODS}, got {method!r}")
+    raise ValueError(f"method must be one of {methods(family='sparse')}, got {method!r}")
 
 
-SPARSE_METHODS = ("sliding_window", "strided", "longformer", "block_sparse")
+def sliding_window_attention(q, k, v, *, causal: bool = False, window: int = 128, block_size: int = 64):
+    """Sliding-window attention (Mistral-style), block-wise; exact once window >= N. Chapter 4.
+
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
+    """
+    return sparse_attention(q, k, v, *method_pattern("sliding_window", q.shape[2], causal, window=window,
+                                                     block_size=block_size))
 
 
-_DOCS = {
-    "sliding_window": "Sliding-window attention (Mistral-style), block-wise; exact once window >= N (chapter 4).",
-    "strided": "Strided attention (Child et al. 2019): local s keys plus every s-th key, block-wise (chapter 4).",
-    "longformer": "Longformer attention: sliding window plus global tokens, block-wise (chapter 4).",
-    "block_sparse": "Block-sparse attention over a block layout (chapter 4).",
-}
+def strided_attention(q, k, v, *, causal: bool = False, stride: int | None = None, block_size: int = 64):
+    """Strided attention (Child et al. 2019): the last s keys plus every s-th key. Chapter 4.
+
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); ``stride`` None means ceil(sqrt(N)).
+    """
+    return sparse_attention(q, k, v, *method_pattern("strided", q.shape[2], causal, stride=stride,
+                                                     block_size=block_size))
 
 
-def _run(method):
-    def fn(q, k, v, *, causal=False, **options):
-        return sparse_attention(q, k, v, *method_pattern(method, q.shape[2], causal, **options))
-    fn.__doc__ = _DOCS[method]
-    return fn
+def longformer_attention(q, k, v, *, causal: bool = False, window: int = 128, global_tokens=(0,),
+                         block_size: int = 64):
+    """Longformer attention: a sliding window plus global tokens, block-wise. Chapter 4.
+
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
+    """
+    return sparse_attention(q, k, v, *method_pattern("longformer", q.shape[2], causal, window=window,
+                                                     global_tokens=global_tokens, block_size=block_size))
 
 
-register("sliding_window", exact=False, chapter="04",
-         options={"window": "keys each side incl. itself (int >= 1, default 128); causal: 0 <= i-j < window",
-                  "block_size": _BS})(_run("sliding_window"))
-register("strided", exact=False, chapter="04",
-         options={"stride": "stride s (int >= 1; default ceil(sqrt(N)) as in Child et al.)",
-                  "block_size": _BS})(_run("strided"))
-register("longformer", exact=False, chapter="04",
-         options={"window": "local window, |i-j| < window (int >= 1, default 128)",
-                  "global_tokens": "positions that attend and are attended everywhere (default (0,))",
-                  "block_size": _BS})(_run("longformer"))
-register("block_sparse", exact=False, chapter="04",
-         options={"block_size": "block of the layout and of the kernel (int >= 1, default 64)",
-                  "layout": "(nb, nb) bool block layout, nb = ceil(N / block_size); default |I-J| <= 1 plus block 0 global"}
-         )(_run("block_sparse"))
+def block_sparse_attention(q, k, v, *, causal: bool = False, block_size: int = 64, layout=None):
+    """Block-sparse attention over a (nb, nb) block layout (default: neighbours plus block 0). Chapter 4.
+
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
+    """
+    return sparse_attention(q, k, v, *method_pattern("block_sparse", q.shape[2], causal, block_size=block_size,
+                                                     layout=layout))
