@@ -21,6 +21,7 @@ __all__ = [
     "check_array",
     "check_tensor",
     "check_qkv",
+    "check_step_inputs",
     "check_positive_int",
     "check_nonnegative_int",
     "check_positive_float",
@@ -141,6 +142,16 @@ def check_qkv(q, k, v) -> tuple[int, int, int, int, int]:
     if v.shape[2] != k.shape[2]:
         raise ValueError(f"v must have as many positions as k ({k.shape[2]}), got v of shape {tuple(v.shape)}")
     return B, H, N, k.shape[2], D
+
+
+def check_step_inputs(q_t, k_t, v_t) -> tuple[int, int, int]:
+    """Check one decoding step's q_t, k_t: (B, H, D) and v_t: (B, H, Dv); return (B, H, D)."""
+    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        check_tensor(name, x, ndim=3)
+    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
+        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
+                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    return tuple(k_t.shape)
 
 
 def check_mask(name: str, mask, n_query: int, n_key: int):

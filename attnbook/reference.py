@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnbook.checks import check_array, check_mask
+from attnbook.checks import check_array, check_bool, check_mask
 
 __all__ = [
     "softmax",
@@ -57,6 +57,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False):
         raise ValueError(f"k must have last dimension d_k={q.shape[-1]} like q, got {k.shape}")
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v must have as many rows as k ({k.shape[-2]}), got {v.shape}")
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(f"q, k, v must share their leading (batch, head) sizes, got {q.shape}, {k.shape}, {v.shape}")
+    causal = check_bool("causal", causal)
     n, m = q.shape[-2], k.shape[-2]
     check_mask("mask", mask, n, m)
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
@@ -76,6 +79,7 @@ def self_attention(X, Wq, Wk, Wv, causal: bool = False):
     X: (n, d); Wq, Wk: (d, d_k); Wv: (d, d_v). Returns (output (n, d_v), weights (n, n)).
     """
     X = check_array("X", X, ndim=2)
+    check_bool("causal", causal)
     d = X.shape[1]
     for name, W in (("Wq", Wq), ("Wk", Wk), ("Wv", Wv)):
         W = check_array(name, W, ndim=2)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from attnbook.measure import count_flops
 
 from attnbook import cost
 from attnbook.models.gpt import Block, GPTConfig
@@ -11,18 +11,12 @@ from attnbook.models.gpt import Block, GPTConfig
 CASES = [(1, 8, 1), (17, 32, 4), (64, 64, 8), (128, 96, 12), (200, 48, 3)]
 
 
-def counted(fn, *args) -> int:
-    with FlopCounterMode(display=False) as fc:
-        fn(*args)
-    return fc.get_total_flops()
-
-
 @pytest.mark.parametrize("n, d, heads", CASES, ids=lambda c: str(c))
 @pytest.mark.parametrize("batch", [1, 3])
 def test_mha_flops_match_nn_multiheadattention(n, d, heads, batch):
     m = nn.MultiheadAttention(d, heads, batch_first=True)
     x = torch.randn(batch, n, d)
-    assert counted(lambda: m(x, x, x, need_weights=True)) == cost.mha_flops(n, d, heads, batch=batch)
+    assert count_flops(lambda: m(x, x, x, need_weights=True)) == cost.mha_flops(n, d, heads, batch=batch)
 
 
 @pytest.mark.parametrize("n, d, heads", CASES, ids=lambda c: str(c))
@@ -31,24 +25,24 @@ def test_layer_flops_match_transformer_encoder_layer(n, d, heads):
     x = torch.randn(2, n, d)
     # With the math backend, SDPA is plain matrix products and everything is counted.
     with sdpa_kernel(SDPBackend.MATH):
-        assert counted(layer, x) == cost.layer_flops(n, d, heads, 4 * d, batch=2)
+        assert count_flops(layer, x) == cost.layer_flops(n, d, heads, 4 * d, batch=2)
     # The default CPU kernel is a fused op that FlopCounterMode has no formula for:
     # exactly the two n²d products go missing (chapter 2 explains this gap).
     if x.device.type == "cpu":
         missing = cost.scores_flops(n, d, heads, batch=2) + cost.av_flops(n, d, heads, batch=2)
-        assert counted(layer, x) == cost.layer_flops(n, d, heads, 4 * d, batch=2) - missing
+        assert count_flops(layer, x) == cost.layer_flops(n, d, heads, 4 * d, batch=2) - missing
 
 
 @pytest.mark.parametrize("n, d, heads", CASES, ids=lambda c: str(c))
 def test_layer_flops_match_gpt_block(n, d, heads):
     block = Block(GPTConfig(vocab_size=11, block_size=n, n_head=heads, d_model=d, d_ff=3 * d))
     x = torch.randn(2, n, d)
-    assert counted(block, x) == cost.layer_flops(n, d, heads, 3 * d, batch=2)
+    assert count_flops(block, x) == cost.layer_flops(n, d, heads, 3 * d, batch=2)
 
 
 def test_ffn_flops_match_two_linears():
     ffn = nn.Sequential(nn.Linear(40, 160), nn.GELU(), nn.Linear(160, 40))
-    assert counted(ffn, torch.randn(3, 21, 40)) == cost.ffn_flops(21, 40, 160, batch=3) == 16 * 3 * 21 * 40**2
+    assert count_flops(ffn, torch.randn(3, 21, 40)) == cost.ffn_flops(21, 40, 160, batch=3) == 16 * 3 * 21 * 40**2
 
 
 def test_terms_add_up_and_orders_are_right():

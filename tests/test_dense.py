@@ -8,16 +8,13 @@ from hypothesis import strategies as st
 import attnbook
 from attnbook import reference
 from attnbook.mechanisms.dense import MultiHeadSelfAttention, attention_weights, dense_attention
+from attnbook.checks import rel_error
+from helpers import case_id
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 
 
-def _ids(shape):
-    B, H, T, D = shape
-    return f"B{B}-T{T}-H{H}-D{D}"
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("method", ["dense", "sdpa"])
 def test_torch_matches_numpy_reference(shape, causal, method, device):
@@ -26,7 +23,7 @@ def test_torch_matches_numpy_reference(shape, causal, method, device):
     ref = reference.attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=causal)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method=method, causal=causal)
     assert out.device.type == device.type and out.shape == shape
-    err = np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max()
+    err = rel_error(out, ref)
     assert err < 1e-5
 
 

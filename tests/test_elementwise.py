@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import attnbook
 from attnbook.mechanisms import elementwise
+from attnbook.checks import rel_error
 
 SHAPES = [(1, 1, 5, 3), (2, 2, 16, 4), (2, 3, 64, 8), (1, 2, 33, 16)]
 IDS = [f"B{b}-H{h}-T{n}-D{d}" for b, h, n, d in SHAPES]
@@ -19,11 +20,6 @@ IDS = [f"B{b}-H{h}-T{n}-D{d}" for b, h, n, d in SHAPES]
 def _rand(shape, seed, scale=1.0):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(shape) * scale for _ in range(3)]
-
-
-def _rel(a, b) -> float:
-    a, b = (x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in (a, b))
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 def _torch_recurrent(q, k, v, order):
@@ -39,15 +35,15 @@ def _torch_recurrent(q, k, v, order):
 def test_parallel_equals_recurrent(shape, order):
     q, k, v = _rand(shape, seed=sum(shape) + order)
     ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order, causal=True)
-    assert _rel(elementwise.elementwise_parallel_numpy(q, k, v, order=order, causal=True), ref) < 1e-10
-    assert _rel(elementwise.elementwise_recurrent_numpy(q, k, v, order=order), ref) < 1e-10
+    assert rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=order, causal=True), ref) < 1e-10
+    assert rel_error(elementwise.elementwise_recurrent_numpy(q, k, v, order=order), ref) < 1e-10
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         qt, kt, vt = (torch.tensor(x, dtype=dtype) for x in (q, k, v))
         par = elementwise.elementwise_attention(qt, kt, vt, order=order, causal=True)
         rec = _torch_recurrent(qt, kt, vt, order)
         assert par.dtype == rec.dtype == dtype
-        assert _rel(par, rec) < tol, dtype
-        assert _rel(par, ref) < tol, dtype
+        assert rel_error(par, rec) < tol, dtype
+        assert rel_error(par, ref) < tol, dtype
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
@@ -55,15 +51,15 @@ def test_parallel_equals_recurrent(shape, order):
 def test_noncausal_parallel_equals_quadratic_and_prefill(shape, order):
     q, k, v = _rand(shape, seed=3 * sum(shape) + order)
     ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order)
-    assert _rel(elementwise.elementwise_parallel_numpy(q, k, v, order=order), ref) < 1e-10
+    assert rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=order), ref) < 1e-10
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         qt, kt, vt = (torch.tensor(x, dtype=dtype) for x in (q, k, v))
         out = attnbook.attention(qt, kt, vt, method="elementwise", order=order)
-        assert _rel(out, ref) < tol
+        assert rel_error(out, ref) < tol
         # the non-causal output of every query equals reading the prefilled state of all keys
         state = elementwise.elementwise_prefill(kt, vt, order=order)
         read = elementwise._read(qt, state.A.unsqueeze(2)) / elementwise._read(qt, state.Z.unsqueeze(2))
-        assert _rel(read, out) < tol
+        assert rel_error(read, out) < tol
 
 
 @settings(max_examples=15, deadline=None)
@@ -73,7 +69,7 @@ def test_random_shapes_torch_matches_numpy(b, h, n, d, order, causal, seed):
     q, k, v = _rand((b, h, n, d), seed)
     ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order, causal=causal)
     out = elementwise.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=order, causal=causal)
-    assert _rel(out, ref) < 1e-9
+    assert rel_error(out, ref) < 1e-9
 
 
 def test_cross_attention_lengths():
@@ -82,7 +78,7 @@ def test_cross_attention_lengths():
     k, v = rng.standard_normal((2, 2, 11, 4)), rng.standard_normal((2, 2, 11, 4))
     out = elementwise.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=4)
     assert out.shape == (2, 2, 7, 4)
-    assert _rel(out, elementwise.elementwise_taylor_numpy(q, k, v, order=4)) < 1e-10
+    assert rel_error(out, elementwise.elementwise_taylor_numpy(q, k, v, order=4)) < 1e-10
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -90,13 +86,13 @@ def test_taylor_approaches_exact_as_order_grows(causal):
     q, k, v = _rand((2, 2, 32, 8), seed=7, scale=0.5)
     exact = elementwise.elementwise_numpy(q, k, v, causal=causal)
     orders = (2, 4, 6, 8, 12, 16, 24)
-    errors = [_rel(elementwise.elementwise_parallel_numpy(q, k, v, order=t, causal=causal), exact) for t in orders]
+    errors = [rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=t, causal=causal), exact) for t in orders]
     assert all(b < a for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-10
     if causal:
-        assert _rel(elementwise.elementwise_recurrent_numpy(q, k, v, order=24), exact) < 1e-10
+        assert rel_error(elementwise.elementwise_recurrent_numpy(q, k, v, order=24), exact) < 1e-10
     torch_exact = elementwise.elementwise_exact(*(torch.tensor(x) for x in (q, k, v)), causal=causal)
-    assert _rel(torch_exact, exact) < 1e-12
+    assert rel_error(torch_exact, exact) < 1e-12
 
 
 def test_exact_form_is_per_channel_softmax_and_stable():
@@ -149,7 +145,7 @@ def test_gradients_match_quadratic_taylor_autograd(causal):
                                      (q, k, v))
     grads_ref = torch.autograd.grad((quadratic(q, k, v) * w_out).sum(), (q, k, v))
     for a, b in zip(grads_fast, grads_ref):
-        assert _rel(a, b) < 1e-4
+        assert rel_error(a, b) < 1e-4
 
 
 def test_gpt_trains_with_elementwise_mixer():

@@ -4,12 +4,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.flop_counter import FlopCounterMode
+from attnbook.measure import count_flops
 
 import attnbook
 from attnbook import cost, reference
 from attnbook.mechanisms.dense import dense_attention
 from attnbook.mechanisms import flash
+from attnbook.checks import rel_error
+from helpers import case_id
 
 
 @settings(max_examples=20, deadline=None)
@@ -30,12 +32,7 @@ def test_numpy_flash_equals_reference_and_counts_its_io(B, H, N, D, br, bc, caus
 CASES = [(1, 1, 1, 4), (2, 3, 17, 8), (1, 2, 64, 16), (2, 2, 130, 32)]
 
 
-def _ids(case):
-    B, H, T, D = case
-    return f"B{B}-T{T}-H{H}-D{D}"
-
-
-@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("block_size", [7, 16, 64, 200])
 def test_torch_flash_float32_equals_exact(case, causal, block_size, device):
@@ -44,7 +41,7 @@ def test_torch_flash_float32_equals_exact(case, causal, block_size, device):
     ref = reference.attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=causal)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="flash", causal=causal, block_size=block_size)
     assert out.device.type == device.type and out.shape == case
-    assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+    assert rel_error(out, ref) < 1e-5
 
 
 @settings(max_examples=15, deadline=None)
@@ -77,9 +74,8 @@ def test_gradcheck_flash(causal):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_flash_flops_match_formula(n, bs, causal):
     q, k, v = (torch.randn(1, 2, n, 8) for _ in range(3))
-    with FlopCounterMode(display=False) as counter:
-        flash.flash_attention(q, k, v, causal=causal, block_size=bs)
-    assert counter.get_total_flops() == cost.flash_flops(n, 8, bs, causal, heads=2)
+    counter_flops = count_flops(lambda: flash.flash_attention(q, k, v, causal=causal, block_size=bs))
+    assert counter_flops == cost.flash_flops(n, 8, bs, causal, heads=2)
 
 
 def test_io_bound_shape():

@@ -7,24 +7,10 @@ from hypothesis import strategies as st
 
 import attnbook
 from attnbook.mechanisms import linear
+from attnbook.checks import rel_error
+from helpers import case_id, random_qkv, to_numpy
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
-
-
-def _ids(shape):
-    B, H, T, D = shape
-    return f"B{B}-T{T}-H{H}-D{D}"
-
-
-def _qkv(shape, seed, dtype=torch.float64, dv=None):
-    g = torch.Generator().manual_seed(seed)
-    B, H, N, D = shape
-    return (torch.randn(B, H, N, D, generator=g, dtype=dtype), torch.randn(B, H, N, D, generator=g, dtype=dtype),
-            torch.randn(B, H, N, dv or D, generator=g, dtype=dtype))
-
-
-def _np(*xs):
-    return [x.detach().double().cpu().numpy() for x in xs]
 
 
 def test_elu_feature_numpy_matches_torch_and_is_positive():
@@ -34,24 +20,24 @@ def test_elu_feature_numpy_matches_torch_and_is_positive():
     assert np.all(f > 0)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 @pytest.mark.parametrize("causal", [False, True])
 def test_registered_method_matches_numpy_reference(shape, causal, device):
-    q, k, v = _qkv(shape, sum(shape), dtype=torch.float32)
-    ref = linear.linear_attention_numpy(*_np(q, k, v), causal=causal)
+    q, k, v = random_qkv(shape, sum(shape), dtype=torch.float32)
+    ref = linear.linear_attention_numpy(*to_numpy(q, k, v), causal=causal)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="linear", causal=causal)
     assert out.device.type == device.type and out.shape == shape
-    assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+    assert rel_error(out, ref) < 1e-5
 
 
 @settings(max_examples=20, deadline=None)
 @given(B=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 40), D=st.integers(1, 8), Dv=st.integers(1, 6),
        chunk=st.integers(1, 50), seed=st.integers(0, 2**16))
 def test_all_causal_forms_agree_float64(B, H, N, D, Dv, chunk, seed):
-    q, k, v = _qkv((B, H, N, D), seed, dv=Dv)
-    quadratic = linear.linear_attention_numpy(*_np(q, k, v), causal=True)
+    q, k, v = random_qkv((B, H, N, D), seed, dv=Dv)
+    quadratic = linear.linear_attention_numpy(*to_numpy(q, k, v), causal=True)
     forms = {
-        "numpy recurrent": linear.linear_recurrent_numpy(*_np(q, k, v)),
+        "numpy recurrent": linear.linear_recurrent_numpy(*to_numpy(q, k, v)),
         "prefix sums": linear.linear_attention_cumsum(q, k, v).numpy(),
         "chunked": linear.linear_attention(q, k, v, causal=True, chunk_size=chunk).numpy(),
         "step by step": attnbook.decode("linear", q, k, v).numpy(),
@@ -67,7 +53,7 @@ def test_non_causal_cross_attention_float64(N, M, D, seed):
     q = torch.randn(2, 2, N, D, generator=g, dtype=torch.float64)
     k = torch.randn(2, 2, M, D, generator=g, dtype=torch.float64)
     v = torch.randn(2, 2, M, D + 2, generator=g, dtype=torch.float64)
-    out, w = linear.linear_attention_numpy(*_np(q, k, v), return_weights=True)
+    out, w = linear.linear_attention_numpy(*to_numpy(q, k, v), return_weights=True)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-12)
     assert np.all(w > 0)
     np.testing.assert_allclose(linear.linear_attention(q, k, v).numpy(), out, rtol=1e-10, atol=1e-12)
@@ -75,13 +61,13 @@ def test_non_causal_cross_attention_float64(N, M, D, seed):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_gradcheck_float64(causal):
-    q, k, v = (x.requires_grad_() for x in _qkv((1, 2, 7, 3), 0))
+    q, k, v = (x.requires_grad_() for x in random_qkv((1, 2, 7, 3), 0))
     assert torch.autograd.gradcheck(lambda a, b, c: linear.linear_attention(a, b, c, causal=causal, chunk_size=3),
                                     (q, k, v), fast_mode=True)
 
 
 def test_gradients_of_chunked_and_prefix_sum_forms_agree():
-    base = _qkv((2, 2, 45, 6), 3)
+    base = random_qkv((2, 2, 45, 6), 3)
     grads = []
     for fn in (lambda a, b, c: linear.linear_attention(a, b, c, causal=True, chunk_size=8),
                linear.linear_attention_cumsum):
@@ -93,7 +79,7 @@ def test_gradients_of_chunked_and_prefix_sum_forms_agree():
 
 
 def test_prefill_then_step_continues_the_sequence():
-    q, k, v = _qkv((2, 3, 33, 5), 4)
+    q, k, v = random_qkv((2, 3, 33, 5), 4)
     full = linear.linear_attention(q, k, v, causal=True)
     state = linear.linear_prefill(k[:, :, :32], v[:, :, :32])
     state, o = linear.linear_step(state, q[:, :, 32], k[:, :, 32], v[:, :, 32])
@@ -103,7 +89,7 @@ def test_prefill_then_step_continues_the_sequence():
 def test_decoding_state_does_not_grow_with_context():
     sizes = []
     for n in (16, 256, 4096):
-        q, k, v = _qkv((1, 2, n, 8), n, dtype=torch.float32)
+        q, k, v = random_qkv((1, 2, n, 8), n, dtype=torch.float32)
         state, _ = linear.linear_step(linear.linear_prefill(k, v), q[:, :, 0], k[:, :, 0], v[:, :, 0])
         sizes.append(state.S.numel() + state.z.numel())
     assert sizes == [2 * 8 * 8 + 2 * 8] * 3

@@ -8,28 +8,21 @@ from hypothesis import strategies as st
 import attnbook
 from attnbook import reference
 from attnbook.mechanisms import linformer
+from attnbook.checks import rel_error
+from helpers import case_id, to_numpy
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 
 
-def _ids(shape):
-    B, H, T, D = shape
-    return f"B{B}-T{T}-H{H}-D{D}"
-
-
-def _np(*xs):
-    return [x.detach().double().cpu().numpy() for x in xs]
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 def test_registered_method_matches_numpy_reference(shape, device):
     g = torch.Generator().manual_seed(sum(shape))
     q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
     rank = max(1, shape[2] // 2)
-    ref = linformer.linformer_numpy(*_np(q, k, v), rank=rank, seed=5)
+    ref = linformer.linformer_numpy(*to_numpy(q, k, v), rank=rank, seed=5)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="linformer", k=rank, seed=5)
     assert out.device.type == device.type and out.shape == shape
-    assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+    assert rel_error(out, ref) < 1e-5
 
 
 @settings(max_examples=20, deadline=None)
@@ -41,7 +34,7 @@ def test_torch_matches_reference_float64_cross_attention(B, H, N, M, D, frac, se
     k = torch.randn(B, H, M, D, generator=g, dtype=torch.float64)
     v = torch.randn(B, H, M, D + 1, generator=g, dtype=torch.float64)
     rank = max(1, int(frac * M))
-    ref = linformer.linformer_numpy(*_np(q, k, v), rank=rank, seed=seed)
+    ref = linformer.linformer_numpy(*to_numpy(q, k, v), rank=rank, seed=seed)
     np.testing.assert_allclose(linformer.linformer_attention(q, k, v, rank=rank, seed=seed).numpy(), ref,
                                rtol=1e-10, atol=1e-12)
 

@@ -8,13 +8,10 @@ from hypothesis import strategies as st
 import attnbook
 from attnbook import reference
 from attnbook.mechanisms import performer
+from attnbook.checks import rel_error
+from helpers import case_id, to_numpy
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
-
-
-def _ids(shape):
-    B, H, T, D = shape
-    return f"B{B}-T{T}-H{H}-D{D}"
 
 
 def _qkv(shape, seed, dtype=torch.float64, scale=1.0):
@@ -22,19 +19,15 @@ def _qkv(shape, seed, dtype=torch.float64, scale=1.0):
     return tuple(scale * torch.randn(shape, generator=g, dtype=dtype) for _ in range(3))
 
 
-def _np(*xs):
-    return [x.detach().double().cpu().numpy() for x in xs]
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 @pytest.mark.parametrize("causal", [False, True])
 def test_registered_method_matches_numpy_reference(shape, causal, device):
     q, k, v = _qkv(shape, sum(shape), dtype=torch.float32)
-    ref = performer.performer_numpy(*_np(q, k, v), causal=causal, features=64, seed=3)
+    ref = performer.performer_numpy(*to_numpy(q, k, v), causal=causal, features=64, seed=3)
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method="performer", causal=causal,
                              features=64, seed=3)
     assert out.device.type == device.type and out.shape == shape
-    assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-4
+    assert rel_error(out, ref) < 1e-4
 
 
 @settings(max_examples=20, deadline=None)
@@ -42,7 +35,7 @@ def test_registered_method_matches_numpy_reference(shape, causal, device):
        r=st.integers(1, 40), causal=st.booleans(), seed=st.integers(0, 2**16))
 def test_torch_matches_reference_float64(B, H, N, D, r, causal, seed):
     q, k, v = _qkv((B, H, N, D), seed)
-    ref = performer.performer_numpy(*_np(q, k, v), causal=causal, features=r, seed=seed)
+    ref = performer.performer_numpy(*to_numpy(q, k, v), causal=causal, features=r, seed=seed)
     out = performer.performer_attention(q, k, v, causal=causal, features=r, seed=seed, chunk_size=7)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
 
@@ -51,9 +44,9 @@ def test_large_inputs_do_not_overflow_in_float32():
     q, k, v = _qkv((1, 2, 50, 16), 1, dtype=torch.float32, scale=6.0)
     for causal in (False, True):
         out = performer.performer_attention(q, k, v, causal=causal, features=32)
-        ref = performer.performer_numpy(*_np(q, k, v), causal=causal, features=32)
+        ref = performer.performer_numpy(*to_numpy(q, k, v), causal=causal, features=32)
         assert torch.isfinite(out).all()
-        assert np.abs(out.double().numpy() - ref).max() / np.abs(ref).max() < 1e-3
+        assert rel_error(out, ref) < 1e-3
 
 
 @pytest.mark.parametrize("r, d", [(8, 8), (20, 8), (5, 16)], ids=["r8-D8", "r20-D8", "r5-D16"])

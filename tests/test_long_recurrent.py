@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 import attnbook
 from attnbook.mechanisms import recurrent
+from attnbook.checks import rel_error
+from helpers import case_id, random_qkv, to_numpy
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 METHODS = {  # name -> (numpy parallel, numpy recurrent, torch chunked, torch parallel, step, option name, value)
@@ -17,30 +19,14 @@ METHODS = {  # name -> (numpy parallel, numpy recurrent, torch chunked, torch pa
 }
 
 
-def _ids(shape):
-    B, H, T, D = shape
-    return f"B{B}-T{T}-H{H}-D{D}"
-
-
-def _qkv(shape, seed, dtype=torch.float64, dv=None):
-    g = torch.Generator().manual_seed(seed)
-    B, H, N, D = shape
-    return (torch.randn(B, H, N, D, generator=g, dtype=dtype), torch.randn(B, H, N, D, generator=g, dtype=dtype),
-            torch.randn(B, H, N, dv or D, generator=g, dtype=dtype))
-
-
-def _np(*xs):
-    return [x.detach().double().cpu().numpy() for x in xs]
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+@pytest.mark.parametrize("shape", SHAPES, ids=case_id)
 @pytest.mark.parametrize("method", list(METHODS))
 def test_registered_method_float32_matches_numpy_reference(shape, method, device):
-    q, k, v = _qkv(shape, sum(shape), dtype=torch.float32)
-    ref = METHODS[method][0](*_np(q, k, v))
+    q, k, v = random_qkv(shape, sum(shape), dtype=torch.float32)
+    ref = METHODS[method][0](*to_numpy(q, k, v))
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method=method, causal=True)
     assert out.device.type == device.type and out.shape == shape
-    assert np.abs(out.cpu().double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+    assert rel_error(out, ref) < 1e-5
 
 
 @settings(max_examples=20, deadline=None)
@@ -48,10 +34,10 @@ def test_registered_method_float32_matches_numpy_reference(shape, method, device
        D=st.integers(1, 8), Dv=st.integers(1, 6), chunk=st.integers(1, 50), seed=st.integers(0, 2**16))
 def test_parallel_chunked_and_recurrent_forms_agree_float64(method, B, H, N, D, Dv, chunk, seed):
     naive_par, naive_rec, chunked, parallel, step, opt, value = METHODS[method]
-    q, k, v = _qkv((B, H, N, D), seed, dv=Dv)
-    ref = naive_par(*_np(q, k, v), **{opt: value})
+    q, k, v = random_qkv((B, H, N, D), seed, dv=Dv)
+    ref = naive_par(*to_numpy(q, k, v), **{opt: value})
     forms = {
-        "numpy recurrent": naive_rec(*_np(q, k, v), **{opt: value}),
+        "numpy recurrent": naive_rec(*to_numpy(q, k, v), **{opt: value}),
         "torch parallel": parallel(q, k, v, **{opt: value}).numpy(),
         "torch chunked": chunked(q, k, v, chunk_size=chunk, **{opt: value}).numpy(),
         "torch recurrent": attnbook.decode(method, q, k, v, **{opt: value}).numpy(),
@@ -63,13 +49,13 @@ def test_parallel_chunked_and_recurrent_forms_agree_float64(method, B, H, N, D, 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_float32_recurrent_equals_chunked_to_rounding(method):
     _, _, chunked, _, step, _, _ = METHODS[method]
-    q, k, v = _qkv((2, 4, 300, 16), 9, dtype=torch.float32)
+    q, k, v = random_qkv((2, 4, 300, 16), 9, dtype=torch.float32)
     a, b = chunked(q, k, v), attnbook.decode(method, q, k, v)
-    assert (a - b).abs().max() / b.abs().max() < 1e-5
+    assert rel_error(a, b) < 1e-5
 
 
 def test_retention_two_tokens_by_hand():
-    q, k, v = _qkv((1, 1, 2, 3), 1)
+    q, k, v = random_qkv((1, 1, 2, 3), 1)
     out = recurrent.retention(q, k, v, gamma=0.5)[0, 0]
     q0, q1, k0, k1, v0, v1 = q[0, 0, 0], q[0, 0, 1], k[0, 0, 0], k[0, 0, 1], v[0, 0, 0], v[0, 0, 1]
     s = 3 ** -0.5
@@ -79,14 +65,14 @@ def test_retention_two_tokens_by_hand():
 
 def test_default_gammas_are_retnets_multiscale_heads():
     np.testing.assert_allclose(recurrent.retention_gammas(3), [1 - 1 / 32, 1 - 1 / 64, 1 - 1 / 128])
-    q, k, v = _qkv((1, 3, 10, 4), 2)
+    q, k, v = random_qkv((1, 3, 10, 4), 2)
     for h, gamma in enumerate(recurrent.retention_gammas(3)):
         torch.testing.assert_close(recurrent.retention(q, k, v)[:, h], recurrent.retention(q[:, h:h + 1], k[:, h:h + 1],
                                                                                v[:, h:h + 1], gamma=gamma)[:, 0])
 
 
 def test_selective_scan_decay_is_input_dependent_and_in_unit_interval():
-    q, k, v = _qkv((1, 2, 50, 8), 3)
+    q, k, v = random_qkv((1, 2, 50, 8), 3)
     _, _, xbar, log_a = recurrent._torch_scan_args(q, k, v, True, 0)
     assert torch.equal(recurrent.scan_steps(k)[1], log_a)
     a = log_a.exp()
@@ -100,7 +86,7 @@ def test_selective_scan_decay_is_input_dependent_and_in_unit_interval():
 @pytest.mark.parametrize("method", list(METHODS))
 def test_gradcheck_float64_chunked_and_recurrent(method):
     _, _, chunked, _, step, _, _ = METHODS[method]
-    q, k, v = (x.requires_grad_() for x in _qkv((1, 2, 7, 3), 0))
+    q, k, v = (x.requires_grad_() for x in random_qkv((1, 2, 7, 3), 0))
     assert torch.autograd.gradcheck(lambda a, b, c: chunked(a, b, c, chunk_size=3), (q, k, v), fast_mode=True)
     assert torch.autograd.gradcheck(lambda a, b, c: attnbook.decode(method, a, b, c), (q, k, v), fast_mode=True)
 
@@ -108,7 +94,7 @@ def test_gradcheck_float64_chunked_and_recurrent(method):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_gradients_of_chunked_and_parallel_forms_agree(method):
     _, _, chunked, parallel, _, _, _ = METHODS[method]
-    base = _qkv((2, 2, 45, 6), 5)
+    base = random_qkv((2, 2, 45, 6), 5)
     grads = []
     for fn in (lambda a, b, c: chunked(a, b, c, chunk_size=8), parallel):
         xs = [x.clone().requires_grad_() for x in base]
@@ -123,7 +109,7 @@ def test_decoding_state_does_not_grow_with_context(method):
     step = METHODS[method][4]
     sizes = []
     for n in (8, 64, 512):
-        q, k, v = _qkv((1, 2, n, 4), n, dtype=torch.float32)
+        q, k, v = random_qkv((1, 2, n, 4), n, dtype=torch.float32)
         state = None
         for t in range(n):
             state, _ = step(state, q[:, :, t], k[:, :, t], v[:, :, t])

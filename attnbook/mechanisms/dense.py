@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from attnbook.checks import check_mask, check_positive_int, check_qkv, check_tensor
+from attnbook.checks import check_bool, check_mask, check_positive_int, check_qkv, check_step_inputs, check_tensor
 
 __all__ = [
     "causal_mask",
@@ -35,6 +35,7 @@ def causal_mask(n: int, device=None) -> torch.Tensor:
 def attention_weights(q, k, causal: bool = False, mask=None) -> torch.Tensor:
     """softmax(q kᵀ/√D) with masking. q: (..., N, D), k: (..., M, D) -> (..., N, M). Chapter 1."""
     n, m = q.shape[-2], k.shape[-2]
+    causal = check_bool("causal", causal)
     check_mask("mask", mask, n, m)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     if causal:
@@ -100,7 +101,16 @@ class MultiHeadSelfAttention(nn.Module):
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
         from attnbook.registry import method_info
 
-        method_info(method)  # fail early on unknown methods
+        info = method_info(method)  # fail at construction, not at the first forward pass
+        causal = check_bool("causal", causal)
+        check_bool("bias", bias)
+        unknown = sorted(set(options) - set(info.options))
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r} for method {method!r}; its options are {sorted(info.options)}")
+        if info.causal == "noncausal" and causal:
+            raise ValueError(f"method {method!r} has no causal form: pass causal=False")
+        if info.causal == "causal" and not causal:
+            raise ValueError(f"method {method!r} is causal only: pass causal=True")
         self.d_model, self.heads, self.method, self.causal, self.options = d_model, heads, method, causal, options
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
@@ -151,11 +161,7 @@ def dense_step(state: KVCache | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t:
     q_t, k_t: (B, H, D), v_t: (B, H, Dv). O(t·D) work and memory at step t: the state grows with
     the context, unlike the fixed-size states of linear and recurrent attention. Chapters 3 and 4.
     """
-    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
-        check_tensor(name, x, ndim=3)
-    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
-        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
-                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+    check_step_inputs(q_t, k_t, v_t)
     if state is None:
         state = KVCache(k_t[:, :, None], v_t[:, :, None])
     elif not isinstance(state, KVCache):

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from attnbook.checks import check_array, check_positive_int, check_tensor
+from attnbook.checks import check_array, check_positive_int, check_step_inputs, check_tensor
 
 __all__ = ["elu_feature", "linear_attention_numpy", "linear_recurrent_numpy", "linear_attention",
            "linear_attention_cumsum", "chunked_causal", "LinearState", "linear_prefill", "linear_step"]
@@ -173,15 +173,6 @@ def linear_prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
     fk = elu_feature(k)
     return LinearState(fk.transpose(-1, -2) @ v, fk.sum(2))
 
-
-def check_step_inputs(q_t, k_t, v_t) -> tuple[int, int, int]:
-    """Check one decoding step's q_t, k_t: (B, H, D) and v_t: (B, H, Dv); return (B, H, D)."""
-    for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
-        check_tensor(name, x, ndim=3)
-    if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
-        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
-                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
-    return tuple(k_t.shape)
 
 
 def linear_step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):

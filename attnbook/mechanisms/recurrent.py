@@ -25,8 +25,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from attnbook.checks import check_nonnegative_int, check_positive_float
-from attnbook.mechanisms.linear import CHUNK_SIZE, _check_np_qkv, check_step_inputs, chunked_causal
+from attnbook.checks import check_nonnegative_int, check_positive_float, check_step_inputs
+from attnbook.mechanisms.linear import CHUNK_SIZE, _check_np_qkv, chunked_causal
 
 __all__ = ["retention_gammas", "scan_parameters", "scan_steps", "retention_numpy", "retention_recurrent_numpy",
            "selective_scan_numpy", "selective_scan_recurrent_numpy", "retention", "retention_parallel",
