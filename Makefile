@@ -27,12 +27,13 @@ export ATTNBOOK_DATA ?= $(abspath $(CURDIR)/../shared/data)
 endif
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv site build notebooks test unit nbval browser chromium clean
+.PHONY: help venv site build colab notebooks pdf test unit nbval browser chromium clean
 
 help:
 	@echo "make site   build the book into _build/html (every notebook executed)"
 	@echo "make test   unit tests, nbval over every notebook, the -n -W build, the browser test"
-	@echo "make notebooks  write notebooks/*.ipynb (Jupytext) for Jupyter or Colab"
+	@echo "make colab  rewrite notebooks/*.ipynb, the readable copies Colab opens (commit them)"
+	@echo "make pdf    the whole book as one PDF, _build/html/attnbook.pdf (after make site)"
 	@echo "make clean  remove _build"
 
 # ---------------------------------------------------------------- environment
@@ -47,14 +48,26 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 # ---------------------------------------------------------------- the site
-notebooks: venv
+# notebooks/NN_*.ipynb are committed: the readable copies that the site's Colab button opens
+# (includes inlined, exercises with collapsed solutions, citations as text; book/_ext/colab.py).
+# tests/test_colab.py fails when one is stale: after editing a notebooks/*.md, run `make colab`.
+colab: venv
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/NN_*.md found"; exit 1; }
-	$(BIN)/jupytext --to ipynb $(NOTEBOOKS)
+	$(BIN)/python book/_ext/colab.py
 
-build: venv notebooks
+notebooks: colab
+
+build: venv
 	rm -rf _build/html _build/.doctrees
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@test -f _build/html/index.html || { echo "no _build/html/index.html: the build failed"; exit 1; }
+	$(MAKE) --no-print-directory pdf
+
+# The PDF: the built pages joined into one HTML page (book/_ext/pdf.py), printed by the same
+# Debian Chromium that the browser test uses. Needs a built site; `make build` runs it.
+pdf: venv chromium
+	@test -f _build/html/index.html || { echo "build the site first (make site)"; exit 1; }
+	$(BIN)/python book/_ext/pdf.py _build/html
 
 site: build
 	@echo "The site is in _build/html (open _build/html/index.html)."
@@ -68,7 +81,11 @@ endef
 chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing Debian's chromium for the browser test"; \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core poppler-utils; \
+	fi
+	@if ! command -v pdftotext >/dev/null; then \
+	  echo "installing poppler-utils (pdftotext) for the PDF check"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends poppler-utils; \
 	fi
 
 unit: venv

@@ -54,6 +54,7 @@ _STYLE = {
     "lines.linewidth": 1.8,
     "lines.markersize": 5,
     "font.size": 10,
+    "svg.hashsalt": "attnbook",   # the same figure gives the same SVG ids on every run
 }
 
 _COLOURS: dict[str, str] = {}
@@ -62,7 +63,9 @@ _COLOURS: dict[str, str] = {}
 def use_style() -> None:
     """Apply the book's matplotlib style (white figures readable in light and dark site themes).
 
-    In a notebook, figures are also rendered at twice the pixel density so that they stay sharp.
+    In a notebook, figures are shown as SVG: sharp at any pixel density, and with no fixed pixel
+    width or height attached (the "retina" PNG format attaches both, and a page that narrows the
+    width to its column then squashes the figure), so a page scales them with their aspect ratio.
     """
     mpl.rcParams.update(_STYLE)
     try:  # only inside IPython/Jupyter
@@ -71,7 +74,7 @@ def use_style() -> None:
         if get_ipython() is not None:
             from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-            set_matplotlib_formats("retina")
+            set_matplotlib_formats("svg")
     except ImportError:
         pass
 

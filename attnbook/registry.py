@@ -53,7 +53,8 @@ class Method(Entry):
 
     ``exact``: equal to softmax attention; ``family``: dense, sparse, low-rank, kernel, linear,
     recurrent, elementwise, kernel-triton...; ``variant_of``: the method it re-implements (sdpa and
-    flash compute dense attention); ``causal``: one of :data:`CAUSAL_MODES`; ``step``/``prefill``: the
+    flash compute dense attention); ``causal``: one of :data:`CAUSAL_MODES`; ``devices``: the device
+    types it runs on (the Triton kernels: CUDA, or CPU in Triton's interpreter); ``step``/``prefill``: the
     recurrent decoding form ``step(state, q_t, k_t, v_t, **options) -> (state, o_t)`` where there is one.
     """
 
@@ -62,6 +63,7 @@ class Method(Entry):
     options: dict = field(default_factory=dict)
     causal: str = "both"
     variant_of: str | None = None
+    devices: tuple = ("cpu", "cuda", "mps")
     step_target: object = None
     prefill_target: object = None
 
@@ -99,7 +101,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            exact=True, family="dense", variant_of="dense"),
     Method("flash", _M + "flash:flash_attention", "04", "FlashAttention's tiled online softmax in torch; exact.",
            exact=True, family="dense", variant_of="dense",
-           options={"block_size": "key tile size (int >= 1, default: chosen by measurement, see flash.BLOCK_SIZE)"}),
+           options={"block_size": "query and key tile size (int >= 1, default flash.BLOCK_SIZE, chosen by measurement)"}),
     Method("sliding_window", _M + "sparse:sliding_window_attention", "04",
            "Sliding-window attention (Mistral-style), block-wise; exact once window >= N.", family="sparse",
            options={"window": "keys each side incl. itself (int >= 1, default 128); causal: 0 <= i-j < window",
@@ -147,6 +149,14 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            family="elementwise",
            options={"order": "Taylor order t of exp(2qk) (int >= 0, default 2; even t keeps weights positive)"},
            step_target=_M + "elementwise:elementwise_step", prefill_target=_M + "elementwise:elementwise_prefill"),
+    Method("flash_triton", "attnbook.kernels.api:flash_attention_triton", "04",
+           "FlashAttention-2 as Triton kernels, forward and backward (CUDA; CPU under TRITON_INTERPRET=1).",
+           exact=True, family="dense", variant_of="dense", devices=("cuda",),
+           options={"scale": "score scale (float > 0, default 1/sqrt(D))"}),
+    Method("linear_triton", "attnbook.kernels.api:linear_attention_triton", "04",
+           "Causal linear attention as a chunked Triton recurrence, the state kept on chip (CUDA; CPU "
+           "under TRITON_INTERPRET=1).", family="linear", variant_of="linear", causal="causal", devices=("cuda",),
+           options={"feature_map": "'elu1' (φ = elu + 1, default) or 'identity' (features computed outside)"}),
 ]}
 
 MIXERS: dict[str, Mixer] = {m.name: m for m in [
@@ -171,6 +181,10 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           "generative function vs attention: nanoGPT shakespeare_char training slice; cost vs n"),
     Suite("generative-small", _B + "generative:run_small", "08",
           "the CPU-sized model of chapter 8 trained for many steps, per mixer"),
+    Suite("generative-converged", _B + "generative_converged:run", "08",
+          "generative function vs attention trained to convergence (nanoGPT's CPU recipe), n-gram baselines"),
+    Suite("distributed", _B + "distributed:run", "09",
+          "ring, all-gather and Ulysses attention over P ranks: time, bytes and peak memory per rank vs n"),
 ]}
 
 _TABLES = {Method: METHODS, Mixer: MIXERS, Suite: SUITES}
@@ -196,15 +210,19 @@ def _get(table: dict, kind: str, name):
 
 
 def methods(*, family: str | None = None, exact: bool | None = None, causal: bool | None = None,
-            variants: bool = True) -> list[str]:
+            variants: bool = True, device=None) -> list[str]:
     """Names of the registered attention methods, in catalogue order, optionally filtered.
 
     ``family``: only that family; ``exact``: only exact (True) or approximate (False) ones; ``causal``:
     only those that accept ``causal=True`` (True) or ``causal=False`` (False); ``variants=False`` drops
-    re-implementations of another method (sdpa, flash), leaving one entry per mechanism.
+    re-implementations of another method (sdpa, flash), leaving one entry per mechanism; ``device``
+    (a device or its type, e.g. "cpu"): only those that run there.
     """
+    kind = None if device is None else torch.device(device).type
     out = []
     for m in METHODS.values():
+        if kind is not None and kind not in m.devices:
+            continue
         if family is not None and m.family != family:
             continue
         if exact is not None and m.exact != exact:

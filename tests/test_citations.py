@@ -61,6 +61,7 @@ CHAPTER_CITES = {
     "06": ["fedus2021switch", "hoffmann2022training", "kaplan2020scaling"],
     "07": ["feng2025elementwise"],
     "08": ["hilsenbek2024breaking"],
+    "09": ["liu2023ring", "jacobs2023deepspeed", "brandon2023striped", "dubey2024llama3"],
 }
 
 

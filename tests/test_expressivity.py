@@ -40,7 +40,7 @@ def test_recall_methods_follow_the_registry():
     got = recall_methods()
     assert got[0] == "dense"
     assert got == [m for m in methods() if m in got]  # catalogue order kept
-    for m in methods():  # every mechanism with a causal form, no re-implementation of another
+    for m in methods(device="cpu"):  # every mechanism with a causal form, no re-implementation of another
         info = method_info(m)
         assert (m in got) == (info.causal != "noncausal" and info.variant_of is None)
 

@@ -1,4 +1,6 @@
 """attnbook.plot: the book's plotting style."""
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -61,3 +63,22 @@ def test_labels_sets_axes_and_title():
     fig, ax = plot.subplots(ncols=2)[0], plot.subplots()[1]
     plot.labels(ax, "sequence length n (tokens)", "time (s)", "title")
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("sequence length n (tokens)", "time (s)", "title")
+
+
+def test_notebook_figures_carry_no_fixed_pixel_size():
+    """In IPython a figure is SVG with no width/height metadata: the page keeps its aspect ratio."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        plot.use_style()
+        fig, ax = plot.subplots(ncols=2, figsize=(8, 3))
+        ax[0].plot([1, 2, 3])
+        data, metadata = shell.display_formatter.format(fig)
+        assert "image/svg+xml" in data and "image/png" not in data
+        assert not any(k in (metadata.get(mime) or {}) for mime in data for k in ("width", "height"))
+        width, height = (float(v) for v in re.search(r'<svg[^>]*width="([\d.]+)pt"[^>]*height="([\d.]+)pt"',
+                                                      data["image/svg+xml"]).groups())
+        assert width / height == pytest.approx(8 / 3, rel=0.15)  # bbox "tight" trims a little
+    finally:
+        InteractiveShell.clear_instance()

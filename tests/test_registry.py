@@ -26,7 +26,7 @@ def _qkv(B, H, N, D, seed=0, M=None, dtype=torch.float32):
             torch.randn(B, H, M, D, generator=g, dtype=dtype))
 
 
-@pytest.mark.parametrize("method", methods())
+@pytest.mark.parametrize("method", methods(device="cpu"))
 @pytest.mark.parametrize("causal", [False, True])
 def test_every_method_returns_the_right_shape_and_exact_ones_equal_dense(method, causal):
     info = method_info(method)
@@ -42,7 +42,7 @@ def test_every_method_returns_the_right_shape_and_exact_ones_equal_dense(method,
         assert rel_error(out, ref) < 1e-5
 
 
-@pytest.mark.parametrize("method", methods(exact=True))
+@pytest.mark.parametrize("method", methods(exact=True, device="cpu"))
 def test_every_exact_method_refuses_causal_with_more_keys_than_queries(method):
     q, k, v = _qkv(1, 2, 8, 4, M=12)
     with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
@@ -83,6 +83,7 @@ def test_lists_come_from_the_records():
     assert "sdpa" not in methods(variants=False) and "dense" in methods(variants=False)
     assert "linformer" not in methods(causal=True) and "retention" not in methods(causal=False)
     assert mixer_names()[-2:] == ["generative", "generative+avg"]
+    assert set(methods()) - set(methods(device="cpu")) == {"flash_triton", "linear_triton"}
     for name in methods():
         info = method_info(name)
         assert callable(info.fn) and info.doc and info.causal in ("both", "causal", "noncausal")

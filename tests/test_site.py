@@ -9,7 +9,14 @@ Two kinds of test live here.
   site in ``_build/html`` is served from 127.0.0.1 and every page opened in headless Chromium
   through the DevTools protocol: no JavaScript errors, every image loads, every formula typeset by
   the MathJax copy inside the site, nothing requested from outside the site, no broken internal
-  link, search finds the chapter on FlashAttention, screenshots saved to ``_build/screenshots``.
+  link, search finds the chapter on FlashAttention, screenshots saved to ``_build/screenshots``;
+  every image keeps its aspect ratio at 1400 px and 420 px; one search box; the device note
+  folded; edit and issue buttons and the build's date and commit on every page; the execution
+  status page; the download-.ipynb is the readable notebook; the executed notebooks' outputs are
+  clean (no line over 100 characters, no stray reprs, no library log lines); the PDF.
+
+The site is ``_build/html`` or the folder in ``$ATTNBOOK_SITE`` (e.g. a build made with
+``jupyter-book build . --path-output /tmp/site``: then ``ATTNBOOK_SITE=/tmp/site/_build/html``).
 """
 from __future__ import annotations
 
@@ -31,11 +38,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
-SHOTS = ROOT / "_build" / "screenshots"
+HTML = Path(os.environ.get("ATTNBOOK_SITE", ROOT / "_build" / "html")).resolve()
+SHOTS = HTML.parent / "screenshots"
+EXECUTED = HTML.parent / "jupyter_execute"   # the notebooks as myst-nb executed them
+MAX_LINE = 100
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.md"))
-CHAPTERS = [f"{i:02d}" for i in range(1, 9)]
+CHAPTERS = [f"{i:02d}" for i in range(1, 10)]
 
 
 # ----------------------------------------------------------------------------- source checks
@@ -55,7 +64,7 @@ def test_notebook_shares_the_setup_cell_and_the_device_note(path):
     cells = _code_cells(text)
     assert cells and cells[0] == reference, f"{path.name}: the first code cell must be the shared set-up cell"
     assert "```{include} ../book/_device_note.md\n```" in text, f"{path.name}: include book/_device_note.md"
-    assert re.match(r"0[1-8]", path.name), f"{path.name}: no chapter prefix 01..08, so no chapter lists it"
+    assert re.match(r"0[1-9]", path.name), f"{path.name}: no chapter prefix 01..09, so no chapter lists it"
 
 
 @pytest.mark.parametrize("nn", CHAPTERS)
@@ -99,9 +108,66 @@ def test_config_keeps_math_offline_and_notebooks_runnable():
     assert [c["sections"][0]["glob"] for c in chapters] == [f"notebooks/{nn}*" for nn in CHAPTERS]
 
 
+def _toc_chapters() -> dict[str, list[str]]:
+    """{chapter docname: [its section docnames]}, the globs of _toc.yml expanded."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    chapters = {}
+    for part in toc["parts"]:
+        for chapter in part["chapters"]:
+            sections = []
+            for entry in chapter.get("sections") or []:
+                sections += ([entry["file"]] if "file" in entry else
+                             sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in ROOT.glob(entry["glob"] + ".md")))
+            chapters[chapter["file"]] = sections
+    return chapters
+
+
+def test_chapter_pages_list_all_their_sections():
+    missing = []
+    for chapter, sections in _toc_chapters().items():
+        text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+        listing = re.search(r"^## Sections\s*$(.*?)(?=^#{1,2} |\Z)", text, flags=re.M | re.S)
+        if sections and not listing:
+            missing.append(f"{chapter}.md has no '## Sections' list")
+            continue
+        linked = {Path(m).name for m in re.findall(r"\{doc\}`(?:[^`<]*<)?([^`>]+)>?`", listing.group(1))} if listing else set()
+        missing += [f"{chapter}.md: its '## Sections' list lacks {s}" for s in sections if Path(s).name not in linked]
+    assert not missing, "chapter pages must list every section ({doc} links):\n" + "\n".join(missing)
+
+
+def test_page_titles_are_distinct():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    docs = [toc["root"]] + [d for c, sections in _toc_chapters().items() for d in [c, *sections]]
+    titles: dict[str, list[str]] = {}
+    for doc in docs:
+        title = re.search(r"^# (.+)$", (ROOT / f"{doc}.md").read_text(encoding="utf-8"), flags=re.M).group(1).strip()
+        titles.setdefault(title, []).append(doc)
+    shared = {t: d for t, d in titles.items() if len(d) > 1}
+    assert not shared, f"pages sharing a title: {shared}"
+
+
+def test_code_lines_fit_the_page():
+    """Every code line a reader sees is at most 100 characters (no scrollbar hides the end)."""
+    long = [f"{p.name}, code cell {i}: {line.strip()[:70]}... ({len(line)} chars)"
+            for p in NOTEBOOKS for i, cell in enumerate(_code_cells(p.read_text(encoding="utf-8")), 1)
+            for line in cell.splitlines() if len(line) > MAX_LINE]
+    assert not long, f"{len(long)} code lines over {MAX_LINE} characters:\n" + "\n".join(long)
+
+
+def test_device_note_is_folded_by_the_sphinx_extension():
+    """book/_device_note.md is an admonition of class attnbook-device; the extension adds 'dropdown'."""
+    note = (ROOT / "book" / "_device_note.md").read_text(encoding="utf-8")
+    assert re.search(r"^:class: .*\battnbook-device\b", note, flags=re.M)
+    assert "fold_device_note" in (ROOT / "book" / "_ext" / "attnbook_sphinx.py").read_text(encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- the built site
 def _pages() -> list[Path]:
-    skip = ("_static", "_sources", "_images")
+    skip = ("_static", "_sources", "_images", "print.html")  # print.html: the PDF's source, tested on its own
     return sorted(p for p in HTML.rglob("*.html") if not p.relative_to(HTML).parts[0] in skip)
 
 
@@ -179,7 +245,101 @@ def test_section_has_download_and_colab_buttons(site, path):
     assert ipynb, f"{page.name}: no download-.ipynb button"
     assert (page.parent / ipynb[0]).resolve().is_file(), f"{page.name}: the .ipynb download is missing"
     colab = f"https://colab.research.google.com/github/attnbook/attnbook/blob/main/notebooks/{path.stem}.ipynb"
-    assert colab in links, f"{page.name}: no Colab button opening the generated .ipynb (run `make notebooks` before the build)"
+    assert colab in links, f"{page.name}: no Colab button opening notebooks/{path.stem}.ipynb"
+    assert path.with_suffix(".ipynb").is_file(), f"the Colab button opens notebooks/{path.stem}.ipynb: run `make colab`"
+    # the download is the readable notebook (the Colab copy) with the build's outputs
+    download = json.loads((page.parent / ipynb[0]).resolve().read_text(encoding="utf-8"))
+    committed = json.loads(path.with_suffix(".ipynb").read_text(encoding="utf-8"))
+    assert [c["source"] for c in download["cells"]] == [c["source"] for c in committed["cells"]], (
+        f"{page.name}: the download-.ipynb differs from notebooks/{path.stem}.ipynb")
+    assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), f"{page.name}: download has no outputs"
+
+
+@pytest.mark.browser
+def test_pages_have_edit_and_issue_buttons_and_provenance(site):
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repo, branch = config["repository"]["url"].rstrip("/"), config["repository"].get("branch", "main")
+    problems = []
+    for page in _pages():
+        rel = page.relative_to(site).with_suffix("").as_posix()
+        text = page.read_text(encoding="utf-8")
+        if (ROOT / f"{rel}.md").is_file():  # a page built from a source (not search, genindex)
+            links = [url for _, url in _parse(page).links]
+            if f"{repo}/edit/{branch}/{rel}.md" not in links:
+                problems.append(f"{rel}: no edit-this-page button")
+            if not any(u.startswith(f"{repo}/issues/new") for u in links):
+                problems.append(f"{rel}: no open-an-issue button")
+        footer = re.search(r'<p class="attnbook-provenance">(.*?)</p>', text, flags=re.S)
+        if not footer:
+            problems.append(f"{rel}: no build date and commit in the footer")
+            continue
+        date = re.search(r"(\d{4}-\d{2}-\d{2}) \d{2}:\d{2} UTC", footer.group(1))
+        commit = re.search(rf'href="{re.escape(repo)}/commit/([0-9a-f]{{40}})"', footer.group(1))
+        if not date or not (commit or "outside git" in footer.group(1)):
+            problems.append(f"{rel}: footer lacks the date or the commit: {footer.group(1)[:200]}")
+    assert not problems, "\n".join(problems[:30])
+
+
+@pytest.mark.browser
+def test_execution_status_page(site):
+    page = site / "book" / "execution.html"
+    assert page.is_file(), "no execution status page (book/execution.md in _toc.yml)"
+    text = page.read_text(encoding="utf-8")
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", text, flags=re.S)
+    documented = {m for row in rows for m in re.findall(r"notebooks/(\d\w*?)(?:\.html|\.md|<|\b)", row)}
+    assert {p.stem for p in NOTEBOOKS} <= documented, f"missing from the table: {sorted({p.stem for p in NOTEBOOKS} - documented)}"
+    assert "❌" not in text, "a notebook failed to execute"
+    assert len(re.findall("✅", text)) >= len(NOTEBOOKS)
+
+
+_BAD_OUTPUT = [
+    (re.compile(r"<(?:Axes|Figure|matplotlib)[^>]*>|<[\w.]+ (?:object )?at 0x[0-9a-f]+>"), "stray object repr"),
+    (re.compile(r"\bnp\.(?:float|int|uint|bool|complex|str)\w*\("), "NumPy scalar repr"),
+    (re.compile(r"\bUSDT\b|\bSTAGE:|^\[[WE]\d{4} |\w+Warning:|^WARNING:"), "library log or warning line"),
+]
+
+
+def _output_texts(cell: dict) -> list[str]:
+    """What a reader sees of a cell's outputs as text: streams, and text/plain where nothing richer is shown."""
+    texts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            texts.append("".join(out["text"]) if isinstance(out["text"], list) else out["text"])
+        elif out.get("output_type") in ("execute_result", "display_data"):
+            data = out.get("data", {})
+            if "text/plain" in data and not any(k.startswith(("image/", "text/html", "text/markdown", "text/latex")) for k in data):
+                plain = data["text/plain"]
+                texts.append("".join(plain) if isinstance(plain, list) else plain)
+        elif out.get("output_type") == "error":
+            texts.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return texts
+
+
+@pytest.mark.browser
+def test_executed_outputs_are_clean(site):
+    """No printed or code line over 100 characters, no stray reprs, no library log lines, in any executed notebook."""
+    executed = sorted(EXECUTED.glob("**/*.ipynb"))
+    assert len(executed) >= len(NOTEBOOKS), f"only {len(executed)} executed notebooks in {EXECUTED}"
+    problems = []
+    for path in executed:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code_cells = [c for c in cells if c["cell_type"] == "code"]
+        for number, cell in enumerate(code_cells, 1):
+            where = f"{path.stem}, code cell {number}"
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            shown = "remove-cell" not in cell.get("metadata", {}).get("tags", []) and \
+                "remove-input" not in cell.get("metadata", {}).get("tags", [])
+            if shown:
+                problems += [f"{where}: code line of {len(line)} chars: {line.strip()[:80]}"
+                             for line in source.splitlines() if len(line) > MAX_LINE]
+            for text in _output_texts(cell):
+                for line in text.splitlines():
+                    if len(line) > MAX_LINE:
+                        problems.append(f"{where}: output line of {len(line)} chars: {line[:80]}")
+                    problems += [f"{where}: {why}: {line.strip()[:100]}" for pattern, why in _BAD_OUTPUT if pattern.search(line)]
+    assert not problems, f"{len(problems)} problems in the executed outputs:\n" + "\n".join(problems)
 
 
 # ------------------------------------------------------------------ headless Chromium over CDP
@@ -397,6 +557,112 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
     assert found & expected, f"search for FlashAttention returned {sorted(found)}, expected one of {sorted(expected)}"
     assert not _problems(browser.events, browser.base)
 
+
+# Each visible image: its content box against its natural size (1.0 = undistorted).
+ASPECT_JS = """(() => [...document.images].filter(i => i.naturalWidth > 0 && i.getClientRects().length).map(i => {
+  const r = i.getBoundingClientRect(), s = getComputedStyle(i);
+  const px = k => parseFloat(s[k]) || 0;
+  const w = r.width - px('paddingLeft') - px('paddingRight') - px('borderLeftWidth') - px('borderRightWidth');
+  const h = r.height - px('paddingTop') - px('paddingBottom') - px('borderTopWidth') - px('borderBottomWidth');
+  return {src: i.currentSrc || i.src, w, h, nw: i.naturalWidth, nh: i.naturalHeight,
+          ratio: (w / h) / (i.naturalWidth / i.naturalHeight)};
+}).filter(i => i.w > 1 && i.h > 1))()"""
+
+ASPECT_TOLERANCE = 0.02
+
+
+def _viewport(browser, width: int, height: int = 900) -> None:
+    browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                 mobile=width < 600)
+
+
+@pytest.mark.browser
+def test_images_keep_their_aspect_ratio(site, browser):
+    """At a desktop (1400 px) and a phone (420 px) width, no image is stretched or squashed by more than 2 %."""
+    pages = _pages()
+    failures, measured = [], 0
+    worst = {1400: 1.0, 420: 1.0}
+    try:
+        for width in (1400, 420):
+            _viewport(browser, width)
+            for page in pages:
+                rel = page.relative_to(site).as_posix()
+                browser.open(browser.base + rel)
+                browser.evaluate(SETTLE_JS, await_promise=True)
+                browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))", await_promise=True)
+                for image in browser.evaluate(ASPECT_JS):
+                    measured += 1
+                    if abs(image["ratio"] - 1) > abs(worst[width] - 1):
+                        worst[width] = image["ratio"]
+                    if abs(image["ratio"] - 1) > ASPECT_TOLERANCE:
+                        failures.append(f"{width} px, {rel}: {image['src'].rsplit('/', 1)[-1]} shown {image['w']:.0f}x{image['h']:.0f}"
+                                        f" for {image['nw']}x{image['nh']}: {image['ratio']:.2f} of its aspect ratio")
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+    print(f"{measured} images measured; worst displayed/natural aspect: {worst}")
+    assert measured > len(pages), f"only {measured} images measured on {len(pages)} pages at two widths"
+    assert not failures, f"{len(failures)} distorted images:\n" + "\n".join(failures[:40])
+
+
+SEARCH_JS = """(() => [...document.querySelectorAll('input[type=search], .search-button-field')]
+  .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden' && !e.closest('dialog:not([open])'))
+  .map(e => e.className || e.tagName))()"""
+
+NOTE_JS = """(() => { const n = document.querySelector('.attnbook-device');
+  if (!n) return null;
+  const body = [...n.children].filter(c => !c.classList.contains('admonition-title') && !c.matches('button'));
+  return {height: n.getBoundingClientRect().height,
+          hidden: body.every(c => !c.getClientRects().length || getComputedStyle(c).display === 'none')}; })()"""
+
+
+@pytest.mark.browser
+def test_one_search_box_and_a_folded_device_note(site, browser):
+    section = site / "notebooks" / f"{NOTEBOOKS[0].stem}.html"
+    try:
+        for width in (1400, 420):
+            _viewport(browser, width)
+            browser.open(browser.base + section.relative_to(site).as_posix())
+            browser.evaluate(SETTLE_JS, await_promise=True)
+            boxes = browser.evaluate(SEARCH_JS)
+            assert len(boxes) <= 1, f"{width} px: {len(boxes)} search boxes visible: {boxes}"
+            if width == 1400:
+                assert len(boxes) == 1, "no search box at 1400 px"
+            note = browser.evaluate(NOTE_JS)
+            assert note is not None, "the section has no device note"
+            assert note["hidden"] and note["height"] < 90, f"{width} px: the device note is not folded: {note}"
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+
+
+@pytest.mark.browser
+def test_pdf_has_every_chapter(site):
+    """`make pdf`: site/attnbook.pdf, linked from the landing page, every chapter title in its text."""
+    pdf = site / "attnbook.pdf"
+    assert pdf.is_file(), f"no {pdf}: run `make pdf` (make build runs it)"
+    landing = site / "book" / "intro.html"
+    assert any(url.endswith("attnbook.pdf") for _, url in _parse(landing).links), "the landing page does not link the PDF"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, flags=re.M).group(1))
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    flat = re.sub(r"\s+", " ", text)
+    chapters = [re.search(r"^# (.+)$", p.read_text(encoding="utf-8"), flags=re.M).group(1).strip()
+                for p in sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md"))]
+    missing = [t for t in chapters if re.sub(r"\s+", " ", t) not in flat]
+    print(f"{pdf.name}: {pages} pages, {pdf.stat().st_size / 2**20:.1f} MiB")
+    assert pages >= 10 * len(chapters), f"only {pages} pages for {len(chapters)} chapters"
+    assert not missing, f"chapter titles not in the PDF: {missing}"
+
+
+@pytest.mark.browser
+def test_print_page_is_complete(site, browser):
+    """The page the PDF is printed from: every image loads and every formula is typeset."""
+    page = site / "print.html"
+    assert page.is_file(), "no print.html: run `make pdf`"
+    browser.open(browser.base + "print.html", timeout=120)
+    browser.evaluate(SETTLE_JS, await_promise=True)
+    info = browser.evaluate(INSPECT_JS)
+    assert info["images"] and all(i["ok"] for i in info["images"]), [i["src"] for i in info["images"] if not i["ok"]][:10]
+    assert info["maths"] > 100 and not info["untypeset"], info["untypeset"][:5]
 
 
 def _cli_screenshot(url: str, path: Path, dark: bool = False, height: int = 1000) -> None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from attnbook.measure import environment
 from attnbook.registry import suite_info
 
-__all__ = ["RESULTS_DIR", "user_results_dir", "sweep", "run_suite", "load_result", "result_path"]
+__all__ = ["RESULTS_DIR", "user_results_dir", "sweep", "run_suite", "load_result", "result_path", "time_of"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
@@ -91,6 +91,13 @@ def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path 
         path.write_text(json.dumps(result, indent=1, default=float) + "\n")
         result["path"] = str(path)
     return result
+
+
+def time_of(row: dict, prefix: str = "") -> float:
+    """The headline time of a stored row (chapter 2's measurement policy): its minimum over the
+    repeats, ``row[prefix + "min_s"]``; the median for a row recorded before minima were stored."""
+    key = prefix + "min_s"
+    return row[key] if key in row else row[prefix + "median_s"]
 
 
 def load_result(name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR) -> dict | None:

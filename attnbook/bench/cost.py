@@ -31,8 +31,8 @@ def _row(sweep_name: str, n: int, d: int, device, repeats: int) -> dict:
     x = torch.randn(1, n, d, device=device)
     with torch.no_grad():
         t = time_fn(layer, x, warmup=2, repeats=repeats, device=device)
-    return {"sweep": sweep_name, "n": n, "d": d, "heads": HEADS, "median_s": t.median_s, "q25_s": t.q25_s,
-            "q75_s": t.q75_s, "flops": cost.layer_flops(n, d, HEADS, 4 * d)}
+    return {"sweep": sweep_name, "n": n, "d": d, "heads": HEADS, "min_s": t.min_s, "q10_s": t.q10_s,
+            "median_s": t.median_s, "q25_s": t.q25_s, "q75_s": t.q75_s, "flops": cost.layer_flops(n, d, HEADS, 4 * d)}
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:

@@ -25,7 +25,7 @@ from attnbook.registry import attention, method_info, methods
 from attnbook.mechanisms.sparse import method_pattern
 from attnbook.measure import fit_loglog, peak_memory_bytes, time_fn
 from attnbook.checks import CorrectnessError, checked, rel_error
-from attnbook.bench import sweep
+from attnbook.bench import sweep, time_of
 
 __all__ = ["SHAPE", "sizes", "measure_method", "supports_causal", "sweep_method", "slopes", "crossovers",
            "comparison_table"]
@@ -82,8 +82,8 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
     t = time_fn(call, warmup=1, repeats=repeats, device=device)
     peak = peak_memory_bytes(call, device=device) if device.type in ("cpu", "cuda") else None
     return {"method": method, "n": n, "batch": SHAPE["batch"], "heads": SHAPE["heads"], "head_dim": SHAPE["head_dim"],
-            "causal": causal, "median_s": t.median_s, "q25_s": t.q25_s, "q75_s": t.q75_s,
-            "peak_bytes": None if peak is None else int(peak), "rel_error": error}
+            "causal": causal, "min_s": t.min_s, "q10_s": t.q10_s, "median_s": t.median_s, "q25_s": t.q25_s,
+            "q75_s": t.q75_s, "peak_bytes": None if peak is None else int(peak), "rel_error": error}
 
 
 def supports_causal(method: str) -> bool:
@@ -98,8 +98,8 @@ def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: 
     for n in ns:
         if len(rows) >= 2:  # predict the next time from the last two points, stop past the budget
             a, b = rows[-2], rows[-1]
-            slope = np.log(b["median_s"] / a["median_s"]) / np.log(b["n"] / a["n"])
-            if b["median_s"] * (n / b["n"]) ** float(np.clip(slope, 1.0, 2.0)) > budget_s:  # steeper than n²: noise
+            slope = np.log(time_of(b) / time_of(a)) / np.log(b["n"] / a["n"])
+            if time_of(b) * (n / b["n"]) ** float(np.clip(slope, 1.0, 2.0)) > budget_s:  # steeper than n²: noise
                 break
         try:
             rows.append(measure_method(method, n, causal, device, repeats))
@@ -118,7 +118,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     ns = sizes(quick)
     repeats, budget = (3, 0.5) if quick else (3, 5.0)
     rows = []
-    for method in sweep(methods(), "methods"):
+    for method in sweep(methods(device=device), "methods"):
         causal = supports_causal(method)
         rows += sweep_method(method, causal, ns, device, repeats, budget)
         if method == "sdpa":  # the baseline for methods that only run non-causally
@@ -126,11 +126,12 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     return rows
 
 
-def slopes(rows, min_n: int = 1024) -> dict:
-    """{(method, causal): LogLogFit of median time vs n} over n >= min_n (needs two points)."""
+def slopes(rows, min_n: int = 1024, value=time_of) -> dict:
+    """{(method, causal): LogLogFit of ``value(row)`` (default: the headline time, ``min_s``) vs n}
+    over n >= min_n (needs two points)."""
     out = {}
     for key in sorted({(r["method"], r["causal"]) for r in rows}):
-        pts = sorted((r["n"], r["median_s"]) for r in rows if (r["method"], r["causal"]) == key and r["n"] >= min_n)
+        pts = sorted((r["n"], value(r)) for r in rows if (r["method"], r["causal"]) == key and r["n"] >= min_n)
         if len(pts) >= 2:
             out[key] = fit_loglog(*map(np.array, zip(*pts)))
     return out
@@ -138,10 +139,10 @@ def slopes(rows, min_n: int = 1024) -> dict:
 
 def crossovers(rows, baseline: str = "sdpa") -> dict:
     """{(method, causal): smallest measured n from which it beats ``baseline`` at every larger common n, or None}."""
-    base = {(r["n"], r["causal"]): r["median_s"] for r in rows if r["method"] == baseline}
+    base = {(r["n"], r["causal"]): time_of(r) for r in rows if r["method"] == baseline}
     out = {}
     for key in sorted({(r["method"], r["causal"]) for r in rows if r["method"] != baseline}):
-        common = sorted((r["n"], r["median_s"] < base[(r["n"], r["causal"])]) for r in rows
+        common = sorted((r["n"], time_of(r) < base[(r["n"], r["causal"])]) for r in rows
                         if (r["method"], r["causal"]) == key and (r["n"], r["causal"]) in base)
         first = None
         for n, faster in common:
@@ -154,7 +155,7 @@ def comparison_table(rows, baseline: str = "sdpa", min_n: int = 1024) -> list[di
     """One line per (method, causal), from measurements only: exactness, fitted time and memory
     slopes, worst error against exact attention, crossover with ``baseline``, largest n measured."""
     fits, cross = slopes(rows, min_n), crossovers(rows, baseline)
-    mem = slopes([dict(r, median_s=r["peak_bytes"]) for r in rows if r["peak_bytes"]], min_n)
+    mem = slopes([r for r in rows if r["peak_bytes"]], min_n, value=lambda r: r["peak_bytes"])
     table = []
     for key in sorted({(r["method"], r["causal"]) for r in rows}):
         mine = [r for r in rows if (r["method"], r["causal"]) == key]
@@ -163,6 +164,6 @@ def comparison_table(rows, baseline: str = "sdpa", min_n: int = 1024) -> list[di
                       "time_slope": fits[key].slope if key in fits else None,
                       "memory_slope": mem[key].slope if key in mem else None,
                       "max_rel_error": max(r["rel_error"] for r in mine),
-                      "crossover_n": cross.get(key), "largest_n": top["n"], "time_at_largest_s": top["median_s"],
+                      "crossover_n": cross.get(key), "largest_n": top["n"], "time_at_largest_s": time_of(top),
                       "peak_bytes_at_largest": top["peak_bytes"]})
     return table

@@ -268,12 +268,12 @@ def blockwise_flops(tiles: int, block_size: int, d_k: int, *, heads: int = 1, ba
 
 @exact_ints
 def flash_flops(n: int, d_k: int, block_size: int, causal: bool = False, *, heads: int = 1, batch: int = 1) -> int:
-    """Matrix-product FLOPs of the torch FlashAttention loop: 4n²d_k, or, causal, key tile J only meets
-    the queries from its first row on: Σ_J 4·(n - J·b)·b_J·d_k. Chapter 4."""
+    """Matrix-product FLOPs of the torch FlashAttention loop (``mechanisms.flash.flash_attention``): 4n²d_k;
+    causal, query tile [r0, r1) meets keys [0, r1) only: Σ_tiles 4·(r1 − r0)·r1·d_k. Chapter 4."""
     n, d_k, b, heads, batch = check_sizes(n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch)
     if not causal:
         return 4 * n * n * d_k * heads * batch
-    return sum(4 * (n - c0) * (min(c0 + b, n) - c0) * d_k for c0 in range(0, n, b)) * heads * batch
+    return sum(4 * (min(r0 + b, n) - r0) * min(r0 + b, n) * d_k for r0 in range(0, n, b)) * heads * batch
 
 
 @exact_ints

@@ -45,10 +45,12 @@ def family_methods(rule_family: str) -> tuple[str, ...]:
     return tuple(m for fam in RULE_FAMILIES[rule_family] for m in methods(family=fam))
 
 
-def default_live_methods() -> tuple[str, ...]:
-    """What the live mini-benchmark measures: every exact form, then the first method of each other family."""
+def default_live_methods(device="cpu") -> tuple[str, ...]:
+    """What the live mini-benchmark measures on ``device``: every exact form, then the first method of each
+    other family."""
     families = dict.fromkeys(fam for fams in RULE_FAMILIES.values() for fam in fams)
-    return tuple(methods(family="dense")) + tuple(methods(family=fam)[0] for fam in families if fam != "dense")
+    return tuple(methods(family="dense", device=device)) + tuple(
+        methods(family=fam, device=device)[0] for fam in families if fam != "dense")
 
 ROW_KEYS = ("method", "n", "batch", "heads", "head_dim", "causal", "median_s", "peak_bytes", "rel_error")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
@@ -211,7 +213,7 @@ def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool 
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' has no stored 'long' result and CUDA is not available to measure live")
         sizes = tuple(check_positive_int("live_sizes", s) for s in live_sizes)
-        rows = _live_rows(device, causal, sizes, tuple(live_methods or default_live_methods()))
+        rows = _live_rows(device, causal, sizes, tuple(live_methods or default_live_methods(device)))
         source = f"live mini-benchmark on {device} at n = {', '.join(map(str, sizes))}"
         if not rows:
             raise ValueError(f"the live mini-benchmark measured nothing for causal={causal}")

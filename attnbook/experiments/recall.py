@@ -27,7 +27,7 @@ WINDOW = 4
 def recall_methods() -> list[str]:
     """The mechanisms the chapter compares: one entry per registered mechanism with a causal form
     (variants such as sdpa and flash compute dense attention and are left out), in catalogue order."""
-    return methods(causal=True, variants=False)
+    return methods(causal=True, variants=False, device="cpu")
 
 
 def method_options(method: str, seq_len: int) -> dict:

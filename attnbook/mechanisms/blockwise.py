@@ -60,20 +60,22 @@ class Pattern:
 
 
 CHUNK = 16  # key tiles gathered per query tile and step
+GROUP = 16  # query tiles processed together: each step's working set stays cache-sized, so time is linear in n
 
 
 @dataclass(frozen=True)
 class _Step:
-    rows: object  # slice or LongTensor (na,) of query tiles
+    rows: object  # slice or LongTensor (na,) of query tiles, relative to the group's first tile
     cols: object  # slice (one key tile each) or LongTensor (na, c) of key tiles
     partial: tuple | None  # (query tiles within the step, (p, bs, c·bs) allowed mask) where not all allowed
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The tiles a pattern touches: ``steps`` to run in order, ``tiles`` (their number)."""
+    """The tiles a pattern touches: ``groups`` of query tiles ``((first, last + 1), steps)`` to run in
+    order, and ``tiles`` (their number)."""
 
-    steps: tuple
+    groups: tuple
     tiles: int
     n_query_tiles: int
 
@@ -84,19 +86,12 @@ def _as_index(idx: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
 
 
-@functools.lru_cache(maxsize=64)
-def plan(pattern: Pattern, n: int, block_size: int) -> Plan:
-    """Tiles of ``pattern`` on a sequence of length n cut into tiles of ``block_size``.
-
-    Step (t, c) holds, for every query tile whose t-th chunk of key tiles has c tiles, that chunk;
-    a query tile appears at most once per step, so steps can update the softmax state in parallel.
-    """
-    pattern.validate(n)
-    bs = check_positive_int("block_size", block_size)
-    nq = math.ceil(n / bs)
+def _steps(pattern: Pattern, n: int, bs: int, first: int, last: int) -> tuple[tuple, int]:
+    """The steps of query tiles first..last-1: step (t, c) holds, for every query tile whose t-th chunk of
+    key tiles has c tiles, that chunk; a query tile appears at most once per step."""
     groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     tiles = 0
-    for I in range(nq):
+    for I in range(first, last):
         J = pattern.key_blocks(I, bs, n)
         tiles += J.size
         for t in range(0, J.size, CHUNK):
@@ -115,8 +110,25 @@ def plan(pattern: Pattern, n: int, block_size: int) -> Plan:
             where = np.flatnonzero(~full)
             partial = (torch.from_numpy(where), torch.from_numpy(np.ascontiguousarray(ok[where])))
         contiguous_cols = c == 1 and isinstance(_as_index(cols[:, 0]), slice)
-        steps.append(_Step(_as_index(rows), _as_index(cols[:, 0]) if contiguous_cols else _as_index(cols), partial))
-    return Plan(tuple(steps), tiles, nq)
+        steps.append(_Step(_as_index(rows - first), _as_index(cols[:, 0]) if contiguous_cols else _as_index(cols),
+                           partial))
+    return tuple(steps), tiles
+
+
+@functools.lru_cache(maxsize=64)
+def plan(pattern: Pattern, n: int, block_size: int) -> Plan:
+    """Tiles of ``pattern`` on a sequence of length n cut into tiles of ``block_size``, in groups of
+    :data:`GROUP` query tiles."""
+    pattern.validate(n)
+    bs = check_positive_int("block_size", block_size)
+    nq = math.ceil(n / bs)
+    groups, tiles = [], 0
+    for first in range(0, nq, GROUP):
+        last = min(first + GROUP, nq)
+        steps, count = _steps(pattern, n, bs, first, last)
+        groups.append(((first, last), steps))
+        tiles += count
+    return Plan(tuple(groups), tiles, nq)
 
 
 def _take(blocks: torch.Tensor, cols) -> torch.Tensor:
@@ -142,7 +154,8 @@ def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: 
     """Online-softmax state (a, m, l) of attention restricted to ``pattern``, computing only its tiles.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> a: (B, H, N, Dv) unnormalised output, m: (B, H, N) running
-    max (no gradient), l: (B, H, N) running sum; the output is a / l (:func:`finish`). Chapter 4.
+    max (no gradient), l: (B, H, N) running sum; the output is a / l (:func:`finish`). Query tiles run
+    in groups of :data:`GROUP`, each group's state written once. Chapter 4.
     """
     B, H, N, D = q.shape
     if k.shape[2] != N:
@@ -153,24 +166,31 @@ def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: 
     qb = F.pad(q * (1.0 / math.sqrt(D)), (0, 0, 0, pad)).view(B, H, nq, bs, D)
     kb = F.pad(k, (0, 0, 0, pad)).view(B, H, nq, bs, D)
     vb = F.pad(v, (0, 0, 0, pad)).view(B, H, nq, bs, v.shape[-1])
-    m = q.new_full((B, H, nq, bs), float("-inf"))
-    l = q.new_zeros((B, H, nq, bs))
-    acc = q.new_zeros((B, H, nq, bs, v.shape[-1]))
-    for step in p.steps:
-        rows, cols = _to(step.rows, q.device), _to(step.cols, q.device)
-        s = qb[:, :, rows] @ _take(kb, cols).transpose(-1, -2)  # (B, H, na, bs, c·bs)
-        if step.partial is not None:
-            idx, ok = step.partial[0].to(q.device), step.partial[1].to(q.device)
-            s[:, :, idx] = s[:, :, idx].masked_fill(~ok, float("-inf"))
-        m_old = m[:, :, rows]
-        m_new = torch.maximum(m_old, s.detach().amax(dim=-1))  # the max only stabilises: no gradient
-        m_safe = _finite(m_new)
-        e = (s - m_safe[..., None]).exp_()
-        alpha = torch.exp(m_old - m_safe)
-        l = _write(l, rows, alpha * l[:, :, rows] + e.sum(dim=-1))
-        acc = _write(acc, rows, alpha[..., None] * acc[:, :, rows] + e @ _take(vb, cols))
-        m = _write(m, rows, m_new)
-    return acc.reshape(B, H, nq * bs, -1)[:, :, :N], m.reshape(B, H, -1)[:, :, :N], l.reshape(B, H, -1)[:, :, :N]
+    acc_all = q.new_empty((B, H, nq, bs, v.shape[-1]))
+    m_all, l_all = q.new_empty((B, H, nq, bs)), q.new_empty((B, H, nq, bs))
+    for (first, last), steps in p.groups:
+        g = last - first
+        q_group = qb[:, :, first:last]
+        m = q.new_full((B, H, g, bs), float("-inf"))
+        l = q.new_zeros((B, H, g, bs))
+        acc = q.new_zeros((B, H, g, bs, v.shape[-1]))
+        for step in steps:
+            rows, cols = _to(step.rows, q.device), _to(step.cols, q.device)
+            s = q_group[:, :, rows] @ _take(kb, cols).transpose(-1, -2)  # (B, H, na, bs, c·bs)
+            if step.partial is not None:
+                idx, ok = step.partial[0].to(q.device), step.partial[1].to(q.device)
+                s[:, :, idx] = s[:, :, idx].masked_fill(~ok, float("-inf"))
+            m_old = m[:, :, rows]
+            m_new = torch.maximum(m_old, s.detach().amax(dim=-1))  # the max only stabilises: no gradient
+            m_safe = _finite(m_new)
+            e = (s - m_safe[..., None]).exp_()
+            alpha = torch.exp(m_old - m_safe)
+            l = _write(l, rows, alpha * l[:, :, rows] + e.sum(dim=-1))
+            acc = _write(acc, rows, alpha[..., None] * acc[:, :, rows] + e @ _take(vb, cols))
+            m = _write(m, rows, m_new)
+        acc_all[:, :, first:last], m_all[:, :, first:last], l_all[:, :, first:last] = acc, m, l
+    return (acc_all.reshape(B, H, nq * bs, -1)[:, :, :N], m_all.reshape(B, H, -1)[:, :, :N],
+            l_all.reshape(B, H, -1)[:, :, :N])
 
 
 def _finite(m: torch.Tensor) -> torch.Tensor:

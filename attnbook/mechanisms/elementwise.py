@@ -168,7 +168,7 @@ def _read(q: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     out = sums[..., -1, :]
     for p in range(sums.shape[-2] - 2, -1, -1):
         out = out * q + sums[..., p, :]
-    return out
+    return out.expand(torch.broadcast_shapes(out.shape, q.shape))  # order 0 never multiplies by q
 
 
 def _key_features(k: torch.Tensor, order: int) -> torch.Tensor:
@@ -206,7 +206,7 @@ def elementwise_attention(q, k, v, order: int = DEFAULT_ORDER, causal: bool = Fa
         num, den = num.cumsum(dim=2), den.cumsum(dim=2)
     else:
         num, den = num.sum(dim=2, keepdim=True), den.sum(dim=2, keepdim=True)
-    return (_read(q, num) / _read(q, den)).expand(q.shape)  # order 0: one row for every query
+    return _read(q, num) / _read(q, den)
 
 
 class ElementwiseState(NamedTuple):

@@ -20,7 +20,7 @@ import torch
 
 from attnbook.checks import check_array, check_positive_int
 
-__all__ = ["IOCounter", "standard_attention_numpy", "flash_attention_numpy", "flash_attention",
+__all__ = ["BLOCK_SIZE", "IOCounter", "standard_attention_numpy", "flash_attention_numpy", "flash_attention",
            "sdpa_kernel_used", "sdpa_backends"]
 
 
@@ -107,37 +107,52 @@ def flash_attention_numpy(q, k, v, causal: bool = False, block_size: int = 64,
     return out
 
 
-def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                    block_size: int = 64) -> torch.Tensor:
-    """Exact attention, streaming key tiles of ``block_size`` with a running max and sum.
+#: Tile size of the torch form, chosen by measurement against SDPA on a 2-core CPU (notebook 04b,
+#: stored in attnbook/results/flash-tiles-cpu.json): large enough that each tile is one efficient
+#: matrix product, small enough that a (B, H, b, b) score tile stays in cache.
+BLOCK_SIZE = 256
 
-    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv); never holds more than
-    (B, H, N, block_size) scores. Chapter 4.
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                    block_size: int = BLOCK_SIZE) -> torch.Tensor:
+    """Exact attention, FlashAttention-2 order: for each query tile, stream key tiles with a running max
+    and sum (the online softmax), then write the tile's output once.
+
+    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv); holds one (B, H, b, b) score
+    tile at a time. Causal: a query tile stops at its own diagonal (later key tiles are never computed)
+    and only the diagonal tile is masked. Differentiable by autograd through the loop (the real kernel
+    recomputes instead, see ``attnbook.kernels.flash_triton``). Chapter 4.
     """
-    bs = check_positive_int("block_size", block_size)
+    b = check_positive_int("block_size", block_size)
     n, m_keys = q.shape[2], k.shape[2]
     if causal and n != m_keys:
         raise ValueError(f"causal=True needs as many queries as keys, got {n} and {m_keys}")
-    qs = q * (1.0 / math.sqrt(q.shape[-1]))
-    m = q.new_full(q.shape[:3], float("-inf"))
-    l = q.new_zeros(q.shape[:3])
-    acc = q.new_zeros(q.shape[:3] + (v.shape[-1],))
-    for c0 in range(0, m_keys, bs):
-        c1 = min(c0 + bs, m_keys)
-        r0 = c0 if causal else 0  # causal: queries before this tile see none of it
-        s = qs[:, :, r0:] @ k[:, :, c0:c1].transpose(-1, -2)
-        if causal:
-            keep = torch.arange(r0, n, device=q.device)[:, None] >= torch.arange(c0, c1, device=q.device)[None, :]
-            s.masked_fill_(~keep, float("-inf"))
-        m_old = m[:, :, r0:]
-        m_new = torch.maximum(m_old, s.detach().amax(dim=-1))  # stabiliser only: no gradient needed
-        e = (s - m_new[..., None]).exp_()
-        alpha = torch.exp(m_old - m_new)
-        l_new = alpha * l[:, :, r0:] + e.sum(dim=-1)
-        acc_new = alpha[..., None] * acc[:, :, r0:] + e @ v[:, :, c0:c1]
-        m, l, acc = (torch.cat([old[:, :, :r0], new], dim=2) if r0 else new
-                     for old, new in ((m, m_new), (l, l_new), (acc, acc_new)))
-    return acc / l[..., None]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    out = q.new_empty(q.shape[:3] + (v.shape[-1],))
+    for r0 in range(0, n, b):
+        r1 = min(r0 + b, n)
+        q_tile = q[:, :, r0:r1] * scale
+        m = l = acc = None
+        for c0 in range(0, r1 if causal else m_keys, b):  # causal: keys after the tile's last query skipped
+            c1 = min(c0 + b, r1 if causal else m_keys)
+            s = q_tile @ k[:, :, c0:c1].transpose(-1, -2)
+            if causal and c1 - 1 > r0:  # the tile crosses the diagonal: mask keys after each query
+                keep = torch.arange(r0, r1, device=q.device)[:, None] >= torch.arange(c0, c1, device=q.device)
+                s = s.masked_fill(~keep, float("-inf"))
+            tile_max = s.detach().amax(dim=-1)  # the stabiliser needs no gradient
+            if m is None:  # first tile: every query sees key 0, so the maximum is finite
+                m = tile_max
+                e = torch.exp(s - m[..., None])
+                l, acc = e.sum(dim=-1), e @ v[:, :, c0:c1]
+            else:
+                m_new = torch.maximum(m, tile_max)
+                alpha = torch.exp(m - m_new)
+                e = torch.exp(s - m_new[..., None])
+                l = alpha * l + e.sum(dim=-1)
+                acc = alpha[..., None] * acc + e @ v[:, :, c0:c1]
+                m = m_new
+        out[:, :, r0:r1] = acc / l[..., None]
+    return out
 
 
 def sdpa_kernel_used(q, k, v, causal: bool = False) -> str:

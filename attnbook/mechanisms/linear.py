@@ -26,6 +26,7 @@ __all__ = ["elu_feature", "linear_attention_numpy", "linear_recurrent_numpy", "l
            "linear_attention_cumsum", "chunked_causal", "LinearState", "linear_prefill", "linear_step"]
 
 CHUNK_SIZE = 64
+CHUNK_GROUP = 16  # chunks processed together by chunked_causal (a cache-sized working set)
 
 
 def elu_feature(x):
@@ -81,7 +82,8 @@ def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
 
     q, k: (B, H, N, R), v: (B, H, N, Dv), log_decay: (B, H, N) or (H, 1)-broadcastable, ≤ 0, or None
     (no decay). Inside a chunk of C tokens the (C, C) products are formed; between chunks a state
-    (R, Dv) is carried. Time O(N·C·(R + Dv) + N·R·Dv), memory O(N·C + (N/C)·R·Dv). Chapter 4.
+    (R, Dv) is carried, CHUNK_GROUP chunks at a time. Time O(N·C·(R + Dv) + N·R·Dv), memory O(N·C) plus
+    O(CHUNK_GROUP·R·Dv) for the states: linear in N, with a working set that does not grow. Chapter 4.
     """
     B, H, N, R = q.shape
     C = min(check_positive_int("chunk_size", chunk_size), N)
@@ -94,29 +96,36 @@ def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
             log_decay = torch.nn.functional.pad(log_decay, (0, pad))
     nc = (N + pad) // C
     qc, kc, vc = (x.reshape(B, H, nc, C, x.shape[-1]) for x in (q, k, v))
-    scores = qc @ kc.transpose(-1, -2)  # (B, H, nc, C, C)
+    L_all = None if log_decay is None else log_decay.reshape(B, H, nc, C).cumsum(-1)  # decay from chunk start
     tril = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    if log_decay is None:
-        scores = scores.masked_fill(~tril, 0.0)
-        k_to_end = kc
-    else:
-        L = log_decay.reshape(B, H, nc, C).cumsum(-1)  # decay from the chunk start, inclusive
-        diff = (L[..., :, None] - L[..., None, :]).masked_fill(~tril, float("-inf"))
-        scores = scores * diff.exp()
-        k_to_end = kc * (L[..., -1:] - L).exp()[..., None]  # each key decayed to the chunk's end
-        chunk_decay = L[..., -1].exp()  # (B, H, nc)
-        q_from_start = (qc * L.exp()[..., None])
-    updates = k_to_end.transpose(-1, -2) @ vc  # (B, H, nc, R, Dv): what each chunk adds to the state
-    if log_decay is None:
-        before = torch.nn.functional.pad(updates.cumsum(2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # exclusive prefix sum
-        reads = qc
-    else:  # the decayed prefix sum runs chunk by chunk: nc small (R, Dv) updates
-        states, state = [], torch.zeros_like(updates[:, :, 0])
-        for c in range(nc):
-            states.append(state)
-            state = state * chunk_decay[:, :, c, None, None] + updates[:, :, c]
-        before, reads = torch.stack(states, dim=2), q_from_start
-    out = scores @ vc + reads @ before
+    outs, state = [], None  # state: Σ over all earlier groups' keys of k vᵀ (decayed), (B, H, R, Dv)
+    for g0 in range(0, nc, CHUNK_GROUP):  # a group of chunks at a time keeps the working set cache-sized
+        g1 = min(g0 + CHUNK_GROUP, nc)
+        qg, kg, vg = qc[:, :, g0:g1], kc[:, :, g0:g1], vc[:, :, g0:g1]
+        scores = qg @ kg.transpose(-1, -2)  # (B, H, g, C, C)
+        if L_all is None:
+            scores = scores.masked_fill(~tril, 0.0)
+            updates = kg.transpose(-1, -2) @ vg  # (B, H, g, R, Dv): what each chunk adds to the state
+            prefix = updates.cumsum(2)
+            before = torch.nn.functional.pad(prefix[:, :, :-1], (0, 0, 0, 0, 1, 0))  # exclusive prefix sum
+            if state is not None:
+                before = before + state[:, :, None]
+            state = prefix[:, :, -1] if state is None else state + prefix[:, :, -1]
+            reads = qg
+        else:  # the decayed prefix sum runs chunk by chunk: small (R, Dv) updates
+            L = L_all[:, :, g0:g1]
+            diff = (L[..., :, None] - L[..., None, :]).masked_fill(~tril, float("-inf"))
+            scores = scores * diff.exp()
+            updates = (kg * (L[..., -1:] - L).exp()[..., None]).transpose(-1, -2) @ vg  # keys decayed to chunk end
+            chunk_decay = L[..., -1].exp()  # (B, H, g)
+            states = []
+            state = torch.zeros_like(updates[:, :, 0]) if state is None else state
+            for c in range(g1 - g0):
+                states.append(state)
+                state = state * chunk_decay[:, :, c, None, None] + updates[:, :, c]
+            before, reads = torch.stack(states, dim=2), qg * L.exp()[..., None]
+        outs.append(scores @ vg + reads @ before)
+    out = torch.cat(outs, dim=2)
     return out.reshape(B, H, nc * C, -1)[:, :, :N]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,10 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attnbook.checks import check_positive_float, check_positive_int
+from attnbook.checks import check_nonnegative_int, check_positive_float, check_positive_int
 from attnbook.measure import describe_device, environment, peak_memory_bytes, sync
 
-__all__ = ["set_seed", "TrainResult", "evaluate", "train"]
+__all__ = ["set_seed", "TrainResult", "evaluate", "learning_rate", "train"]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -52,6 +53,11 @@ class TrainResult:
     def final_val_loss(self) -> float:
         return self.history[-1]["val_loss"]
 
+    @property
+    def best(self) -> dict:
+        """The evaluation with the lowest validation loss: {step, train_loss, val_loss}."""
+        return min(self.history, key=lambda row: row["val_loss"])
+
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
 
@@ -73,20 +79,39 @@ def evaluate(model, get_batch, split: str, batches: int, generator: torch.Genera
     return float(np.mean(losses))
 
 
+def learning_rate(step: int, steps: int, lr: float, warmup_steps: int = 0, min_lr: float | None = None) -> float:
+    """The schedule of :func:`train` at step 1..steps: linear warm-up, then constant (``min_lr`` None) or a
+    cosine decay to ``min_lr`` at the last step (nanoGPT's schedule)."""
+    if step <= warmup_steps:
+        return lr * step / warmup_steps
+    if min_lr is None:
+        return lr
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
 def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 0.0, eval_every: int = 100,
-          eval_batches: int = 10, seed: int = 0, progress: bool = True, grad_clip: float = 1.0) -> TrainResult:
+          eval_batches: int = 10, seed: int = 0, progress: bool = True, grad_clip: float = 1.0,
+          warmup_steps: int = 0, min_lr: float | None = None, patience: int | None = None) -> TrainResult:
     """The book's one training loop: ``steps`` AdamW steps of ``model(x, y) -> (output, loss)``.
 
     ``model``: a module, or a function of no arguments that builds one (called after seeding, so the
     initialisation is reproducible from ``seed``); ``get_batch(split, generator)`` returns (x, y) on the
     model's device for split 'train' or 'val'; train and validation loss are evaluated every
-    ``eval_every`` steps and at the end, on a generator of their own (seed + 1). Returns a
-    :class:`TrainResult` (history, time per step, peak memory, parameters, wall time, the model).
+    ``eval_every`` steps and at the end, on a generator of their own (seed + 1). The learning rate follows
+    :func:`learning_rate` (warm-up, then constant or cosine to ``min_lr``); with ``patience`` the run stops
+    once the validation loss has not improved for that many evaluations. Returns a :class:`TrainResult`
+    (history, best validation loss, time per step, peak memory, parameters, wall time, the model).
     """
     check_positive_int("steps", steps)
     check_positive_int("eval_every", eval_every)
     check_positive_int("eval_batches", eval_batches)
     check_positive_float("lr", lr)
+    check_nonnegative_int("warmup_steps", warmup_steps)
+    if min_lr is not None and not 0 <= min_lr <= lr:
+        raise ValueError(f"min_lr must lie in [0, lr={lr}], got {min_lr}")
+    if patience is not None:
+        check_positive_int("patience", patience)
     start = time.perf_counter()
     gen = set_seed(seed)
     if not isinstance(model, torch.nn.Module):
@@ -98,6 +123,7 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     config = getattr(model, "config", None)
     settings = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "eval_every": eval_every,
+                "warmup_steps": warmup_steps, "min_lr": min_lr, "patience": patience,
                 "eval_batches": eval_batches, "grad_clip": grad_clip}
     result = TrainResult(seed=seed, steps=steps, device=describe_device(device), model=model,
                          params=sum(p.numel() for p in model.parameters()),
@@ -117,7 +143,10 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
 
+    best, since_best = float("inf"), 0
     for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, warmup_steps, min_lr)
         sync(device)
         t0 = time.perf_counter()
         if step == 1 and device.type == "cpu":
@@ -132,6 +161,10 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
                    "val_loss": evaluate(model, get_batch, "val", eval_batches, eval_gen)}
             result.history.append(row)
             bar.set_postfix(val=f"{row['val_loss']:.3f}")
+            best, since_best = (row["val_loss"], 0) if row["val_loss"] < best else (best, since_best + 1)
+            if patience is not None and since_best >= patience:
+                result.steps = step  # stopped early: the validation loss no longer improves
+                break
     result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))  # step 1 warms up
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))

@@ -1,0 +1,113 @@
+"""Suite "generative-converged" (chapter 8): the generative function against attention, trained to convergence.
+
+The configuration is nanoGPT's CPU recipe for tiny Shakespeare (4 layers, 4 heads, width 128, context 64,
+batch 12, no dropout, 2000 iterations, learning rate 1e-3 with 100 warm-up steps and a cosine decay to
+1e-4). Dense attention and both generative mixers run with 3 seeds, linear and element-wise attention
+with 1 as reference points; every run evaluates every 100 steps on 20 batches and keeps its best
+validation loss. The count-based n-gram baselines (orders 1–5) are rows too (``mixer`` = ``ngram-K``).
+Two smaller parts: validation loss and cost per iteration against the context length (64, 256, 1024
+at a fixed number of tokens per batch), and the paper's ×4 inner dimension of the generative function
+measured as ratios of time and peak memory per iteration.
+"""
+from __future__ import annotations
+
+import torch
+
+from attnbook.bench import sweep
+from attnbook.experiments.data import CharCorpus, load_tinyshakespeare
+from attnbook.experiments.ngram import ngram_rows
+from attnbook.measure import count_flops, peak_memory_bytes, time_fn
+from attnbook.models.gpt import GPT, GPTConfig
+from attnbook.models.train import train
+from attnbook.registry import methods, mixers
+
+__all__ = ["SHAPE", "SCHEDULE", "converged_mixers", "train_row", "iteration_cost", "run"]
+
+SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 128, "block_size": 64, "dropout": 0.0}
+SCHEDULE = {"steps": 2000, "batch_size": 12, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
+            "eval_every": 100, "eval_batches": 20}
+CONTEXTS = (64, 256, 1024)
+TOKENS_PER_BATCH = 768  # 12 × 64: the main runs' batch, kept fixed across context lengths
+
+
+def converged_mixers() -> dict[str, int]:
+    """{mixer: seeds}: dense and the generative mixers with 3 seeds, the linear-time references with 1."""
+    seeds = {"dense": 3, **{m: 3 for m in mixers(family="generative")}}
+    seeds.update({m: 1 for m in methods(family="linear", variants=False) + methods(family="elementwise")})
+    return seeds
+
+
+def _get_batch(corpus: CharCorpus, batch_size: int, block: int, device):
+    def get_batch(split, generator):
+        return corpus.get_batch(split, batch_size, block, generator=generator, device=device)
+
+    return get_batch
+
+
+def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict, shape: dict, **mixer_options) -> dict:
+    """Train one model and return its row: best and final losses, curve, time, FLOPs per iteration."""
+    config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape)
+    s = dict(schedule)
+    batch_size = s.pop("batch_size")
+    get_batch = _get_batch(corpus, batch_size, config.block_size, device)
+    result = train(lambda: GPT(config).to(device), get_batch, progress=False, seed=seed, **s)
+    x, y = get_batch("train", torch.Generator().manual_seed(seed))
+    flops = count_flops(lambda: result.model(x, y)[1].backward())  # one iteration, forward and backward
+    best = result.best
+    return {"part": "converged", "mixer": mixer, "seed": seed, "steps": result.steps, "best_step": best["step"],
+            "val_loss": best["val_loss"], "train_loss": best["train_loss"],
+            "final_val_loss": result.final_val_loss, "history": result.history, "params": result.params,
+            "batch_size": batch_size, "block_size": config.block_size, "mixer_options": mixer_options,
+            "time_per_iter_s": result.time_per_iter_s, "train_s": result.train_s, "flops_per_iter": flops,
+            "peak_memory_bytes": result.peak_memory_bytes}
+
+
+def iteration_cost(corpus: CharCorpus, mixer: str, device, shape: dict, batch_size: int, repeats: int = 5,
+                   **mixer_options) -> dict:
+    """Time (minimum of ``repeats``) and peak memory of one training iteration (forward, backward, AdamW)."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape)
+    model = GPT(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = _get_batch(corpus, batch_size, config.block_size, device)("train", torch.Generator().manual_seed(0))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(x, y)[1].backward()
+        opt.step()
+
+    t = time_fn(step, warmup=1, repeats=repeats, device=device)
+    return {"mixer": mixer, "block_size": config.block_size, "batch_size": batch_size, "min_s": t.min_s,
+            "median_s": t.median_s, "peak_bytes": int(peak_memory_bytes(step, device=device)),
+            "params": sum(p.numel() for p in model.parameters()), "mixer_options": mixer_options}
+
+
+def run(device: torch.device, quick: bool) -> list[dict]:
+    corpus = CharCorpus(load_tinyshakespeare())
+    rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
+    schedule = dict(SCHEDULE)
+    shape = dict(SHAPE)
+    if quick:  # a smoke test of every part, minutes not hours: nothing here converges
+        schedule.update(steps=40, eval_every=20, eval_batches=2, warmup_steps=5)
+        shape.update(n_layer=1, d_model=32)
+    plan = [(m, s) for m, seeds in converged_mixers().items() for s in range(1 if quick else seeds)]
+    for mixer, seed in sweep(plan, "converged runs"):
+        rows.append(train_row(corpus, mixer, seed, device, schedule, shape))
+    context_schedule = {**schedule, "steps": 40 if quick else 600, "eval_every": 20 if quick else 100,
+                        "warmup_steps": 5 if quick else 50}
+    for block in sweep(CONTEXTS[:2] if quick else CONTEXTS, "context length"):
+        for mixer in ["dense", *mixers(family="generative")]:
+            batch = max(1, TOKENS_PER_BATCH // block)
+            row = train_row(corpus, mixer, 0, device, {**context_schedule, "batch_size": batch},
+                            {**shape, "block_size": block})
+            cost = iteration_cost(corpus, mixer, device, {**shape, "block_size": block}, batch)
+            rows.append({**row, "part": "context", "iter_min_s": cost["min_s"], "iter_peak_bytes": cost["peak_bytes"]})
+    paper_shape = {"n_layer": 6, "n_head": 6, "d_model": 384, "block_size": 256, "dropout": 0.0}  # nanoGPT's
+    if quick:
+        paper_shape.update(n_layer=1, d_model=48, block_size=32)
+    for mixer in mixers(family="generative"):
+        d = paper_shape["d_model"]
+        for hidden in (d, 4 * d):
+            rows.append({"part": "inner-dimension", "hidden": hidden,
+                         **iteration_cost(corpus, mixer, device, paper_shape, 4, repeats=3, hidden=hidden)})
+    return rows
