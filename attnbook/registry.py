@@ -183,6 +183,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           "the CPU-sized model of chapter 8 trained for many steps, per mixer"),
     Suite("generative-converged", _B + "generative_converged:run", "08",
           "generative function vs attention trained to convergence (nanoGPT's CPU recipe), n-gram baselines"),
+    Suite("generative-cost", _B + "generative_converged:run_cost", "08",
+          "time and peak memory of one training iteration per mixer vs context length; the ×4 inner dimension"),
     Suite("distributed", _B + "distributed:run", "09",
           "ring, all-gather and Ulysses attention over P ranks: time, bytes and peak memory per rank vs n"),
 ]}

@@ -5,9 +5,10 @@ batch 12, no dropout, 2000 iterations, learning rate 1e-3 with 100 warm-up steps
 1e-4). Dense attention and both generative mixers run with 3 seeds, linear and element-wise attention
 with 1 as reference points; every run evaluates every 100 steps on 20 batches and keeps its best
 validation loss. The count-based n-gram baselines (orders 1–5) are rows too (``mixer`` = ``ngram-K``).
-Two smaller parts: validation loss and cost per iteration against the context length (64, 256, 1024
-at a fixed number of tokens per batch), and the paper's ×4 inner dimension of the generative function
-measured as ratios of time and peak memory per iteration.
+A smaller part trains at context lengths 64, 256 and 1024 (a fixed number of tokens per batch, 400
+steps). Suite "generative-cost" (:func:`run_cost`, measured apart on a quiet machine) holds the time and
+peak memory of one training iteration per mixer and context length, and the paper's ×4 inner
+dimension of the generative function as ratios.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from attnbook.models.gpt import GPT, GPTConfig
 from attnbook.models.train import train
 from attnbook.registry import methods, mixers
 
-__all__ = ["SHAPE", "SCHEDULE", "converged_mixers", "train_row", "iteration_cost", "run"]
+__all__ = ["SHAPE", "SCHEDULE", "converged_mixers", "train_row", "iteration_cost", "run", "run_cost"]
 
 SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 128, "block_size": 64, "dropout": 0.0}
 SCHEDULE = {"steps": 2000, "batch_size": 12, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
@@ -82,26 +83,44 @@ def iteration_cost(corpus: CharCorpus, mixer: str, device, shape: dict, batch_si
             "params": sum(p.numel() for p in model.parameters()), "mixer_options": mixer_options}
 
 
-def run(device: torch.device, quick: bool) -> list[dict]:
-    corpus = CharCorpus(load_tinyshakespeare())
-    rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
-    schedule = dict(SCHEDULE)
-    shape = dict(SHAPE)
+def _sizes(quick: bool) -> tuple[dict, dict]:
+    schedule, shape = dict(SCHEDULE), dict(SHAPE)
     if quick:  # a smoke test of every part, minutes not hours: nothing here converges
         schedule.update(steps=40, eval_every=20, eval_batches=2, warmup_steps=5)
         shape.update(n_layer=1, d_model=32)
+    return schedule, shape
+
+
+def run(device: torch.device, quick: bool) -> list[dict]:
+    """Suite "generative-converged": the n-gram rows, the converged runs, validation loss vs context."""
+    corpus = CharCorpus(load_tinyshakespeare())
+    rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
+    schedule, shape = _sizes(quick)
     plan = [(m, s) for m, seeds in converged_mixers().items() for s in range(1 if quick else seeds)]
     for mixer, seed in sweep(plan, "converged runs"):
         rows.append(train_row(corpus, mixer, seed, device, schedule, shape))
-    context_schedule = {**schedule, "steps": 40 if quick else 600, "eval_every": 20 if quick else 100,
+    context_schedule = {**schedule, "steps": 40 if quick else 400, "eval_every": 20 if quick else 100,
                         "warmup_steps": 5 if quick else 50}
     for block in sweep(CONTEXTS[:2] if quick else CONTEXTS, "context length"):
         for mixer in ["dense", *mixers(family="generative")]:
             batch = max(1, TOKENS_PER_BATCH // block)
             row = train_row(corpus, mixer, 0, device, {**context_schedule, "batch_size": batch},
                             {**shape, "block_size": block})
-            cost = iteration_cost(corpus, mixer, device, {**shape, "block_size": block}, batch)
-            rows.append({**row, "part": "context", "iter_min_s": cost["min_s"], "iter_peak_bytes": cost["peak_bytes"]})
+            rows.append({**row, "part": "context"})
+    return rows
+
+
+def run_cost(device: torch.device, quick: bool) -> list[dict]:
+    """Suite "generative-cost": time (minimum) and peak memory of one training iteration per mixer at the
+    converged configuration and against the context length, and the ×4 inner dimension as ratios."""
+    corpus = CharCorpus(load_tinyshakespeare())
+    _, shape = _sizes(quick)
+    rows = []
+    for block in sweep(CONTEXTS[:2] if quick else CONTEXTS, "context length"):
+        for mixer in converged_mixers():
+            batch = max(1, TOKENS_PER_BATCH // block)
+            rows.append({"part": "context", **iteration_cost(corpus, mixer, device, {**shape, "block_size": block},
+                                                             batch, repeats=3 if quick else 10)})
     paper_shape = {"n_layer": 6, "n_head": 6, "d_model": 384, "block_size": 256, "dropout": 0.0}  # nanoGPT's
     if quick:
         paper_shape.update(n_layer=1, d_model=48, block_size=32)
@@ -109,5 +128,6 @@ def run(device: torch.device, quick: bool) -> list[dict]:
         d = paper_shape["d_model"]
         for hidden in (d, 4 * d):
             rows.append({"part": "inner-dimension", "hidden": hidden,
-                         **iteration_cost(corpus, mixer, device, paper_shape, 4, repeats=3, hidden=hidden)})
+                         **iteration_cost(corpus, mixer, device, paper_shape, 4, repeats=3 if quick else 5,
+                                          hidden=hidden)})
     return rows
