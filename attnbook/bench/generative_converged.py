@@ -12,6 +12,9 @@ dimension of the generative function as ratios.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+
 import torch
 
 from attnbook.bench import sweep
@@ -45,8 +48,10 @@ def _get_batch(corpus: CharCorpus, batch_size: int, block: int, device):
     return get_batch
 
 
-def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict, shape: dict, **mixer_options) -> dict:
-    """Train one model and return its row: best and final losses, curve, time, FLOPs per iteration."""
+def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict, shape: dict, *,
+              return_model: bool = False, **mixer_options):
+    """Train one model and return its row: best and final losses, curve, time, FLOPs per iteration
+    (``(row, model)`` with ``return_model``)."""
     config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape)
     s = dict(schedule)
     batch_size = s.pop("batch_size")
@@ -55,12 +60,13 @@ def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict,
     x, y = get_batch("train", torch.Generator().manual_seed(seed))
     flops = count_flops(lambda: result.model(x, y)[1].backward())  # one iteration, forward and backward
     best = result.best
-    return {"part": "converged", "mixer": mixer, "seed": seed, "steps": result.steps, "best_step": best["step"],
+    row = {"part": "converged", "mixer": mixer, "seed": seed, "steps": result.steps, "best_step": best["step"],
             "val_loss": best["val_loss"], "train_loss": best["train_loss"],
             "final_val_loss": result.final_val_loss, "history": result.history, "params": result.params,
             "batch_size": batch_size, "block_size": config.block_size, "mixer_options": mixer_options,
             "time_per_iter_s": result.time_per_iter_s, "train_s": result.train_s, "flops_per_iter": flops,
             "peak_memory_bytes": result.peak_memory_bytes}
+    return (row, result.model) if return_model else row
 
 
 def iteration_cost(corpus: CharCorpus, mixer: str, device, shape: dict, batch_size: int, repeats: int = 5,
@@ -96,18 +102,30 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     corpus = CharCorpus(load_tinyshakespeare())
     rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
     schedule, shape = _sizes(quick)
-    plan = [(m, s) for m, seeds in converged_mixers().items() for s in range(1 if quick else seeds)]
-    for mixer, seed in sweep(plan, "converged runs"):
-        rows.append(train_row(corpus, mixer, seed, device, schedule, shape))
+    jobs = [("converged", m, s, schedule, shape)
+            for m, seeds in converged_mixers().items() for s in range(1 if quick else seeds)]
     context_schedule = {**schedule, "steps": 40 if quick else 400, "eval_every": 20 if quick else 100,
                         "warmup_steps": 5 if quick else 50}
-    for block in sweep(CONTEXTS[:2] if quick else CONTEXTS, "context length"):
-        for mixer in ["dense", *mixers(family="generative")]:
-            batch = max(1, TOKENS_PER_BATCH // block)
-            row = train_row(corpus, mixer, 0, device, {**context_schedule, "batch_size": batch},
-                            {**shape, "block_size": block})
-            rows.append({**row, "part": "context"})
-    return rows
+    jobs += [("context", m, 0, {**context_schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
+              {**shape, "block_size": block})
+             for block in (CONTEXTS[:2] if quick else CONTEXTS) for m in ["dense", *mixers(family="generative")]]
+    if device.type == "cpu" and not quick:  # independent runs: one process per core, one thread each
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(processes=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+            results = pool.map(_job, [(device.type, *job) for job in jobs])
+    else:
+        results = [_job((device.type, *job)) for job in sweep(jobs, "runs")]
+    return rows + results
+
+
+def _job(args) -> dict:
+    """One training run of :func:`run` (also in a worker process: the runs' times are not used, see
+    suite "generative-cost" for time per iteration)."""
+    device_type, part, mixer, seed, schedule, shape = args
+    if device_type == "cpu":
+        torch.set_num_threads(1)
+    corpus = CharCorpus(load_tinyshakespeare())
+    return {**train_row(corpus, mixer, seed, torch.device(device_type), schedule, shape), "part": part}
 
 
 def run_cost(device: torch.device, quick: bool) -> list[dict]:
