@@ -185,6 +185,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           "generative function vs attention trained to convergence (nanoGPT's CPU recipe), n-gram baselines"),
     Suite("generative-cost", _B + "generative_converged:run_cost", "08",
           "time and peak memory of one training iteration per mixer vs context length; the ×4 inner dimension"),
+    Suite("kernels", _B + "kernels:run", "04",
+          "Triton FlashAttention forward and forward+backward against SDPA's flash backend, TFLOP/s (CUDA only)"),
     Suite("distributed", _B + "distributed:run", "09",
           "ring, all-gather and Ulysses attention over P ranks: time, bytes and peak memory per rank vs n"),
 ]}

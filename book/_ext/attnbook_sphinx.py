@@ -161,6 +161,8 @@ def typeset_math_in_citations(app, doctree, docname):
                 continue
             new = [nodes.math(part, part) if i % 2 else nodes.Text(part) for i, part in enumerate(parts) if part]
             text.parent.replace(text, new)
+            # the page must load MathJax: Sphinx decided that when it read the page, before the bibliography
+            app.env.get_domain("math").data["has_equations"][docname] = True
 
 
 # ----------------------------------------------------------------------------- set-up
