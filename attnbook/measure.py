@@ -20,10 +20,12 @@ The book's measurement policy (also stated on the page "Running the book"):
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
 import subprocess
+import sys
 import time
 import weakref
 from dataclasses import asdict, dataclass
@@ -45,6 +47,7 @@ __all__ = [
     "environment",
     "fit_loglog",
     "count_flops",
+    "native_stderr_silenced",
     "count_ops",
 ]
 
@@ -145,13 +148,30 @@ def peak_memory_bytes(fn, *args, device=None, **kwargs) -> int:
     return _cpu_peak_bytes(fn, *args, **kwargs)
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send what C++ code writes to file descriptor 2 to /dev/null for the duration of the block.
+
+    PyTorch's profiler prints start/stop lines and allocator warnings there, below Python, where no
+    logging setting reaches them. Python exceptions still propagate normally.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cpu_peak_bytes(fn, *args, **kwargs) -> int:
     """Peak of the running sum of CPU tensor allocations/frees recorded by the profiler."""
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # silence the profiler's start/stop chatter
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(*args, **kwargs)
     stack, allocations = list(prof.profiler.kineto_results.experimental_event_tree()), []
     while stack:

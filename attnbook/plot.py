@@ -22,7 +22,7 @@ import numpy as np
 
 from attnbook.measure import fit_loglog
 
-__all__ = ["PALETTE", "use_style", "loglog_fit", "labels", "subplots", "color"]
+__all__ = ["PALETTE", "MARKERS", "use_style", "loglog_fit", "labels", "subplots", "color", "marker", "tidy_log_axes"]
 
 # Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion,
 # reddish purple, sky blue, yellow, black. Distinguishable with every common colour-vision deficiency.
@@ -57,7 +57,11 @@ _STYLE = {
     "svg.hashsalt": "attnbook",   # the same figure gives the same SVG ids on every run
 }
 
+#: Markers cycled with the colours, so that more series than colours stay distinct (colour, marker).
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+
 _COLOURS: dict[str, str] = {}
+_MARKERS: dict[str, str] = {}
 
 
 def use_style() -> None:
@@ -86,6 +90,23 @@ def color(name: str) -> str:
     return _COLOURS[name]
 
 
+def marker(name: str) -> str:
+    """A stable marker for a series name; with :func:`color`, no two of the first 80 names share both."""
+    if name not in _MARKERS:
+        _MARKERS[name] = MARKERS[(len(_MARKERS) // len(PALETTE) + len(_MARKERS)) % len(MARKERS)]
+    return _MARKERS[name]
+
+
+def tidy_log_axes(ax) -> None:
+    """Label only the decades (and powers of two on an x axis of lengths): no colliding minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_minor_formatter(NullFormatter())
+            axis.set_major_locator(LogLocator(base=10, numticks=12))
+
+
 def subplots(ncols: int = 1, nrows: int = 1, **kwargs):
     """``plt.subplots`` sized for the book's page width."""
     width = min(6.4 * ncols, 12.8)
@@ -93,16 +114,19 @@ def subplots(ncols: int = 1, nrows: int = 1, **kwargs):
     return plt.subplots(nrows, ncols, **kwargs)
 
 
-def labels(ax, x: str, y: str, title: str | None = None):
-    """Label both axes (include units, e.g. 'time (s)') and optionally the title."""
+def labels(ax, x: str, y: str, title: str | None = None) -> None:
+    """Label both axes (include units, e.g. 'time (s)') and optionally the title.
+
+    Returns None, so that a cell ending with it prints no ``<Axes: ...>`` repr.
+    """
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if title:
         ax.set_title(title)
-    return ax
 
 
-def loglog_fit(ax, x, y, label: str, stored: bool = False, color=None, fit: bool = True):
+def loglog_fit(ax, x, y, label: str, stored: bool = False, color=None, fit: bool = True, marker=None,
+               legend: bool = True):
     """Plot y against x on log-log axes with a least-squares fit; slope goes in the legend.
 
     ``stored=True`` marks a stored reference run (dashed line, hollow markers, "[stored]" in the
@@ -121,11 +145,12 @@ def loglog_fit(ax, x, y, label: str, stored: bool = False, color=None, fit: bool
     result = fit_loglog(x, y) if fit else None
     text = f"{label} (slope {result.slope:.2f})" if result is not None else label
     text += " [stored]" if stored else ""
-    marker = dict(marker="s" if stored else "o", linestyle="none", color=color,
-                  markerfacecolor="none" if stored else None)
-    line = ax.loglog(x, y, label=text, **marker)[0]
+    style = dict(marker=marker or ("s" if stored else "o"), linestyle="none", color=color,
+                 markerfacecolor="none" if stored else None)
+    line = ax.loglog(x, y, label=text, **style)[0]
     if result is not None:
         xs = np.geomspace(x.min(), x.max(), 50)
         ax.loglog(xs, result.predict(xs), "--" if stored else "-", color=line.get_color(), alpha=0.8)
-    ax.legend()
+    if legend:
+        ax.legend()
     return result

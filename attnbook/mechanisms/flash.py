@@ -159,7 +159,9 @@ def sdpa_kernel_used(q, k, v, causal: bool = False) -> str:
     """Name of the aten kernel ``F.scaled_dot_product_attention`` dispatched to for these inputs."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    from attnbook.measure import native_stderr_silenced
+
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
     names = [e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product")
              or e.key.startswith("aten::_efficient_attention") or e.key.startswith("aten::_flash_attention")]
