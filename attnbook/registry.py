@@ -174,6 +174,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
     Suite("memory", _B + "memory:run", "03",
           "parameters, activations, checkpointing and KV cache: formulas against measured bytes"),
     Suite("long", _B + "long:run", "04", "time, peak memory and error of every attention method vs n"),
+    Suite("flash", _B + "flash:run", "04",
+          "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak memory"),
     Suite("expressivity", _B + "expressivity:run", "05", "associative recall and related tasks, every mechanism"),
     Suite("design", _B + "design:run", "06", "depth vs width at a fixed parameter budget: time and loss"),
     Suite("elementwise", _B + "elementwise:run", "07", "element-wise attention: cost, decoding and quality"),
