@@ -160,3 +160,71 @@ def test_config_switch(monkeypatch):
     monkeypatch.setenv("ATTNBOOK_QUICK", "0")
     assert config.QUICK is False and config.quick() is False
     assert config.pick(1, 2) == (1 if config.QUICK else 2)
+
+
+# ----------------------------------------------------------------------------- the GPU edition
+def _no_cuda_env():
+    import os
+
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, even on a machine that has one
+
+
+def test_gpu_command_refuses_without_cuda():
+    out = subprocess.run([sys.executable, "-m", "attnbook", "gpu"], capture_output=True, text=True, env=_no_cuda_env())
+    assert out.returncode == 2
+    assert "CUDA is not available" in out.stderr and "Nothing was run" in out.stderr
+    assert out.stdout == ""  # refused before printing a plan or running anything
+
+
+def test_gpu_plan_lists_every_suite_within_the_budget():
+    from attnbook.bench.gpu import BUDGET_S, PLAN, START_STOP_S, plan
+    from attnbook.registry import suites
+
+    out = subprocess.run([sys.executable, "-m", "attnbook", "gpu", "--plan"], capture_output=True, text=True,
+                         env=_no_cuda_env(), check=True)
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("  ")]
+    assert listed == suites() and "warning" not in out.stdout
+    assert set(PLAN) == set(suites()), "every registered suite needs a size and an allowance in bench/gpu.py PLAN"
+    assert sum(s.allowance_s for s in plan()) <= BUDGET_S - START_STOP_S
+    assert "kernels" in suites() and not PLAN["kernels"][0]  # the kernels' full sweep runs
+
+
+def test_gpu_edition_stops_a_suite_at_its_allowance(monkeypatch):
+    import io
+
+    from attnbook.bench import gpu
+
+    monkeypatch.setattr(gpu, "_environment", lambda: {"PATH": "/usr/bin:/bin"})
+    slow = gpu.Step("_sleep", False, 1.0, "test")
+    monkeypatch.setattr(gpu, "_command", lambda step, device, force: ["/bin/sh", "-c", "sleep 30"])
+    records = gpu.run_plan([slow], out=io.StringIO())
+    assert records[0]["status"] == "stopped" and records[0]["seconds"] < 10
+
+
+def test_kernels_suite_refuses_a_cpu():
+    from attnbook.bench import kernels
+
+    with pytest.raises(ValueError, match="needs device 'cuda'.*interpreter"):
+        kernels.run(torch.device("cpu"), quick=True)
+    out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "kernels", "--device", "cpu", "--quick"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "needs device 'cuda'" in out.stderr
+
+
+def test_kernel_flops_follow_the_counted_products():
+    from attnbook.bench.kernels import kernel_flops, shape
+    from attnbook.mechanisms.dense import dense_attention
+
+    n, d = 64, 16
+    q, k, v = (torch.randn(2, 3, n, d, requires_grad=True) for _ in range(3))
+    forward = measure.count_flops(dense_attention, q, k, v)
+
+    def forward_backward():
+        dense_attention(q, k, v).sum().backward()
+
+    recompute = measure.count_flops(lambda: q @ k.transpose(-1, -2))  # FlashAttention's backward recomputes QKᵀ
+    assert kernel_flops(n, d, False, False, heads=3, batch=2) == forward
+    assert kernel_flops(n, d, False, True, heads=3, batch=2) == measure.count_flops(forward_backward) + recompute
+    assert kernel_flops(n, d, True, False, heads=3, batch=2) * 2 == forward
+    assert shape(1024, 64) == (16, 32, 1024, 64) and shape(16384, 128) == (1, 16, 16384, 128)
+    assert shape(32768, 64)[0] == 1

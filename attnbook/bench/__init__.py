@@ -21,7 +21,8 @@ from tqdm import tqdm
 from attnbook.measure import environment
 from attnbook.registry import suite_info
 
-__all__ = ["RESULTS_DIR", "user_results_dir", "sweep", "run_suite", "load_result", "result_path", "time_of"]
+__all__ = ["RESULTS_DIR", "user_results_dir", "sweep", "run_suite", "load_result", "result_path", "time_of",
+           "stored_label"]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
@@ -104,3 +105,16 @@ def load_result(name: str, device_kind: str = "cuda", results_dir: Path | str = 
     """The stored result of suite ``name`` measured on ``device_kind`` ('cuda' or 'cpu'), or None."""
     path = result_path(name, device_kind, results_dir)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def stored_label(name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR) -> str:
+    """Two short lines for a chapter's stored-results cell: what the stored run of suite ``name`` on
+    ``device_kind`` was measured on (device, torch, date, commit, quick or full), or plainly that there is none."""
+    result = load_result(name, device_kind, results_dir)
+    what = "GPU" if device_kind == "cuda" else device_kind.upper()
+    if result is None:
+        return (f"no {what} result stored: attnbook/results has no {result_path(name, device_kind).name}\n"
+                f"(`python -m attnbook gpu` on a CUDA machine writes it)")
+    m = result["meta"]
+    return (f"stored {what} result ({'quick' if result['quick'] else 'full'} sweep): {m['device']}\n"
+            f"torch {m['torch']}, {m['date']}, commit {m['git_commit']}")
