@@ -147,3 +147,34 @@ def test_recall_capacity_is_consistent():
 def test_bounds_bad_input(call, exc, word):
     with pytest.raises(exc, match=word):
         call()
+
+
+# ---- the suite -------------------------------------------------------------------------------------
+
+def test_suite_settings_cover_both_sweeps():
+    from attnbook.bench import expressivity
+
+    for quick in (True, False):
+        grid, seeds, steps, methods = expressivity.settings(quick)
+        assert methods[0] == "dense" and set(methods) <= set(recall_methods())
+        assert not set(methods) & set(expressivity.LEFT_OUT)
+        assert {g["sweep"] for g in grid} <= {"pairs", "width"} and len({g["num_pairs"] for g in grid}) >= 2
+        for g in grid:  # every setting is a valid MQAR instance (4 P <= n, enough key and value ids)
+            assert 4 * g["num_pairs"] <= expressivity.BUDGET["seq_len"] and g["d_model"] % expressivity.BUDGET["n_head"] == 0
+    assert len(expressivity.settings(False)[1]) >= 3
+
+
+def test_suite_rows_do_not_depend_on_the_workers(monkeypatch):
+    """Two worker processes give the rows one process gives, in the same order."""
+    from attnbook.bench import expressivity
+
+    tiny = ([dict(sweep="pairs", num_pairs=1, d_model=16), dict(sweep="width", num_pairs=2, d_model=8)], (0, 1), 3,
+            ["dense", "linear"])
+    monkeypatch.setattr(expressivity, "settings", lambda quick: tiny)
+    monkeypatch.setitem(expressivity.BUDGET, "eval_size", 16)
+    serial, parallel = expressivity.run("cpu", True, workers=1), expressivity.run("cpu", True, workers=2)
+    drop = ("train_s", "time_per_iter_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in serial] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in parallel]
+    assert [(r["method"], r["sweep"], r["num_pairs"], r["d_model"], r["seed"]) for r in serial][:4] == \
+        [("dense", "pairs", 1, 16, 0), ("dense", "pairs", 1, 16, 1), ("dense", "width", 2, 8, 0), ("dense", "width", 2, 8, 1)]

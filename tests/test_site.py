@@ -272,6 +272,8 @@ def test_pages_have_edit_and_issue_buttons_and_provenance(site):
             if not any(u.startswith(f"{repo}/issues/new") for u in links):
                 problems.append(f"{rel}: no open-an-issue button")
         footer = re.search(r'<p class="attnbook-provenance">(.*?)</p>', text, flags=re.S)
+        if not footer and 'http-equiv="Refresh"' in text:  # index.html: a redirect to the landing page
+            continue
         if not footer:
             problems.append(f"{rel}: no build date and commit in the footer")
             continue
@@ -290,8 +292,9 @@ def test_execution_status_page(site):
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", text, flags=re.S)
     documented = {m for row in rows for m in re.findall(r"notebooks/(\d\w*?)(?:\.html|\.md|<|\b)", row)}
     assert {p.stem for p in NOTEBOOKS} <= documented, f"missing from the table: {sorted({p.stem for p in NOTEBOOKS} - documented)}"
-    assert "❌" not in text, "a notebook failed to execute"
-    assert len(re.findall("✅", text)) >= len(NOTEBOOKS)
+    failed = [re.sub(r"<[^>]+>|\s+", " ", row).strip()[:120] for row in rows if "❌" in row]
+    assert not failed, f"notebooks that failed to execute: {failed}"
+    assert sum("✅" in row for row in rows) >= len(NOTEBOOKS)
 
 
 _BAD_OUTPUT = [
@@ -493,6 +496,19 @@ INSPECT_JS = """(() => {
 })()"""
 
 
+def _settle(browser) -> None:
+    """Wait for images and MathJax; a page that redirects (index.html) is followed to its target."""
+    for attempt in range(3):
+        try:
+            browser.evaluate(SETTLE_JS, await_promise=True)
+            return
+        except RuntimeError as error:
+            if "navigated" not in str(error) or attempt == 2:
+                raise
+            browser.events.clear()
+            browser.wait_for("Page.loadEventFired", 30)
+
+
 def _problems(events: list[dict], base: str) -> list[str]:
     problems = []
     for e in events:
@@ -524,7 +540,7 @@ def test_every_page_in_headless_chromium(site, browser):
     for page in pages:
         rel = page.relative_to(site).as_posix()
         browser.open(browser.base + rel)
-        browser.evaluate(SETTLE_JS, await_promise=True)
+        _settle(browser)
         info = browser.evaluate(INSPECT_JS)
         problems = _problems(browser.events, browser.base)
         problems += [f"image did not load: {i['src']}" for i in info["images"] if not i["ok"]]
@@ -588,7 +604,7 @@ def test_images_keep_their_aspect_ratio(site, browser):
             for page in pages:
                 rel = page.relative_to(site).as_posix()
                 browser.open(browser.base + rel)
-                browser.evaluate(SETTLE_JS, await_promise=True)
+                _settle(browser)
                 browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))", await_promise=True)
                 for image in browser.evaluate(ASPECT_JS):
                     measured += 1
@@ -612,7 +628,8 @@ NOTE_JS = """(() => { const n = document.querySelector('.attnbook-device');
   if (!n) return null;
   const body = [...n.children].filter(c => !c.classList.contains('admonition-title') && !c.matches('button'));
   return {height: n.getBoundingClientRect().height,
-          hidden: body.every(c => !c.getClientRects().length || getComputedStyle(c).display === 'none')}; })()"""
+          hidden: body.every(c => !c.getClientRects().length || getComputedStyle(c).display === 'none'
+                                || getComputedStyle(c).visibility === 'hidden')}; })()"""
 
 
 @pytest.mark.browser
@@ -622,7 +639,7 @@ def test_one_search_box_and_a_folded_device_note(site, browser):
         for width in (1400, 420):
             _viewport(browser, width)
             browser.open(browser.base + section.relative_to(site).as_posix())
-            browser.evaluate(SETTLE_JS, await_promise=True)
+            _settle(browser)
             boxes = browser.evaluate(SEARCH_JS)
             assert len(boxes) <= 1, f"{width} px: {len(boxes)} search boxes visible: {boxes}"
             if width == 1400:

@@ -27,18 +27,56 @@ def test_shapes_dtype_and_range(name, size):
     assert scored.numel() > 0 and int(scored.min()) >= 0 and int(scored.max()) < vocab
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(batch=st.integers(1, 4), pairs=st.integers(1, 8), extra=st.integers(0, 30), vocab_extra=st.integers(0, 20),
-       seed=st.integers(0, 10_000), data=st.data())
-def test_mqar_targets_match_oracle(batch, pairs, extra, vocab_extra, seed, data):
+       seed=st.integers(0, 10_000), random_non_queries=st.booleans(), data=st.data())
+def test_mqar_targets_match_oracle(batch, pairs, extra, vocab_extra, seed, random_non_queries, data):
     queries = data.draw(st.integers(1, pairs))
     n = 2 * (pairs + queries) + extra
-    vocab = 2 * pairs + 1 + vocab_extra + 2
-    x, y = mqar(batch, n, pairs, vocab, seed=seed, num_queries=queries)
-    assert torch.equal(solve_mqar(x, vocab), y)
-    assert ((y != IGNORE).sum(dim=1) == queries).all()
-    keys = x[:, 0:2 * pairs:2]
-    assert all(len(set(row.tolist())) == pairs for row in keys)  # distinct keys per row
+    vocab = 2 * pairs + 2 + vocab_extra
+    x, y = mqar(batch, n, pairs, vocab, seed=seed, num_queries=queries, random_non_queries=random_non_queries)
+    oracle, scored = solve_mqar(x, vocab), y != IGNORE
+    if random_non_queries:  # a random id may repeat a key: the oracle answers it, the task does not score it
+        assert torch.equal(oracle[scored], y[scored]) and bool((oracle != IGNORE)[scored].all())
+    else:
+        assert torch.equal(oracle, y)
+    assert (scored.sum(dim=1) == queries).all()
+    keys, values = x[:, 0:2 * pairs:2], x[:, 1:2 * pairs:2]
+    assert all(len(set(row.tolist())) == pairs for row in keys)  # distinct keys per row (Zoology)
+    assert all(len(set(row.tolist())) == pairs for row in values)  # and distinct values
+    assert int(keys.min()) >= 1 and int(keys.max()) < vocab // 2 <= int(values.min()) and int(values.max()) < vocab
+    rows, cols = torch.nonzero(scored, as_tuple=True)
+    assert bool(((cols - 2 * pairs) % 2 == 0).all()) and int(cols.min()) >= 2 * pairs  # even offsets of the query region
+    if not random_non_queries:  # the value does not follow its query: the region holds only the queried keys
+        region = x[:, 2 * pairs:]
+        assert int((region != 0).sum()) == int(scored.sum())
+
+
+def test_mqar_query_slots_follow_zoologys_power_law():
+    """The slots' distribution equals Zoology's draw: np.random.choice(space, P, replace=False, p ∝ i^(a-1))."""
+    pairs, n, a, batch = 4, 40, 0.01, 4000
+    space = (n - 2 * pairs) // 2
+    x, y = mqar(batch, n, pairs, 64, seed=5, power_a=a)
+    _, cols = torch.nonzero(y != IGNORE, as_tuple=True)
+    ours = np.bincount(((cols - 2 * pairs) // 2).numpy(), minlength=space) / cols.numel()
+    p = a * np.arange(1, space + 1) ** (a - 1)
+    rng = np.random.RandomState(0)
+    ref = np.bincount(np.concatenate([rng.choice(space, pairs, replace=False, p=p / p.sum()) for _ in range(batch)]),
+                      minlength=space) / (batch * pairs)
+    assert np.abs(ours - ref).max() < 0.02 and ours[0] > 3 * ours[-1]  # short gaps likely
+    x, y = mqar(batch, n, pairs, 64, seed=5, power_a=1.0)  # power_a = 1: uniform slots
+    _, cols = torch.nonzero(y != IGNORE, as_tuple=True)
+    uniform = np.bincount(((cols - 2 * pairs) // 2).numpy(), minlength=space) / cols.numel()
+    assert np.abs(uniform - 1 / space).max() < 0.01
+
+
+def test_mqar_non_queries_are_random_tokens_of_the_whole_vocabulary():
+    x, y = mqar(2000, 32, 4, 40, seed=2)
+    region = x[:, 8:][y[:, 8:] == IGNORE]
+    counts = np.bincount(region.numpy(), minlength=40) / region.numel()
+    assert np.abs(counts - 1 / 40).max() < 0.005  # uniform over 0..V-1, keys and values included
+    x0, y0 = mqar(50, 32, 4, 40, seed=2, random_non_queries=False)
+    assert int(x0[:, 8:][y0[:, 8:] == IGNORE].abs().sum()) == 0
 
 
 @settings(max_examples=20, deadline=None)
@@ -81,7 +119,7 @@ def test_deterministic_by_seed(name):
 
 def test_mqar_queries_spread_over_the_sequence():
     """Query distances vary (some near, some far), unlike long_range_retrieval."""
-    x, y = mqar(64, 128, 8, 65, seed=0)
+    x, y = mqar(64, 128, 8, 129, seed=0)
     pos = torch.nonzero(y != IGNORE)[:, 1]
     assert int(pos.min()) == 16 and int(pos.max()) > 100
 
@@ -106,6 +144,8 @@ def test_query_accuracy_scores_only_targets():
     (lambda: mqar(2, 15, 4, 17), ValueError, "seq_len"),
     (lambda: mqar(2, 32, 4, 8), ValueError, "vocab_size"),
     (lambda: mqar(2, 32, 4, 17, num_queries=5), ValueError, "num_queries"),
+    (lambda: mqar(2, 32, 4, 17, power_a=0), ValueError, "power_a"),
+    (lambda: mqar(2, 32, 4, 17, random_non_queries=1), TypeError, "random_non_queries"),
     (lambda: long_range_retrieval(2, 10, 4, 17), ValueError, "seq_len"),
     (lambda: long_range_retrieval(2, 32, 4, 17, num_queries=0), ValueError, "num_queries"),
     (lambda: selective_copy(2, 7, 4, 10), ValueError, "seq_len"),
@@ -115,7 +155,7 @@ def test_query_accuracy_scores_only_targets():
     (lambda: query_accuracy(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long)), TypeError, "logits"),
     (lambda: query_accuracy(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)), ValueError, "y"),
     (lambda: query_accuracy(torch.zeros(2, 3, 5), torch.full((2, 3), IGNORE)), ValueError, "y"),
-], ids=["batch", "seed", "pairs-type", "mqar-short", "vocab", "queries", "lr-short", "lr-queries", "copy-short",
+], ids=["batch", "seed", "pairs-type", "mqar-short", "vocab", "queries", "power-a", "random-type", "lr-short", "lr-queries", "copy-short",
         "copy-vocab", "copy-tokens", "distance", "logits-dim", "y-shape", "y-empty"])
 def test_bad_input_names_the_argument(call, exc, word):
     with pytest.raises(exc, match=word):

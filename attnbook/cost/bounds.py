@@ -17,6 +17,9 @@ __all__ = [
     "pac_bayes_bound",
     "recall_state_bits",
     "max_recall_pairs",
+    "FIXED_STATE",
+    "state_numbers",
+    "exact_recall_pairs",
     "entry_size_threshold",
 ]
 
@@ -101,6 +104,56 @@ def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) 
     if num_values < 2:
         raise ValueError(f"num_values must be >= 2 (one value carries no information), got {num_values}")
     return math.floor(state_numbers * bits_per_number / math.log2(num_values))
+
+
+#: Mechanisms whose decoding state does not grow with the context, and the feature dimension r of one
+#: head that their linear read-out φ(q)ᵀS uses (chapter 5): d_k, the Performer's random features, the
+#: t + 1 Taylor features of element-wise attention (one scalar-valued kernel per channel).
+FIXED_STATE = ("linear", "performer", "retention", "selective_scan", "elementwise")
+
+
+def _head_dim(d_model: int, heads: int) -> int:
+    check_positive_int("d_model", d_model)
+    check_positive_int("heads", heads)
+    if d_model % heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
+    return d_model // heads
+
+
+def _features(method: str, d_k: int, features: int, order: int) -> int:
+    if method not in FIXED_STATE:
+        raise ValueError(f"method must be one of the fixed-state mechanisms {FIXED_STATE}, got {method!r}")
+    if method == "performer":
+        return check_positive_int("features", features)
+    if method == "elementwise":
+        if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+            raise ValueError(f"order must be an int >= 0, got {order!r}")
+        return order + 1
+    return d_k
+
+
+def state_numbers(method: str, d_model: int, heads: int, features: int = 256, order: int = 2) -> int:
+    """Numbers in one layer's decoding state of a fixed-state mechanism, whatever the context length. Chapter 5.
+
+    Per head, with d_k = d_model / heads: linear attention S (d_k × d_k) and z (d_k); the Performer
+    S (r × d_k) and z (r), r = ``features``; retention and the selective scan S (d_k × d_k); element-wise
+    attention A and Z, (t+1) × d_k each (t = ``order``). Times ``heads``.
+    """
+    d_k = _head_dim(d_model, heads)
+    r = _features(method, d_k, features, order)
+    per_head = {"linear": r * d_k + r, "performer": r * d_k + r, "retention": d_k * d_k,
+                "selective_scan": d_k * d_k, "elementwise": 2 * r * d_k}[method]
+    return heads * per_head
+
+
+def exact_recall_pairs(method: str, d_model: int, heads: int, features: int = 256, order: int = 2) -> int:
+    """Most pairs one head's linear read-out can return exactly: its feature dimension r. Chapter 5.
+
+    The read-out φ(q)ᵀS is linear in r features, so P > r values (in general position) cannot all be
+    returned without interference: r = d_k (linear, retention, selective scan), ``features`` (Performer),
+    ``order`` + 1 (element-wise attention, per channel).
+    """
+    return _features(method, _head_dim(d_model, heads), features, order)
 
 
 @exact_ints

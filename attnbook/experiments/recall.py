@@ -7,6 +7,8 @@ the reason, never hidden.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -57,19 +59,25 @@ def causal_problem(method: str, options: dict | None = None) -> str | None:
 def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pairs: int = 4, vocab_size: int = 33,
                  steps: int = 300, batch_size: int = 128, d_model: int = 64, n_layer: int = 2, n_head: int = 2,
                  lr: float = 3e-3, seed: int = 0, eval_size: int = 512, options: dict | None = None,
-                 device=None, return_model: bool = False):
+                 device=None, return_model: bool = False, warmup_steps: int = 0, min_lr: float | None = None,
+                 weight_decay: float = 0.0, patience: int | None = None, eval_every: int | None = None,
+                 task_options: dict | None = None):
     """Train a tiny GPT with mixer ``method`` on ``task`` and score query accuracy on held-out data.
 
     Training batches are fresh draws of the task (seeds from the run's generator); the held-out set is
-    ``eval_size`` sequences with seed 10**9 + seed, never drawn in training. Returns a dict row with the
-    accuracy, final losses, wall time and parameter count; ``(row, model)`` when ``return_model``. Chapter 5.
+    ``eval_size`` sequences with seed 10**9 + seed, never drawn in training. ``warmup_steps``, ``min_lr``
+    (cosine decay), ``weight_decay`` and ``patience`` (early stop on the validation loss, evaluated every
+    ``eval_every`` steps, default ``steps``) go to :func:`attnbook.models.train.train`; ``task_options``
+    to the task generator (e.g. ``power_a``). Returns a dict row with the accuracy, final losses, steps
+    run, wall time and parameter count; ``(row, model)`` when ``return_model``. Chapter 5.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     check_nonnegative_int("seed", seed)
     check_positive_int("eval_size", eval_size)
     device = torch.device(device) if device is not None else DEVICE
-    make = TASKS[task]
+    task_options = dict(task_options or {})
+    make = functools.partial(TASKS[task], **task_options)
     options = method_options(method, seq_len) if options is None else dict(options)
     make(1, seq_len, num_pairs, vocab_size, seed=0)  # validate the task parameters before building anything
 
@@ -80,8 +88,9 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
 
     config = GPTConfig(vocab_size=vocab_size, block_size=seq_len, n_layer=n_layer, n_head=n_head, d_model=d_model,
                        mixer=method, mixer_options=options)
-    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=2,
-                   seed=seed, progress=False)
+    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=eval_every or steps,
+                   eval_batches=2, seed=seed, progress=False, warmup_steps=warmup_steps, min_lr=min_lr,
+                   weight_decay=weight_decay, patience=patience)
     model = result.model
     x, y = make(eval_size, seq_len, num_pairs, vocab_size, seed=10**9 + seed)
     model.eval()
@@ -89,9 +98,11 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
         accuracy = query_accuracy(model(x.to(device))[0], y.to(device))
     row = {"method": method, "task": task, "seq_len": seq_len, "num_pairs": num_pairs, "vocab_size": vocab_size,
            "seed": seed, "accuracy": accuracy, "train_loss": result.history[-1]["train_loss"],
-           "val_loss": result.final_val_loss, "steps": steps, "batch_size": batch_size, "d_model": d_model,
-           "n_layer": n_layer, "lr": lr, "options": options, "params": result.params, "train_s": result.train_s,
-           "device": result.device}
+           "val_loss": result.final_val_loss, "steps": steps, "steps_run": result.steps, "batch_size": batch_size,
+           "d_model": d_model, "n_layer": n_layer, "n_head": n_head, "lr": lr, "warmup_steps": warmup_steps,
+           "min_lr": min_lr, "weight_decay": weight_decay, "patience": patience, "options": options,
+           "task_options": task_options, "params": result.params, "train_s": result.train_s,
+           "time_per_iter_s": result.time_per_iter_s, "device": result.device}
     return (row, model) if return_model else row
 
 

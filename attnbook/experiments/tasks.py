@@ -7,20 +7,21 @@ scores only them. Generation is deterministic in ``seed`` (NumPy ``default_rng``
 Each task has an oracle (``solve_*``) that recomputes the answers from ``x`` alone
 by a plain lookup, which is how the tests check the targets.
 
-Token layout shared by the tasks: id 0 is the blank/noise token; the other ids
-are split between keys (or data tokens) and values as each docstring says.
+Token layout shared by the recall tasks: id 0 is the blank token; keys are ids 1..V//2-1 and
+values V//2..V-1, Zoology's split (:func:`mqar_vocab`); selective copying uses its own layout.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from attnbook.checks import check_nonnegative_int, check_positive_int
+from attnbook.checks import check_bool, check_nonnegative_int, check_positive_float, check_positive_int
 
 __all__ = [
     "IGNORE",
     "TASKS",
     "mqar",
+    "mqar_vocab",
     "selective_copy",
     "long_range_retrieval",
     "solve_mqar",
@@ -40,23 +41,25 @@ def _check_common(batch: int, seq_len: int, vocab_size: int, seed: int) -> np.ra
     return np.random.default_rng(seed)
 
 
-def _split_vocab(vocab_size: int, num_pairs: int) -> tuple[int, int]:
-    """Keys are ids 1..K, values K+1..vocab_size-1 (K = half of the non-blank ids)."""
-    num_keys = (vocab_size - 1) // 2
-    num_values = vocab_size - 1 - num_keys
-    if num_keys < num_pairs or num_values < 2:
+def mqar_vocab(vocab_size: int) -> tuple[range, range]:
+    """Zoology's vocabulary split for MQAR: key ids 1..V//2-1 and value ids V//2..V-1 (id 0 is the blank).
+
+    Returns (keys, values) as ranges. Chapter 5.
+    """
+    check_positive_int("vocab_size", vocab_size)
+    return range(1, vocab_size // 2), range(vocab_size // 2, vocab_size)
+
+
+def _random_pairs(rng, batch: int, num_pairs: int, vocab_size: int):
+    """(B, P) distinct keys and (B, P) distinct values per row, drawn without replacement as in Zoology."""
+    keys, values = mqar_vocab(vocab_size)
+    if len(keys) < num_pairs or len(values) < num_pairs:
         raise ValueError(
-            f"vocab_size must leave at least num_pairs={num_pairs} key ids and 2 value ids "
-            f"(vocab_size >= {2 * num_pairs + 1}), got {vocab_size}"
-        )
-    return num_keys, num_values
-
-
-def _random_pairs(rng, batch: int, num_pairs: int, num_keys: int, num_values: int):
-    """(B, P) distinct keys per row in 1..K and (B, P) values in K+1..K+num_values."""
-    keys = np.argsort(rng.random((batch, num_keys)), axis=1)[:, :num_pairs] + 1
-    values = rng.integers(num_keys + 1, num_keys + 1 + num_values, size=(batch, num_pairs))
-    return keys, values
+            f"vocab_size must leave num_pairs={num_pairs} key ids (1..V//2-1) and as many value ids (V//2..V-1), "
+            f"i.e. vocab_size >= {2 * num_pairs + 2}, got {vocab_size}")
+    k = np.argsort(rng.random((batch, len(keys))), axis=1)[:, :num_pairs] + keys.start
+    v = np.argsort(rng.random((batch, len(values))), axis=1)[:, :num_pairs] + values.start
+    return k, v
 
 
 def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,34 +67,53 @@ def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
 
 
 def mqar(batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 0,
-         num_queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-query associative recall (Arora et al. 2023, Zoology). Chapter 5.
+         num_queries: int | None = None, power_a: float = 0.01, random_non_queries: bool = True
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-query associative recall as Zoology generates it (Arora et al. 2023). Chapter 5.
 
-    Each row starts with ``num_pairs`` key-value pairs ``k1 v1 k2 v2 ...`` (distinct keys
-    from ids 1..K, values from K+1..vocab_size-1), followed by blanks (id 0) among which
-    ``num_queries`` of the keys (default: all of them, in random order) reappear at
-    random even offsets, each followed by its value as in Zoology. The target at a
-    queried key is its value; every other target is -100. Returns x, y: (B, seq_len) long.
+    Each row starts with the context: ``num_pairs`` pairs ``k1 v1 k2 v2 ...``, keys drawn without
+    replacement from ids 1..V//2-1 and values without replacement from V//2..V-1
+    (:func:`mqar_vocab`). The query region follows: ``num_queries`` of the keys (default: all)
+    reappear once each at even offsets 2g from its start, the slots g drawn without replacement
+    with probability p(g) ∝ (g+1)^(power_a-1), so short gaps are likely (power_a = 1: uniform).
+    A query is *not* followed by its value; every other position of the region is a random id
+    from the whole vocabulary (``random_non_queries``, Zoology's default) or the blank 0. The
+    target at a query is its key's value (the next-token label), -100 everywhere else; accuracy is
+    the fraction of targets the argmax hits (:func:`query_accuracy`). Needs 2·(num_pairs +
+    num_queries) <= seq_len (Zoology: 4·num_pairs <= seq_len).
+
+    Differences from Zoology's ``multiquery_ar``, all deliberate: random numbers come from NumPy's
+    ``default_rng(seed)``, so rows are equal in distribution, not bit for bit; ``num_queries`` may
+    ask fewer keys than were stored (Zoology asks all); odd ``seq_len`` and ``vocab_size <= seq_len``
+    are allowed (Zoology asserts an even length and ``vocab_size > seq_len``, neither of which the
+    construction needs); a single pass (Zoology's ``num_passes = 1``). Returns x, y: (B, seq_len) long.
     """
     rng = _check_common(batch, seq_len, vocab_size, seed)
     check_positive_int("num_pairs", num_pairs)
     num_queries = num_pairs if num_queries is None else check_positive_int("num_queries", num_queries)
     if num_queries > num_pairs:
         raise ValueError(f"num_queries must be <= num_pairs={num_pairs}, got {num_queries}")
+    power_a = check_positive_float("power_a", power_a)
+    random_non_queries = check_bool("random_non_queries", random_non_queries)
     slots = (seq_len - 2 * num_pairs) // 2
     if slots < num_queries:
         raise ValueError(
             f"seq_len must be >= 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}")
-    num_keys, num_values = _split_vocab(vocab_size, num_pairs)
-    keys, values = _random_pairs(rng, batch, num_pairs, num_keys, num_values)
-    x = np.zeros((batch, seq_len), dtype=np.int64)
+    keys, values = _random_pairs(rng, batch, num_pairs, vocab_size)
+    if random_non_queries:
+        x = rng.integers(0, vocab_size, size=(batch, seq_len))
+    else:
+        x = np.zeros((batch, seq_len), dtype=np.int64)
     y = np.full((batch, seq_len), IGNORE, dtype=np.int64)
     x[:, 0:2 * num_pairs:2], x[:, 1:2 * num_pairs:2] = keys, values
     rows = np.arange(batch)[:, None]
-    which = np.argsort(rng.random((batch, num_pairs)), axis=1)[:, :num_queries]  # which pairs are asked
-    slot = np.sort(np.argsort(rng.random((batch, slots)), axis=1)[:, :num_queries], axis=1)
+    # the asked pairs, in context order (all of them when num_queries = num_pairs, as in Zoology)
+    which = np.sort(np.argsort(rng.random((batch, num_pairs)), axis=1)[:, :num_queries], axis=1)
+    # slots by the power law, without replacement, in the order drawn (exponential race = successive draws)
+    weight = np.arange(1, slots + 1, dtype=np.float64) ** (power_a - 1)
+    slot = np.argsort(rng.exponential(size=(batch, slots)) / weight, axis=1)[:, :num_queries]
     pos = 2 * num_pairs + 2 * slot
-    x[rows, pos], x[rows, pos + 1] = keys[rows, which], values[rows, which]
+    x[rows, pos] = keys[rows, which]
     y[rows, pos] = values[rows, which]
     return _as_tensors(x, y)
 
@@ -100,8 +122,9 @@ def long_range_retrieval(batch: int, seq_len: int, num_pairs: int, vocab_size: i
                          num_queries: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Retrieval across a long gap: pairs first, queries last, random distractors between. Chapter 5.
 
-    Layout: ``num_pairs`` key-value pairs, then ``seq_len - 2*num_pairs - 2*num_queries`` distractor
-    tokens drawn uniformly from the value ids (never a key), then ``num_queries`` (key, value) queries.
+    Layout: ``num_pairs`` key-value pairs (the vocabulary of :func:`mqar`), then
+    ``seq_len - 2*num_pairs - 2*num_queries`` distractor tokens drawn uniformly from the value ids
+    (never a key), then ``num_queries`` (key, value) queries.
     Every answer lies at least :func:`min_query_distance` positions before its query, so any
     local window shorter than that cannot see it. Returns x, y: (B, seq_len) long.
     """
@@ -113,9 +136,9 @@ def long_range_retrieval(batch: int, seq_len: int, num_pairs: int, vocab_size: i
     gap = seq_len - 2 * num_pairs - 2 * num_queries
     if gap < 1:
         raise ValueError(f"seq_len must be > 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}")
-    num_keys, num_values = _split_vocab(vocab_size, num_pairs)
-    keys, values = _random_pairs(rng, batch, num_pairs, num_keys, num_values)
-    x = rng.integers(num_keys + 1, num_keys + 1 + num_values, size=(batch, seq_len))
+    keys, values = _random_pairs(rng, batch, num_pairs, vocab_size)
+    value_ids = mqar_vocab(vocab_size)[1]
+    x = rng.integers(value_ids.start, value_ids.stop, size=(batch, seq_len))
     y = np.full((batch, seq_len), IGNORE, dtype=np.int64)
     x[:, 0:2 * num_pairs:2], x[:, 1:2 * num_pairs:2] = keys, values
     rows = np.arange(batch)[:, None]
@@ -163,13 +186,14 @@ def selective_copy(batch: int, seq_len: int, num_tokens: int, vocab_size: int, s
 def solve_mqar(x, vocab_size: int) -> torch.Tensor:
     """Oracle for :func:`mqar` and :func:`long_range_retrieval`: answer every repeated key by lookup.
 
-    x: (B, N) ids. A key id (1..K, K = (vocab_size-1)//2) seen for the first time is stored with
-    the token after it; a later occurrence of a stored key gets the stored value as target.
-    Returns y: (B, N) with -100 elsewhere.
+    x: (B, N) ids. A key id (1..V//2-1, :func:`mqar_vocab`) seen for the first time is stored with the
+    token after it; a later occurrence of a stored key gets the stored value as target. Returns y:
+    (B, N) with -100 elsewhere. It answers at least every query the generators score; with
+    ``random_non_queries`` a random id that happens to repeat a key is answered too (the generator
+    does not score it), so compare at the scored positions, or generate with ``random_non_queries=False``.
     """
-    check_positive_int("vocab_size", vocab_size)
+    num_keys = len(mqar_vocab(vocab_size)[0])
     x = np.asarray(x)
-    num_keys = (vocab_size - 1) // 2
     y = np.full(x.shape, IGNORE, dtype=np.int64)
     for b, row in enumerate(x):
         memory: dict[int, int] = {}
