@@ -171,7 +171,7 @@ def check_mask(name: str, mask, n_query: int, n_key: int):
     return mask
 
 
-def _as_float64(name: str, x) -> np.ndarray:
+def _as_float64(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
@@ -183,7 +183,7 @@ def rel_error(actual, expected) -> float:
     Raises ``ValueError`` naming both shapes when they differ: a shape bug must not hide behind
     broadcasting. Returns inf when ``actual`` holds NaN or inf and ``expected`` does not.
     """
-    a, e = _as_float64("actual", actual), _as_float64("expected", expected)
+    a, e = _as_float64(actual), _as_float64(expected)
     if a.shape != e.shape:
         raise ValueError(f"actual has shape {a.shape} but expected has shape {e.shape}")
     if a.size == 0:
@@ -203,7 +203,7 @@ def checked(name: str, fast, reference, rtol: float = 1e-4, atol: float = 1e-6) 
     Shapes first, then finiteness, then ``allclose(rtol, atol)``. Returns :func:`rel_error`. Benchmarks
     call this before timing an implementation, so a wrong form never gets a speed reported.
     """
-    f, r = _as_float64("fast", fast), _as_float64("reference", reference)
+    f, r = _as_float64(fast), _as_float64(reference)
     if f.shape != r.shape:
         raise CorrectnessError(f"{name}: shape {f.shape} differs from the reference's {r.shape}")
     if not np.all(np.isfinite(f)):

@@ -203,8 +203,9 @@ def add(entry: Method | Mixer | Suite, *, replace: bool = False) -> None:
         raise TypeError(f"entry must be a Method, Mixer or Suite, got {type(entry).__name__}")
     if isinstance(entry, Method) and entry.causal not in CAUSAL_MODES:
         raise ValueError(f"causal must be one of {CAUSAL_MODES}, got {entry.causal!r}")
-    taken = entry.name in METHODS or entry.name in MIXERS if not isinstance(entry, Suite) else entry.name in SUITES
-    if taken and not replace:
+    # methods and mixers share one namespace (both name a GPT's mixer); suites have their own
+    namespace = (SUITES,) if isinstance(entry, Suite) else (METHODS, MIXERS)
+    if any(entry.name in t for t in namespace) and not replace:
         raise ValueError(f"{entry.name!r} is already registered; pass replace=True to override it")
     table[entry.name] = entry
 

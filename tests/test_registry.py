@@ -1,5 +1,6 @@
 """The registry, the package layout and the bad inputs found in review (issue: one house for attnbook)."""
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -167,7 +168,7 @@ def test_multi_head_attention_validates_at_construction():
 # --------------------------------------------------------------------------- layout
 def _run(code: str, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, **env}, timeout=120)
+                          env={**os.environ, **env}, timeout=120)
 
 
 def test_import_is_cheap_and_has_no_side_effects():
@@ -230,3 +231,15 @@ def test_at_most_eight_files_at_the_top_and_no_registration_side_effects():
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         assert "@register" not in text and "register_mixer(" not in text, path
+
+
+def test_a_suite_may_share_a_name_with_a_method():
+    from attnbook.registry import SUITES, Suite
+
+    add(Suite("dense", lambda device, quick: [], "01", "a suite named like a method"))
+    try:
+        assert "dense" in SUITES and method_info("dense").name == "dense"
+        with pytest.raises(ValueError, match="already registered"):
+            add(Suite("dense", lambda device, quick: [], "01", "clash with the suite"))
+    finally:
+        SUITES.pop("dense")

@@ -12,6 +12,7 @@ dimension of the generative function as ratios.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 
@@ -39,6 +40,12 @@ def converged_mixers() -> dict[str, int]:
     seeds = {"dense": 3, **{m: 3 for m in mixers(family="generative")}}
     seeds.update({m: 1 for m in methods(family="linear", variants=False) + methods(family="elementwise")})
     return seeds
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus() -> CharCorpus:
+    """The corpus, loaded once per process (the runs of a suite, and each worker, share it)."""
+    return CharCorpus(load_tinyshakespeare())
 
 
 def _get_batch(corpus: CharCorpus, batch_size: int, block: int, device):
@@ -99,7 +106,7 @@ def _sizes(quick: bool) -> tuple[dict, dict]:
 
 def run(device: torch.device, quick: bool) -> list[dict]:
     """Suite "generative-converged": the n-gram rows, the converged runs, validation loss vs context."""
-    corpus = CharCorpus(load_tinyshakespeare())
+    corpus = _corpus()
     rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
     schedule, shape = _sizes(quick)
     jobs = [("converged", m, s, schedule, shape)
@@ -124,14 +131,14 @@ def _job(args) -> dict:
     device_type, part, mixer, seed, schedule, shape = args
     if device_type == "cpu":
         torch.set_num_threads(1)
-    corpus = CharCorpus(load_tinyshakespeare())
+    corpus = _corpus()
     return {**train_row(corpus, mixer, seed, torch.device(device_type), schedule, shape), "part": part}
 
 
 def run_cost(device: torch.device, quick: bool) -> list[dict]:
     """Suite "generative-cost": time (minimum) and peak memory of one training iteration per mixer at the
     converged configuration and against the context length, and the ×4 inner dimension as ratios."""
-    corpus = CharCorpus(load_tinyshakespeare())
+    corpus = _corpus()
     _, shape = _sizes(quick)
     rows = []
     for block in sweep(CONTEXTS[:2] if quick else CONTEXTS, "context length"):
