@@ -119,6 +119,8 @@ def test_bad_input():
         GPTConfig(vocab_size=0)
     with pytest.raises(ValueError, match="dropout"):
         GPTConfig(vocab_size=4, dropout=1.0)
+    with pytest.raises(ValueError, match="short_conv must be an int >= 0"):
+        GPTConfig(vocab_size=4, short_conv=-1)
     with pytest.raises(ValueError, match="temperature"):
         model.generate(torch.zeros(1, 1, dtype=torch.long), 2, temperature=0)
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -127,3 +129,16 @@ def test_bad_input():
         train(model, _batches(), steps=0)
     with pytest.raises(ValueError, match="lr"):
         train(model, _batches(), steps=1, lr=-1.0)
+
+
+def test_short_conv_is_causal():
+    """Changing token i changes no output before position i, with the convolution in every block."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, d_model=16, short_conv=4)).eval()
+    x = torch.randint(0, 11, (2, 12))
+    y = x.clone()
+    y[:, 7] = (y[:, 7] + 1) % 11
+    with torch.no_grad():
+        a, b = model(x)[0], model(y)[0]
+    assert torch.equal(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])

@@ -31,12 +31,14 @@ def test_registered_method_matches_numpy_reference(shape, causal, device):
 
 
 @settings(max_examples=20, deadline=None)
-@given(B=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 40), D=st.integers(1, 9),
-       r=st.integers(1, 40), causal=st.booleans(), seed=st.integers(0, 2**16))
-def test_torch_matches_reference_float64(B, H, N, D, r, causal, seed):
+@given(B=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 120), D=st.integers(1, 9),
+       r=st.integers(1, 40), causal=st.booleans(), seed=st.integers(0, 2**16), chunk=st.sampled_from([2, 7]))
+def test_torch_matches_reference_float64(B, H, N, D, r, causal, seed, chunk):
+    """chunk 2: groups of 32 tokens, so N > 32 runs several groups (features made group by group,
+    one key stabiliser for all) and a padded last chunk."""
     q, k, v = _qkv((B, H, N, D), seed)
     ref = performer.performer_numpy(*to_numpy(q, k, v), causal=causal, features=r, seed=seed)
-    out = performer.performer_attention(q, k, v, causal=causal, features=r, seed=seed, chunk_size=7)
+    out = performer.performer_attention(q, k, v, causal=causal, features=r, seed=seed, chunk_size=chunk)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
 
 
@@ -82,12 +84,13 @@ def test_attention_matrix_error_shrinks_with_more_features():
     assert err(1024) < 0.5 * err(16)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_gradcheck_float64(causal):
-    q, k, v = (x.requires_grad_() for x in _qkv((1, 2, 6, 3), 0, scale=0.5))
+@pytest.mark.parametrize("causal, N, chunk", [(False, 6, 4), (True, 6, 4), (True, 37, 2)])
+def test_gradcheck_float64(causal, N, chunk):
+    """N = 37, chunk 2: two groups of chunks and a padded last chunk."""
+    q, k, v = (x.requires_grad_() for x in _qkv((1, 2, N, 3), 0, scale=0.5))
     assert torch.autograd.gradcheck(
-        lambda a, b, c: performer.performer_attention(a, b, c, causal=causal, features=5, chunk_size=4), (q, k, v),
-        fast_mode=True)
+        lambda a, b, c: performer.performer_attention(a, b, c, causal=causal, features=5, chunk_size=chunk),
+        (q, k, v), fast_mode=True)
 
 
 def test_registry_lists_performer_with_its_options():

@@ -178,3 +178,34 @@ def test_strided_two_pass_skips_most_tiles():
     assert counter_flops == cost.blockwise_flops(near + far, bs, D)
     naive = blockwise.plan(pattern, n, bs).tiles
     assert near + far < naive / 3 < cost.sliding_window_nnz(n // bs, n // bs, causal=True)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 40), w=st.integers(1, 12), bs=st.integers(1, 9), causal=st.booleans())
+def test_flex_mask_mod_is_the_same_mask(n, w, causal, bs):
+    """FlexAttention's mask_mod of each pattern, evaluated on every (i, j), is the pattern's mask."""
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    for pattern, expected in _patterns(n, w, causal, bs):
+        got = sparse.flex_mask_mod(pattern, n)(0, 0, i, j).expand(n, n).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=repr(pattern))
+
+
+@pytest.mark.parametrize("n", [17, 130])
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_attention_matches_numpy_reference(n, causal):
+    """The same four masks run by FlexAttention (eager) agree with dense attention under the mask."""
+    q, k, v = (torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3))
+    for pattern, mask in _patterns(n, 5, causal, 16):
+        out = sparse.flex_sparse_attention(q, k, v, pattern, block_size=16)
+        ref = reference.attention(*(x.double().numpy() for x in (q, k, v)), mask=mask)
+        assert out.shape == q.shape and rel_error(out, ref) < 1e-5, repr(pattern)
+
+
+def test_flex_bad_input():
+    q = torch.randn(1, 1, 8, 4)
+    with pytest.raises(ValueError, match="as many keys and values as queries"):
+        sparse.flex_sparse_attention(q, torch.randn(1, 1, 9, 4), torch.randn(1, 1, 9, 4), sparse.SlidingWindow(window=2))
+    with pytest.raises(TypeError, match="pattern must be"):
+        sparse.flex_mask_mod("window", 8)
+    with pytest.raises(ValueError, match="block_size"):
+        sparse.flex_sparse_attention(q, q, q, sparse.SlidingWindow(window=2), block_size=0)

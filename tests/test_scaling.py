@@ -93,6 +93,11 @@ def test_gpt_params_formula_against_numel(L, d, V, n):
         assert sum(p.numel() for p in model.parameters()) == cost.gpt_params(L, d, V, n, bias=bias)
         block = sum(p.numel() for p in model.blocks[0].parameters())
         assert block == cost.layer_params(d, bias=bias)
+        for k in (1, 4):  # chapter 5's short convolution in front of each mixer
+            model = GPT(GPTConfig(vocab_size=V, block_size=n, n_layer=L, n_head=4, d_model=d, bias=bias,
+                                  short_conv=k))
+            assert sum(p.numel() for p in model.parameters()) == cost.gpt_params(L, d, V, n, bias=bias,
+                                                                                 short_conv=k)
     assert cost.layer_params(d, bias=False) == 12 * d * d + 2 * d  # 12d² plus the LayerNorm gains
 
 

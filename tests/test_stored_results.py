@@ -4,7 +4,8 @@ For each method or series: the time does not fall as n grows (beyond a small tol
 and the slope fitted on log-log axes over the whole stored range stays within what the method's cost
 model allows: quadratic methods at most a little above 2, sub-quadratic ones at most a little above
 their exponent (1 for linear time, 1.5 for the strided pattern's n√n), a decoding step with a fixed
-state flat. No single step between consecutive sizes may be much steeper than that bound either. A curve measured on a busy machine (a call that got ten times slower because another job
+state flat. No single step between consecutive sizes may be much steeper than that bound either, except one
+cache cliff (:data:`CLIFF`) with the bound holding on each side of it. A curve measured on a busy machine (a call that got ten times slower because another job
 took the core) fails here, so a stored result that a chapter asserts on cannot be silently broken.
 """
 import numpy as np
@@ -20,18 +21,17 @@ MARGIN = 0.3
 #: a single doubling of n may look steeper than the fit (a working set leaving a cache), but not by more
 #: than this: 1.6 ms at n = 256 and 44 ms at n = 512 (a local slope of 4.8) is another job, not the method
 JUMP = 0.7
+#: one step may be steeper still when it is a cache cliff: the working set leaves the last-level cache
+#: (dense causal attention's four (n, n) fp32 score matrices are 16 MiB at n = 1024 and 64 MiB at 2048,
+#: against this CPU's 32 MiB L3), so the time per byte jumps once by the cache-to-DRAM bandwidth ratio;
+#: accepted only if every later step is back within the cost model's exponent
+CLIFF = 1.2
 #: cost-model exponent in n of the forward (or forward + backward) time of each long-suite method
 LONG_EXPONENT = {"dense": 2, "sdpa": 2, "flash": 2, "flash_triton": 2, "strided": 1.5}  # others: linear in n
 
-#: curves of the current stored files known to be non-physical; the lead re-measures them on a quiet machine
-AWAITING = {
-    "long:dense:causal",          # 62 ms at n = 1024, 502 ms at 2048, 5.0 s at 4096 (local slopes 3.0, 3.3)
-    "long:sdpa:causal",           # 1.6 ms at n = 256, then 44 ms at 512
-    "long:linformer:noncausal",   # 1.4 ms at n = 256, then 27 ms at 512
-    "long:selective_scan:causal", # 2.2 ms at n = 256, then 20 ms at 512
-    "long:linear:causal",         # 30 ms at n = 256, then 22 ms at 512
-    "generative:dense",           # 424 ms at n = 1024, then 3.76 s at 2048
-}
+#: curves of the current stored files known to be non-physical (none since the quiet re-measurement of
+#: 2026-11-29); a name here marks its curve as an expected failure until the lead re-measures it
+AWAITING: set[str] = set()
 
 
 def _curves():
@@ -96,11 +96,19 @@ def test_stored_curve_is_plausible(name, ns, times, max_slope, min_slope):
         assert worst >= 1 - DROP, f"{name}: time falls by {1 - worst:.0%} between consecutive n"
     local = np.diff(np.log(times)) / np.diff(np.log(ns))
     i = int(np.argmax(local))
-    assert local[i] <= max_slope + JUMP, \
-        f"{name}: jump from n = {ns[i]:.0f} to {ns[i + 1]:.0f} (local slope {local[i]:.2f}, allowed {max_slope + JUMP})"
-    fit = fit_loglog(ns, times)
-    span = f"n = {ns[0]:.0f}..{ns[-1]:.0f}"
-    assert fit.slope <= max_slope, f"{name}: fitted slope {fit.slope:.2f} over {span} above {max_slope}"
+    cliff = local[i] <= max_slope + CLIFF and np.all(local[i + 1:] <= max_slope) and i + 1 < len(local)
+    assert local[i] <= max_slope + JUMP or cliff, \
+        f"{name}: jump from n = {ns[i]:.0f} to {ns[i + 1]:.0f} (local slope {local[i]:.2f}, allowed {max_slope + JUMP}, " \
+        f"or {max_slope + CLIFF} for a cache cliff after which the curve returns to slope {max_slope})"
+    # the cost model's exponent holds over the whole range, or on each side of an accepted cache cliff
+    parts = [slice(0, i + 1), slice(i + 1, None)] if local[i] > max_slope + JUMP else [slice(None)]
+    for part in parts:
+        if len(ns[part]) < 2:
+            continue
+        fit = fit_loglog(ns[part], times[part])
+        span = f"n = {ns[part][0]:.0f}..{ns[part][-1]:.0f}"
+        assert fit.slope <= max_slope, f"{name}: fitted slope {fit.slope:.2f} over {span} above {max_slope}"
+    fit, span = fit_loglog(ns, times), f"n = {ns[0]:.0f}..{ns[-1]:.0f}"
     if min_slope is not None:  # a fixed state: flat per token
         assert fit.slope >= min_slope and times.max() <= 1.5 * times.min(), f"{name}: not flat over {span}"
 
@@ -115,3 +123,11 @@ def test_the_check_rejects_a_non_physical_jump():
     with pytest.raises(AssertionError, match="time falls"):
         test_stored_curve_is_plausible("synthetic", ns, [1e-3, 2e-3, 1e-3, 4e-3], 2 + MARGIN, None)
     test_stored_curve_is_plausible("synthetic", ns, [1e-9 * n**2 for n in ns], 2 + MARGIN, None)
+    # a cache cliff (x8.4 for one doubling, as dense attention's scores leaving the L3) then slope 2: accepted
+    cliff = [1e-3, 4e-3, 16e-3, 134e-3, 536e-3, 2144e-3]
+    test_stored_curve_is_plausible("synthetic", [2**i for i in range(8, 14)], cliff, 2 + MARGIN, None)
+    # the same step as the last one, or followed by another steep step: rejected
+    with pytest.raises(AssertionError, match="cache cliff"):
+        test_stored_curve_is_plausible("synthetic", ns, [1e-3, 4e-3, 16e-3, 134e-3], 2 + MARGIN, None)
+    with pytest.raises(AssertionError, match="cache cliff"):
+        test_stored_curve_is_plausible("synthetic", ns, [1e-3, 8.4e-3, 70e-3, 400e-3], 2 + MARGIN, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -82,10 +83,11 @@ def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path 
     path = None if out_dir is None else result_path(name, device.type, out_dir)
     if path is not None:
         _protect(path, quick, store, force)
-    load_start = _load_average()
+    load_start, start = _load_average(), time.perf_counter()
     rows = info.fn(device, quick)
     meta = {**environment(device), "threads": torch.get_num_threads(), "quick": quick,
-            "load_average_start": load_start, "load_average_end": _load_average()}
+            "load_average_start": load_start, "load_average_end": _load_average(),
+            "elapsed_s": round(time.perf_counter() - start, 1)}
     result = {"suite": name, "description": info.doc, "quick": quick, "meta": meta, "rows": rows}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,15 +51,18 @@ def layer_params(d_model: int, d_ff: int | None = None, *, bias: bool = True) ->
 
 @exact_ints
 def gpt_params(layers: int, d_model: int, vocab_size: int, block_size: int = 0, d_ff: int | None = None, *,
-               bias: bool = True, tied: bool = True) -> int:
+               bias: bool = True, tied: bool = True, short_conv: int = 0) -> int:
     """Exact parameters of a GPT: L layers, token (and, if ``block_size``, learned position) embeddings,
-    a final LayerNorm, and an LM head tied to the token embedding unless ``tied=False``.
+    a final LayerNorm, and an LM head tied to the token embedding unless ``tied=False``; ``short_conv``
+    adds each layer's depthwise convolution of that kernel size (k·d weights, d biases).
 
     P ≈ 12Ld² + |V|d for d_ff = 4d; this adds every lower-order term. Chapters 3 and 6.
     """
     layers, d, vocab_size = check_sizes(layers=layers, d_model=d_model, vocab_size=vocab_size)
     block_size = check_nonnegative_int("block_size", block_size)
-    total = layers * layer_params(d, d_ff, bias=bias) + (vocab_size + block_size) * d
+    short_conv = check_nonnegative_int("short_conv", short_conv)
+    conv = short_conv * d + (d if bias else 0) if short_conv else 0
+    total = layers * (layer_params(d, d_ff, bias=bias) + conv) + (vocab_size + block_size) * d
     total += 2 * d if bias else d
     if not check_bool("tied", tied):
         total += vocab_size * d

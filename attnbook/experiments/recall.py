@@ -61,14 +61,15 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
                  lr: float = 3e-3, seed: int = 0, eval_size: int = 512, options: dict | None = None,
                  device=None, return_model: bool = False, warmup_steps: int = 0, min_lr: float | None = None,
                  weight_decay: float = 0.0, patience: int | None = None, eval_every: int | None = None,
-                 task_options: dict | None = None):
+                 task_options: dict | None = None, short_conv: int = 0):
     """Train a tiny GPT with mixer ``method`` on ``task`` and score query accuracy on held-out data.
 
     Training batches are fresh draws of the task (seeds from the run's generator); the held-out set is
     ``eval_size`` sequences with seed 10**9 + seed, never drawn in training. ``warmup_steps``, ``min_lr``
     (cosine decay), ``weight_decay`` and ``patience`` (early stop on the validation loss, evaluated every
     ``eval_every`` steps, default ``steps``) go to :func:`attnbook.models.train.train`; ``task_options``
-    to the task generator (e.g. ``power_a``). Returns a dict row with the accuracy, final losses, steps
+    to the task generator (e.g. ``power_a``); ``short_conv`` to :class:`attnbook.models.gpt.GPTConfig`
+    (the kernel size of the convolution in front of every mixer). Returns a dict row with the accuracy, final losses, steps
     run, wall time and parameter count; ``(row, model)`` when ``return_model``. Chapter 5.
     """
     if task not in TASKS:
@@ -87,7 +88,7 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
         return x.to(device), y.to(device)
 
     config = GPTConfig(vocab_size=vocab_size, block_size=seq_len, n_layer=n_layer, n_head=n_head, d_model=d_model,
-                       mixer=method, mixer_options=options)
+                       mixer=method, mixer_options=options, short_conv=short_conv)
     result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=eval_every or steps,
                    eval_batches=2, seed=seed, progress=False, warmup_steps=warmup_steps, min_lr=min_lr,
                    weight_decay=weight_decay, patience=patience)
@@ -100,7 +101,8 @@ def train_recall(method: str, task: str = "mqar", *, seq_len: int = 32, num_pair
            "seed": seed, "accuracy": accuracy, "train_loss": result.history[-1]["train_loss"],
            "val_loss": result.final_val_loss, "steps": steps, "steps_run": result.steps, "batch_size": batch_size,
            "d_model": d_model, "n_layer": n_layer, "n_head": n_head, "lr": lr, "warmup_steps": warmup_steps,
-           "min_lr": min_lr, "weight_decay": weight_decay, "patience": patience, "options": options,
+           "min_lr": min_lr, "weight_decay": weight_decay, "patience": patience, "short_conv": short_conv,
+           "options": options,
            "task_options": task_options, "params": result.params, "train_s": result.train_s,
            "time_per_iter_s": result.time_per_iter_s, "device": result.device}
     return (row, model) if return_model else row

@@ -77,15 +77,18 @@ def linear_recurrent_numpy(q, k, v):
 
 
 def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor | None = None,
-                   chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+                   chunk_size: int = CHUNK_SIZE, feature_q=None, feature_k=None) -> torch.Tensor:
     """o_i = Σ_{j ≤ i} (q_i·k_j) exp(L_i − L_j) v_j with L = cumsum(log_decay), chunk by chunk.
 
     q, k: (B, H, N, R), v: (B, H, N, Dv), log_decay: (B, H, N) or (H, 1)-broadcastable, ≤ 0, or None
     (no decay). Inside a chunk of C tokens the (C, C) products are formed; between chunks a state
     (R, Dv) is carried, CHUNK_GROUP chunks at a time. Time O(N·C·(R + Dv) + N·R·Dv), memory O(N·C) plus
-    O(CHUNK_GROUP·R·Dv) for the states: linear in N, with a working set that does not grow. Chapter 4.
+    O(CHUNK_GROUP·R·Dv) for the states: linear in N, with a working set that does not grow.
+    ``feature_q``, ``feature_k``: maps applied to each group's q and k ((B, H, g, C, D) -> (..., R))
+    just before use, so features wider than the inputs (the Performer's) are never held for all N
+    tokens at once; q and k are then (B, H, N, D). Chapter 4.
     """
-    B, H, N, R = q.shape
+    B, H, N = q.shape[:3]
     C = min(check_positive_int("chunk_size", chunk_size), N)
     pad = (-N) % C
     if log_decay is not None:
@@ -102,6 +105,13 @@ def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
     for g0 in range(0, nc, CHUNK_GROUP):  # a group of chunks at a time keeps the working set cache-sized
         g1 = min(g0 + CHUNK_GROUP, nc)
         qg, kg, vg = qc[:, :, g0:g1], kc[:, :, g0:g1], vc[:, :, g0:g1]
+        if feature_q is not None:
+            qg = feature_q(qg)
+        if feature_k is not None:
+            kg = feature_k(kg)
+            if pad and g1 == nc:  # the features of the zero keys after the end are not zero: drop them
+                after = torch.arange(g0 * C, g1 * C, device=kg.device).reshape(g1 - g0, C, 1) >= N
+                kg = kg.masked_fill(after, 0.0)
         scores = qg @ kg.transpose(-1, -2)  # (B, H, g, C, C)
         if L_all is None:
             scores = scores.masked_fill(~tril, 0.0)
@@ -133,15 +143,17 @@ def _ones_column(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
 
 
-def feature_attention(fq, fk, v, causal: bool, chunk_size: int) -> torch.Tensor:
+def feature_attention(fq, fk, v, causal: bool, chunk_size: int, feature_q=None, feature_k=None) -> torch.Tensor:
     """Attention with positive features fq: (B, H, N, r), fk: (B, H, M, r), normalised row by row.
 
-    Shared by linear attention and the Performer. Chapter 4.
+    Causal, ``feature_q``/``feature_k`` may map inputs to features group by group inside
+    :func:`chunked_causal` (fq, fk are then the inputs). Shared by linear attention and the Performer. Chapter 4.
     """
     if causal:
         if fq.shape[2] != fk.shape[2]:
             raise ValueError(f"causal=True needs as many queries as keys, got {fq.shape[2]} and {fk.shape[2]}")
-        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size)
+        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size, feature_q=feature_q,
+                             feature_k=feature_k)
     else:
         num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
     return num[..., :-1] / num[..., -1:]

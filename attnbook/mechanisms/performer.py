@@ -18,7 +18,7 @@ import torch
 
 from attnbook.checks import check_nonnegative_int, check_positive_int
 from attnbook.reference import causal_mask
-from attnbook.mechanisms.linear import _check_np_qkv, feature_attention
+from attnbook.mechanisms.linear import CHUNK_GROUP, _check_np_qkv, feature_attention
 
 __all__ = ["random_features", "feature_map", "performer_weights_numpy", "performer_numpy", "performer_attention"]
 
@@ -49,18 +49,26 @@ def random_features(r: int, d: int, seed: int = 0, orthogonal: bool = True) -> n
     return _features_cached(r, d, seed, bool(orthogonal))
 
 
-def feature_map(x, omega, stabilize_dims=None):
+def _exponents(x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """log φ(x) = xΩᵀ − |x|²/2 − log √r, torch, x: (..., D) -> (..., r)."""
+    return x @ omega.T - ((x * x).sum(-1, keepdim=True) / 2 + 0.5 * np.log(omega.shape[0]))
+
+
+def feature_map(x, omega, stabilize_dims=None, shift=None):
     """φ(x) = exp(xΩᵀ − |x|²/2) / √r for x: (..., D) (already divided by D^{1/4}) -> (..., r).
 
     NumPy or torch. ``stabilize_dims`` (torch only) subtracts the largest exponent over those dims,
-    a constant that cancels in the normalisation, so large inputs do not overflow.
+    or ``shift`` (torch only, broadcastable) a given one: a constant that cancels in the
+    normalisation, so large inputs do not overflow.
     """
-    r = omega.shape[0]
     if isinstance(x, torch.Tensor):
-        logits = x @ omega.T - ((x * x).sum(-1, keepdim=True) / 2 + 0.5 * np.log(r))
-        if stabilize_dims is not None:
+        logits = _exponents(x, omega)
+        if shift is not None:
+            logits.sub_(shift)
+        elif stabilize_dims is not None:
             logits.sub_(logits.amax(dim=stabilize_dims, keepdim=True).detach())
         return logits.exp_()  # in place: two fewer passes over the (N, r) features
+    r = omega.shape[0]
     x = np.asarray(x, dtype=np.float64)
     return np.exp(x @ omega.T - (x * x).sum(-1, keepdims=True) / 2) / np.sqrt(r)
 
@@ -95,12 +103,28 @@ def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES,
     """FAVOR+ in torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
 
     Non-causal: φ(Q)(φ(K)ᵀ[V, 1]), O(N·r·(D + Dv)). Causal: prefix sums of φ(k_j)[v_j, 1]ᵀ,
-    computed chunk by chunk (:func:`attnbook.mechanisms.linear.chunked_causal`). Chapter 4.
+    computed chunk by chunk (:func:`attnbook.mechanisms.linear.chunked_causal`), the features made
+    inside each group of chunks, so the (N, r) feature matrices never exist: one pass finds the keys'
+    stabiliser, a second computes. Chapter 4.
     """
     features = check_positive_int("features", features)
     seed = check_nonnegative_int("seed", seed)
     d = q.shape[-1]
     omega = _omega_tensor(features, d, seed, str(q.device), q.dtype)
-    fq = feature_map(q / d**0.25, omega, stabilize_dims=-1)  # one stabiliser per query row
-    fk = feature_map(k / d**0.25, omega, stabilize_dims=(-1, -2))  # one shared by all keys of a head
-    return feature_attention(fq, fk, v, causal, chunk_size)
+    x_q, x_k = q / d**0.25, k / d**0.25
+    if not causal:
+        fq = feature_map(x_q, omega, stabilize_dims=-1)  # one stabiliser per query row
+        fk = feature_map(x_k, omega, stabilize_dims=(-1, -2))  # one shared by all keys of a head
+        return feature_attention(fq, fk, v, causal, chunk_size)
+    shift = _key_shift(x_k, omega, chunk_size * CHUNK_GROUP)[..., None, None, None]  # (B, H, 1, 1, 1)
+    return feature_attention(x_q, x_k, v, causal, chunk_size,
+                             feature_q=lambda x: feature_map(x, omega, stabilize_dims=-1),
+                             feature_k=lambda x: feature_map(x, omega, shift=shift))
+
+
+def _key_shift(x_k: torch.Tensor, omega: torch.Tensor, block: int) -> torch.Tensor:
+    """The largest exponent of any key's features, per (batch, head): (B, H), found ``block`` keys at
+    a time (nothing of size N·r is kept). Subtracted from every key's exponents, it cancels."""
+    with torch.no_grad():
+        return torch.stack([_exponents(x_k[:, :, i:i + block], omega).amax((-1, -2))
+                            for i in range(0, x_k.shape[2], block)]).amax(0)

@@ -4,7 +4,9 @@ One function per pattern returns the boolean (n, n) mask (True = may attend):
 sliding window (Mistral), strided (Child et al. 2019), Longformer (local +
 global tokens, Beltagy et al. 2020) and block-sparse. The NumPy reference is
 dense attention with the mask; the torch form (:mod:`attnbook.mechanisms.blockwise`)
-computes only the tiles the pattern touches.
+computes only the tiles the pattern touches. The same patterns as FlexAttention ``mask_mod``
+functions (:func:`flex_mask_mod`) let PyTorch compile the mask into a kernel
+(:func:`flex_sparse_attention`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ __all__ = [
     "sliding_window_mask", "strided_mask", "longformer_mask", "block_sparse_mask", "default_block_layout",
     "sparse_attention_numpy", "sparse_attention", "strided_two_pass", "tiles_computed", "method_pattern",
     "sliding_window_attention", "strided_attention", "longformer_attention", "block_sparse_attention",
+    "flex_mask_mod", "flex_sparse_attention",
 ]
 
 
@@ -294,3 +297,58 @@ def block_sparse_attention(q, k, v, *, causal: bool = False, block_size: int = 6
     """
     return sparse_attention(q, k, v, *method_pattern("block_sparse", q.shape[2], causal, block_size=block_size,
                                                      layout=layout))
+
+
+def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
+    """``pattern`` for a sequence of length n as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``:
+    the rule of the pattern's ``_allowed`` written in torch index arithmetic (tensors of the layout
+    or the global tokens are captured), so that ``create_block_mask`` can find the tiles. Chapter 4."""
+    if not isinstance(pattern, Pattern):
+        raise TypeError(f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}")
+    pattern.validate(n)
+    if isinstance(pattern, SlidingWindow):
+        def rule(q, kv):
+            return (q - kv).abs() < pattern.window
+    elif isinstance(pattern, Strided):
+        def rule(q, kv):
+            return ((q - kv).abs() < pattern.stride) | ((q - kv) % pattern.stride == 0)
+    elif isinstance(pattern, Longformer):
+        is_global = torch.zeros(n, dtype=torch.bool, device=device)
+        is_global[list(pattern.global_tokens)] = True
+
+        def rule(q, kv):
+            return ((q - kv).abs() < pattern.window) | is_global[q] | is_global[kv]
+    elif isinstance(pattern, BlockSparse):
+        layout = torch.as_tensor(pattern.blocks(n), device=device)
+        bs = pattern.block_size
+
+        def rule(q, kv):
+            return layout[q // bs, kv // bs]
+    else:
+        raise TypeError(f"pattern must be a SlidingWindow, Strided, Longformer or BlockSparse, got {type(pattern).__name__}")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        ok = rule(q_idx, kv_idx)
+        return ok & (kv_idx <= q_idx) if pattern.causal else ok
+
+    return mask_mod
+
+
+def flex_sparse_attention(q, k, v, pattern: Pattern, block_size: int = 128, kernel=None) -> torch.Tensor:
+    """Attention restricted to ``pattern`` by FlexAttention: ``create_block_mask`` turns
+    :func:`flex_mask_mod` into a block mask (tiles of ``block_size``: skipped, full, or masked element by
+    element) and ``kernel`` (default ``flex_attention``, eager; pass ``torch.compile(flex_attention)``
+    for the generated kernel) runs it. q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv). Chapter 4."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"{name} must be a (B, H, N, D) tensor, got {getattr(x, 'shape', type(x))}")
+    n = q.shape[2]
+    if k.shape[2] != n or v.shape[2] != n:
+        raise ValueError(f"a sparse pattern needs as many keys and values as queries, got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    block_size = check_positive_int("block_size", block_size)
+    block_mask = create_block_mask(flex_mask_mod(pattern, n, q.device), None, None, n, n, device=q.device,
+                                   BLOCK_SIZE=block_size)
+    return (flex_attention if kernel is None else kernel)(q, k, v, block_mask=block_mask)

@@ -1,7 +1,8 @@
 """A small GPT with a pluggable token-mixing layer (chapters 3, 5, 7 and 8).
 
 Token + position embeddings, ``n_layer`` pre-norm blocks (mixer, then MLP),
-a final LayerNorm and a head tied to the token embedding. The mixer is any
+a final LayerNorm and a head tied to the token embedding. ``short_conv`` puts a short causal
+depthwise convolution in front of every mixer, as Zoology's backbones do (chapter 5). The mixer is any
 method of :func:`attnbook.methods` (wrapped in multi-head self-attention) or one of
 the other mixers of the registry (:func:`attnbook.registry.mixers`).
 """
@@ -17,12 +18,13 @@ from attnbook.checks import check_bool, check_positive_int
 from attnbook.mechanisms.dense import MultiHeadSelfAttention
 from attnbook.registry import method_info, mixer_info, mixer_names, mixers
 
-__all__ = ["GPTConfig", "GPT", "Block", "make_mixer"]
+__all__ = ["GPTConfig", "GPT", "Block", "ShortConv", "make_mixer"]
 
 
 @dataclass
 class GPTConfig:
-    """Shape of a :class:`GPT`. ``d_ff`` defaults to 4·d_model."""
+    """Shape of a :class:`GPT`. ``d_ff`` defaults to 4·d_model; ``short_conv`` is the kernel size of
+    the causal depthwise convolution in front of each mixer (0: none)."""
 
     vocab_size: int
     block_size: int = 64
@@ -34,6 +36,7 @@ class GPTConfig:
     mixer_options: dict = field(default_factory=dict)
     dropout: float = 0.0
     bias: bool = True
+    short_conv: int = 0
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -44,6 +47,8 @@ class GPTConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         check_bool("bias", self.bias)
+        if isinstance(self.short_conv, bool) or not isinstance(self.short_conv, int) or self.short_conv < 0:
+            raise ValueError(f"short_conv must be an int >= 0 (a kernel size, 0 for none), got {self.short_conv!r}")
         if self.mixer not in mixer_names():
             raise ValueError(f"mixer must be one of {mixer_names()}, got {self.mixer!r}")
         info = mixer_info(self.mixer) if self.mixer in mixers() else method_info(self.mixer)
@@ -61,12 +66,27 @@ def make_mixer(config: GPTConfig) -> nn.Module:
                                   bias=config.bias, **config.mixer_options)
 
 
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over the sequence: x (B, N, d) -> (B, N, d), position i mixing
+    positions i - k + 1 .. i of its own channel. Chapter 5: with it, one mixing layer sees each token
+    together with the one before it (a key beside its value), which recall needs."""
+
+    def __init__(self, d_model: int, kernel_size: int, bias: bool = True):
+        super().__init__()
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, padding=kernel_size - 1, bias=bias)
+
+    def forward(self, x):
+        return self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+
+
 class Block(nn.Module):
-    """Pre-norm block: x + mixer(LN(x)), then x + MLP(LN(x))."""
+    """Pre-norm block: x + mixer(conv(LN(x))) (conv: :class:`ShortConv` if ``short_conv``, else the
+    identity), then x + MLP(LN(x))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.conv = ShortConv(config.d_model, config.short_conv, config.bias) if config.short_conv else nn.Identity()
         self.mixer = make_mixer(config)
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = nn.Sequential(
@@ -77,7 +97,7 @@ class Block(nn.Module):
         )
 
     def forward(self, x):
-        x = x + self.mixer(self.ln1(x))
+        x = x + self.mixer(self.conv(self.ln1(x)))
         return x + self.mlp(self.ln2(x))
 
 
@@ -114,8 +134,7 @@ class GPT(nn.Module):
         B, N = idx.shape
         if not 1 <= N <= self.config.block_size:
             raise ValueError(f"idx length must be in 1..block_size={self.config.block_size}, got {N}")
-        pos = torch.arange(N, device=idx.device)
-        x = self.drop(self.tok(idx) + self.pos(pos))
+        x = self.drop(self.tok(idx) + self.pos(torch.arange(N, device=idx.device)))
         for block in self.blocks:
             x = block(x)
         logits = self.head(self.ln_f(x))
