@@ -229,12 +229,19 @@ def describe_device(device=None) -> str:
 
 
 def _git_commit() -> str:
+    """Short hash of HEAD, with ``+dirty`` when tracked files differ from it (the code measured is then
+    not exactly that commit); "unknown" outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    commit = out.stdout.strip()
+    if not commit:
+        return "unknown"
+    return commit + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
 def environment(device=None) -> dict:
