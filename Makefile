@@ -26,6 +26,10 @@ ifneq ($(wildcard $(CURDIR)/../shared/data),)
 export ATTNBOOK_DATA ?= $(abspath $(CURDIR)/../shared/data)
 endif
 export PYTHONHASHSEED := 0
+# Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs, torch's two
+# threads spin-waiting for each other against a busy core slowed one notebook cell beyond 300 s (in a
+# `make test` run with two CPU-bound processes alongside); a reader's own setting wins.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help venv site build colab notebooks pdf test unit nbval nbval-loaded browser chromium clean gpu
 
