@@ -119,7 +119,7 @@ def test_bad_input():
         GPTConfig(vocab_size=0)
     with pytest.raises(ValueError, match="dropout"):
         GPTConfig(vocab_size=4, dropout=1.0)
-    with pytest.raises(ValueError, match="short_conv must be an int >= 0"):
+    with pytest.raises(ValueError, match="short_conv must be an integer >= 0"):
         GPTConfig(vocab_size=4, short_conv=-1)
     with pytest.raises(ValueError, match="temperature"):
         model.generate(torch.zeros(1, 1, dtype=torch.long), 2, temperature=0)

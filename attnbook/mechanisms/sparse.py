@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from attnbook import reference
-from attnbook.checks import check_array, check_mask, check_positive_int
+from attnbook.checks import check_array, check_mask, check_positive_int, check_tensor
 from attnbook.registry import methods
 from attnbook.mechanisms.blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states, plan
 
@@ -342,8 +342,7 @@ def flex_sparse_attention(q, k, v, pattern: Pattern, block_size: int = 128, kern
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"{name} must be a (B, H, N, D) tensor, got {getattr(x, 'shape', type(x))}")
+        check_tensor(name, x, ndim=4)
     n = q.shape[2]
     if k.shape[2] != n or v.shape[2] != n:
         raise ValueError(f"a sparse pattern needs as many keys and values as queries, got q {tuple(q.shape)}, "

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attnbook.checks import check_bool, check_positive_int
+from attnbook.checks import check_bool, check_nonnegative_int, check_positive_int
 from attnbook.mechanisms.dense import MultiHeadSelfAttention
 from attnbook.registry import method_info, mixer_info, mixer_names, mixers
 
@@ -47,8 +47,7 @@ class GPTConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         check_bool("bias", self.bias)
-        if isinstance(self.short_conv, bool) or not isinstance(self.short_conv, int) or self.short_conv < 0:
-            raise ValueError(f"short_conv must be an int >= 0 (a kernel size, 0 for none), got {self.short_conv!r}")
+        check_nonnegative_int("short_conv", self.short_conv)  # a kernel size, 0 for none
         if self.mixer not in mixer_names():
             raise ValueError(f"mixer must be one of {mixer_names()}, got {self.mixer!r}")
         info = mixer_info(self.mixer) if self.mixer in mixers() else method_info(self.mixer)
