@@ -6,7 +6,10 @@ batch 12, no dropout, 2000 iterations, learning rate 1e-3 with 100 warm-up steps
 with 1 as reference points; every run evaluates every 100 steps on 20 batches and keeps its best
 validation loss. The count-based n-gram baselines (orders 1–5) are rows too (``mixer`` = ``ngram-K``).
 A smaller part trains at context lengths 64, 256 and 1024 (a fixed number of tokens per batch, 400
-steps). Suite "generative-cost" (:func:`run_cost`, measured apart on a quiet machine) holds the time and
+steps). Part "long" (:func:`run_long`) trains dense attention and both generative mixers once each
+for :data:`LONG_STEPS` steps, scoring the **whole** validation split at every checkpoint
+(:func:`attnbook.models.train.split_loss`, as the n-grams are scored), and dense attention and the
+generative mixer with its running mean again at context 256 (the same 768 tokens per batch). Suite "generative-cost" (:func:`run_cost`, measured apart on a quiet machine) holds the time and
 peak memory of one training iteration per mixer and context length, and the paper's ×4 inner
 dimension of the generative function as ratios.
 """
@@ -23,16 +26,19 @@ from attnbook.experiments.data import CharCorpus, load_tinyshakespeare
 from attnbook.experiments.ngram import ngram_rows
 from attnbook.measure import count_flops, peak_memory_bytes, time_fn
 from attnbook.models.gpt import GPT, GPTConfig
-from attnbook.models.train import train
+from attnbook.models.train import split_loss, train
 from attnbook.registry import methods, mixers
 
-__all__ = ["SHAPE", "SCHEDULE", "converged_mixers", "train_row", "iteration_cost", "run", "run_cost"]
+__all__ = ["SHAPE", "SCHEDULE", "LONG_STEPS", "converged_mixers", "train_row", "iteration_cost", "run",
+           "run_long", "run_cost"]
 
 SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 128, "block_size": 64, "dropout": 0.0}
 SCHEDULE = {"steps": 2000, "batch_size": 12, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
             "eval_every": 100, "eval_batches": 20}
 CONTEXTS = (64, 256, 1024)
 TOKENS_PER_BATCH = 768  # 12 × 64: the main runs' batch, kept fixed across context lengths
+LONG_STEPS = 12_000  # part "long": 9.2 M training tokens, about 9 passes over the training split
+LONG_EVAL_EVERY = 500
 
 
 def converged_mixers() -> dict[str, int]:
@@ -56,14 +62,16 @@ def _get_batch(corpus: CharCorpus, batch_size: int, block: int, device):
 
 
 def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict, shape: dict, *,
-              return_model: bool = False, **mixer_options):
+              return_model: bool = False, full_val: bool = False, **mixer_options):
     """Train one model and return its row: best and final losses, curve, time, FLOPs per iteration
     (``(row, model)`` with ``return_model``)."""
     config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape)
     s = dict(schedule)
     batch_size = s.pop("batch_size")
     get_batch = _get_batch(corpus, batch_size, config.block_size, device)
-    result = train(lambda: GPT(config).to(device), get_batch, progress=False, seed=seed, **s)
+    val_loss_fn = (lambda model: split_loss(model, corpus.val, config.block_size)) if full_val else None
+    result = train(lambda: GPT(config).to(device), get_batch, progress=False, seed=seed,
+                   val_loss_fn=val_loss_fn, **s)
     x, y = get_batch("train", torch.Generator().manual_seed(seed))
     flops = count_flops(lambda: result.model(x, y)[1].backward())  # one iteration, forward and backward
     best = result.best
@@ -72,7 +80,8 @@ def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict,
             "final_val_loss": result.final_val_loss, "history": result.history, "params": result.params,
             "batch_size": batch_size, "block_size": config.block_size, "mixer_options": mixer_options,
             "time_per_iter_s": result.time_per_iter_s, "train_s": result.train_s, "flops_per_iter": flops,
-            "peak_memory_bytes": result.peak_memory_bytes}
+            "peak_memory_bytes": result.peak_memory_bytes, "full_val": full_val,
+            "tokens_per_iter": batch_size * config.block_size}
     return (row, result.model) if return_model else row
 
 
@@ -109,30 +118,48 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     corpus = _corpus()
     rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
     schedule, shape = _sizes(quick)
-    jobs = [("converged", m, s, schedule, shape)
+    jobs = [("converged", m, s, schedule, shape, False)
             for m, seeds in converged_mixers().items() for s in range(1 if quick else seeds)]
     context_schedule = {**schedule, "steps": 40 if quick else 400, "eval_every": 20 if quick else 100,
                         "warmup_steps": 5 if quick else 50}
     jobs += [("context", m, 0, {**context_schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
-              {**shape, "block_size": block})
+              {**shape, "block_size": block}, False)
              for block in (CONTEXTS[:2] if quick else CONTEXTS) for m in ["dense", *mixers(family="generative")]]
+    return rows + _run_jobs(device, quick, jobs + long_jobs(quick))
+
+
+def long_jobs(quick: bool) -> list[tuple]:
+    """The runs of part "long": (part, mixer, seed, schedule, shape, full_val)."""
+    schedule, shape = _sizes(quick)
+    schedule.update(steps=60 if quick else LONG_STEPS, eval_every=30 if quick else LONG_EVAL_EVERY)
+    block = 2 * shape["block_size"] if quick else 256
+    wide = [("long", m, 0, {**schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
+             {**shape, "block_size": block}, True) for m in ("dense", "generative+avg")]
+    # the longest run first, so that two workers finish together
+    return wide[:1] + [("long", m, 0, schedule, shape, True) for m in ["dense", *mixers(family="generative")]] + wide[1:]
+
+
+def run_long(device: torch.device, quick: bool) -> list[dict]:
+    """Part "long" of suite "generative-converged" (see the module docstring)."""
+    return _run_jobs(device, quick, long_jobs(quick))
+
+
+def _run_jobs(device: torch.device, quick: bool, jobs: list[tuple]) -> list[dict]:
     if device.type == "cpu" and not quick:  # independent runs: one process per core, one thread each
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(processes=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-            results = pool.map(_job, [(device.type, *job) for job in jobs])
-    else:
-        results = [_job((device.type, *job)) for job in sweep(jobs, "runs")]
-    return rows + results
+            return pool.map(_job, [(device.type, *job) for job in jobs])
+    return [_job((device.type, *job)) for job in sweep(jobs, "runs")]
 
 
 def _job(args) -> dict:
-    """One training run of :func:`run` (also in a worker process: the runs' times are not used, see
-    suite "generative-cost" for time per iteration)."""
-    device_type, part, mixer, seed, schedule, shape = args
+    """One training run (also in a worker process: the runs' times are not used, see suite
+    "generative-cost" for time per iteration)."""
+    device_type, part, mixer, seed, schedule, shape, full_val = args
     if device_type == "cpu":
         torch.set_num_threads(1)
-    corpus = _corpus()
-    return {**train_row(corpus, mixer, seed, torch.device(device_type), schedule, shape), "part": part}
+    row = train_row(_corpus(), mixer, seed, torch.device(device_type), schedule, shape, full_val=full_val)
+    return {**row, "part": part}
 
 
 def run_cost(device: torch.device, quick: bool) -> list[dict]:

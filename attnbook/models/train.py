@@ -23,7 +23,7 @@ from tqdm import tqdm
 from attnbook.checks import check_nonnegative_int, check_positive_float, check_positive_int
 from attnbook.measure import describe_device, environment, peak_memory_bytes, sync
 
-__all__ = ["set_seed", "TrainResult", "evaluate", "learning_rate", "train"]
+__all__ = ["set_seed", "TrainResult", "evaluate", "split_loss", "learning_rate", "train"]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -79,6 +79,45 @@ def evaluate(model, get_batch, split: str, batches: int, generator: torch.Genera
     return float(np.mean(losses))
 
 
+@torch.no_grad()
+def split_loss(model, ids: torch.Tensor, block_size: int, stride: int | None = None,
+               batch_size: int = 64) -> float:
+    """Mean next-token loss (nats) of ``model`` over a whole token sequence ``ids`` (chapter 8).
+
+    ids: (T,) token ids. Windows of ``block_size`` tokens start every ``stride`` tokens (default
+    ``block_size // 2``); each token is scored once, in the first window that scores it, so every token
+    after the first window is predicted from at least ``block_size - stride`` tokens of context. This is
+    the full-split score that chapter 8 compares with the n-gram models (which score every token too).
+    """
+    check_positive_int("block_size", block_size)
+    stride = max(1, block_size // 2) if stride is None else check_positive_int("stride", stride)
+    if stride > block_size:
+        raise ValueError(f"stride must be <= block_size={block_size}, got {stride}")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or len(ids) < 2:
+        raise ValueError("ids must be a 1-D tensor of at least 2 token ids")
+    n = min(block_size, len(ids) - 1)
+    starts = list(range(0, len(ids) - 1 - n, stride)) + [len(ids) - 1 - n]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count, scored = 0.0, 0, 0  # scored: tokens [0, scored) of the targets already counted
+    for i in range(0, len(starts), batch_size):
+        xs, ys = [], []
+        for s in starts[i:i + batch_size]:
+            y = ids[s + 1:s + 1 + n].clone()
+            y[:max(0, scored - s)] = -100  # already scored by an earlier window
+            scored = s + n
+            xs.append(ids[s:s + n])
+            ys.append(y)
+        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        logits, _ = model(x)
+        total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                   ignore_index=-100, reduction="sum").item()
+        count += int((y != -100).sum())
+    model.train(was_training)
+    return total / count
+
+
 def learning_rate(step: int, steps: int, lr: float, warmup_steps: int = 0, min_lr: float | None = None) -> float:
     """The schedule of :func:`train` at step 1..steps: linear warm-up, then constant (``min_lr`` None) or a
     cosine decay to ``min_lr`` at the last step (nanoGPT's schedule)."""
@@ -92,7 +131,8 @@ def learning_rate(step: int, steps: int, lr: float, warmup_steps: int = 0, min_l
 
 def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 0.0, eval_every: int = 100,
           eval_batches: int = 10, seed: int = 0, progress: bool = True, grad_clip: float = 1.0,
-          warmup_steps: int = 0, min_lr: float | None = None, patience: int | None = None) -> TrainResult:
+          warmup_steps: int = 0, min_lr: float | None = None, patience: int | None = None,
+          val_loss_fn=None) -> TrainResult:
     """The book's one training loop: ``steps`` AdamW steps of ``model(x, y) -> (output, loss)``.
 
     ``model``: a module, or a function of no arguments that builds one (called after seeding, so the
@@ -100,7 +140,8 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
     model's device for split 'train' or 'val'; train and validation loss are evaluated every
     ``eval_every`` steps and at the end, on a generator of their own (seed + 1). The learning rate follows
     :func:`learning_rate` (warm-up, then constant or cosine to ``min_lr``); with ``patience`` the run stops
-    once the validation loss has not improved for that many evaluations. Returns a :class:`TrainResult`
+    once the validation loss has not improved for that many evaluations; ``val_loss_fn(model) -> float``
+    replaces the random validation batches (chapter 8 scores the whole split with :func:`split_loss`). Returns a :class:`TrainResult`
     (history, best validation loss, time per step, peak memory, parameters, wall time, the model).
     """
     check_positive_int("steps", steps)
@@ -158,7 +199,8 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
         if step % eval_every == 0 or step == steps:
             row = {"step": step,
                    "train_loss": evaluate(model, get_batch, "train", eval_batches, eval_gen),
-                   "val_loss": evaluate(model, get_batch, "val", eval_batches, eval_gen)}
+                   "val_loss": (evaluate(model, get_batch, "val", eval_batches, eval_gen)
+                                if val_loss_fn is None else float(val_loss_fn(model)))}
             result.history.append(row)
             bar.set_postfix(val=f"{row['val_loss']:.3f}")
             best, since_best = (row["val_loss"], 0) if row["val_loss"] < best else (best, since_best + 1)
