@@ -8,12 +8,25 @@ and one module per suite), and at the top the registry, checks, config, measure,
 NumPy ``reference`` of chapter 1. Importing ``attnbook`` is cheap: it loads the registry,
 checks, config and the NumPy/torch reference code, nothing that plots or benchmarks.
 """
+
 from attnbook import checks, config, cost, measure, reference
 from attnbook.registry import attention, decode, method_info, methods, mixers, suites
 
 __version__ = "0.2.0"
-__all__ = ["attention", "decode", "methods", "method_info", "mixers", "suites", "checks", "config", "cost",
-           "measure", "reference", "__version__"]
+__all__ = [
+    "attention",
+    "decode",
+    "methods",
+    "method_info",
+    "mixers",
+    "suites",
+    "checks",
+    "config",
+    "cost",
+    "measure",
+    "reference",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -6,6 +6,7 @@ argument and says what was expected. :func:`rel_error` and :func:`checked` compa
 a result with its reference (shapes first); benchmarks refuse to time a form that
 fails :func:`checked`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,9 @@ def exact_ints(fn):
     """
 
     def convert(x):
-        return int(x) if isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)) else x
+        return (
+            int(x) if isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)) else x
+        )
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -98,7 +101,9 @@ def check_array(name: str, x, ndim: int | tuple[int, ...] | None = None) -> np.n
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if ndims is not None and arr.ndim not in ndims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {arr.shape}"
+        )
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -111,7 +116,9 @@ def check_tensor(name: str, x, ndim: int | None = None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}"
+        )
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -131,16 +138,22 @@ def check_qkv(q, k, v) -> tuple[int, int, int, int, int]:
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+        raise ValueError(
+            f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}"
+        )
     B, H, N, D = q.shape
     if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
         raise ValueError(
             f"q, k, v must share batch and head sizes (B, H), got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if k.shape[3] != D:
-        raise ValueError(f"k must have head dimension D={D} like q, got k of shape {tuple(k.shape)}")
+        raise ValueError(
+            f"k must have head dimension D={D} like q, got k of shape {tuple(k.shape)}"
+        )
     if v.shape[2] != k.shape[2]:
-        raise ValueError(f"v must have as many positions as k ({k.shape[2]}), got v of shape {tuple(v.shape)}")
+        raise ValueError(
+            f"v must have as many positions as k ({k.shape[2]}), got v of shape {tuple(v.shape)}"
+        )
     return B, H, N, k.shape[2], D
 
 
@@ -149,8 +162,10 @@ def check_step_inputs(q_t, k_t, v_t) -> tuple[int, int, int]:
     for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
         check_tensor(name, x, ndim=3)
     if q_t.shape != k_t.shape or v_t.shape[:2] != k_t.shape[:2]:
-        raise ValueError(f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
-                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+        raise ValueError(
+            f"q_t, k_t must be (B, H, D) and v_t (B, H, Dv), got {tuple(q_t.shape)}, "
+            f"{tuple(k_t.shape)}, {tuple(v_t.shape)}"
+        )
     return tuple(k_t.shape)
 
 
@@ -167,7 +182,9 @@ def check_mask(name: str, mask, n_query: int, n_key: int):
     if not ok_dtype:
         raise TypeError(f"{name} must have a boolean dtype (True = may attend), got {mask.dtype}")
     if mask.ndim < 2 or tuple(mask.shape[-2:]) != (n_query, n_key):
-        raise ValueError(f"{name} must end in shape ({n_query}, {n_key}) (queries, keys), got {tuple(mask.shape)}")
+        raise ValueError(
+            f"{name} must end in shape ({n_query}, {n_key}) (queries, keys), got {tuple(mask.shape)}"
+        )
     return mask
 
 
@@ -210,5 +227,7 @@ def checked(name: str, fast, reference, rtol: float = 1e-4, atol: float = 1e-6) 
         raise CorrectnessError(f"{name}: output contains NaN or infinite values")
     err = rel_error(f, r)
     if not np.allclose(f, r, rtol=rtol, atol=atol):
-        raise CorrectnessError(f"{name}: relative error {err:.2e} against the reference exceeds rtol={rtol}, atol={atol}")
+        raise CorrectnessError(
+            f"{name}: relative error {err:.2e} against the reference exceeds rtol={rtol}, atol={atol}"
+        )
     return err

@@ -8,6 +8,7 @@ fastest device present. Both are module attributes computed on access (``config.
 ``from attnbook.config import DEVICE``), so a bad ``ATTNBOOK_QUICK`` is reported when a
 chapter first asks for it, not when ``attnbook`` is imported.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,9 @@ def quick() -> bool:
     if value is None or value == "":
         return not torch.cuda.is_available()
     if value not in {"0", "1"}:
-        raise ValueError(f"{QUICK_VARIABLE} must be '0' (full sweeps) or '1' (quick sweeps), got {value!r}")
+        raise ValueError(
+            f"{QUICK_VARIABLE} must be '0' (full sweeps) or '1' (quick sweeps), got {value!r}"
+        )
     return value == "1"
 
 

@@ -18,6 +18,7 @@ The book's measurement policy (also stated on the page "Running the book"):
 - **Exponents.** Scaling exponents are fitted on log-log axes (:func:`fit_loglog`), and every
   slope shown says over which range of sizes it was fitted.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -125,8 +126,15 @@ def time_fn(fn, *args, warmup: int = 2, repeats: int = 7, device=None, **kwargs)
             sync(device)
             times.append(time.perf_counter() - t0)
     t = np.asarray(times)
-    return Timing(float(np.median(t)), float(np.quantile(t, 0.25)), float(np.quantile(t, 0.75)),
-                  float(t.min()), repeats, describe_device(device), float(np.quantile(t, 0.1)))
+    return Timing(
+        float(np.median(t)),
+        float(np.quantile(t, 0.25)),
+        float(np.quantile(t, 0.75)),
+        float(t.min()),
+        repeats,
+        describe_device(device),
+        float(np.quantile(t, 0.1)),
+    )
 
 
 def peak_memory_bytes(fn, *args, device=None, **kwargs) -> int:
@@ -171,7 +179,10 @@ def _cpu_peak_bytes(fn, *args, **kwargs) -> int:
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        native_stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         fn(*args, **kwargs)
     stack, allocations = list(prof.profiler.kineto_results.experimental_event_tree()), []
     while stack:
@@ -207,7 +218,9 @@ def saved_tensor_bytes(fn, *args, **kwargs) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn(*args, **kwargs)
     alive = (ref() for ref in packed)
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in alive if t is not None}
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in alive if t is not None
+    }
     del out
     return sum(storages.values())
 
@@ -233,9 +246,20 @@ def _git_commit() -> str:
     not exactly that commit); "unknown" outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     commit = out.stdout.strip()
@@ -290,8 +314,10 @@ def count_flops(fn, *args, by_operator: bool = False, **kwargs):
     total = int(counter.get_total_flops())
     if not by_operator:
         return total
-    per_op = {str(op).split(".")[-1] if "." in str(op) else str(op): int(n)
-              for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    per_op = {
+        str(op).split(".")[-1] if "." in str(op) else str(op): int(n)
+        for op, n in counter.get_flop_counts().get("Global", {}).items()
+    }
     return total, per_op
 
 

@@ -14,6 +14,7 @@ Typical use::
     attnbook.plot.loglog_fit(ax, stored_ns, stored_times, "dense", stored=True, color=attnbook.plot.color("dense"))
     attnbook.plot.labels(ax, "sequence length n (tokens)", "forward time (s)")
 """
+
 from __future__ import annotations
 
 import matplotlib as mpl
@@ -22,7 +23,17 @@ import numpy as np
 
 from attnbook.measure import fit_loglog
 
-__all__ = ["PALETTE", "MARKERS", "use_style", "loglog_fit", "labels", "subplots", "color", "marker", "tidy_log_axes"]
+__all__ = [
+    "PALETTE",
+    "MARKERS",
+    "use_style",
+    "loglog_fit",
+    "labels",
+    "subplots",
+    "color",
+    "marker",
+    "tidy_log_axes",
+]
 
 # Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion,
 # reddish purple, sky blue, yellow, black. Distinguishable with every common colour-vision deficiency.
@@ -54,7 +65,7 @@ _STYLE = {
     "lines.linewidth": 1.8,
     "lines.markersize": 5,
     "font.size": 10,
-    "svg.hashsalt": "attnbook",   # the same figure gives the same SVG ids on every run
+    "svg.hashsalt": "attnbook",  # the same figure gives the same SVG ids on every run
 }
 
 #: Markers cycled with the colours, so that more series than colours stay distinct (colour, marker).
@@ -125,8 +136,17 @@ def labels(ax, x: str, y: str, title: str | None = None) -> None:
         ax.set_title(title)
 
 
-def loglog_fit(ax, x, y, label: str, stored: bool = False, color=None, fit: bool = True, marker=None,
-               legend: bool = True):
+def loglog_fit(
+    ax,
+    x,
+    y,
+    label: str,
+    stored: bool = False,
+    color=None,
+    fit: bool = True,
+    marker=None,
+    legend: bool = True,
+):
     """Plot y against x on log-log axes with a least-squares fit; slope goes in the legend.
 
     ``stored=True`` marks a stored reference run (dashed line, hollow markers, "[stored]" in the
@@ -145,12 +165,18 @@ def loglog_fit(ax, x, y, label: str, stored: bool = False, color=None, fit: bool
     result = fit_loglog(x, y) if fit else None
     text = f"{label} (slope {result.slope:.2f})" if result is not None else label
     text += " [stored]" if stored else ""
-    style = dict(marker=marker or ("s" if stored else "o"), linestyle="none", color=color,
-                 markerfacecolor="none" if stored else None)
+    style = dict(
+        marker=marker or ("s" if stored else "o"),
+        linestyle="none",
+        color=color,
+        markerfacecolor="none" if stored else None,
+    )
     line = ax.loglog(x, y, label=text, **style)[0]
     if result is not None:
         xs = np.geomspace(x.min(), x.max(), 50)
-        ax.loglog(xs, result.predict(xs), "--" if stored else "-", color=line.get_color(), alpha=0.8)
+        ax.loglog(
+            xs, result.predict(xs), "--" if stored else "-", color=line.get_color(), alpha=0.8
+        )
     if legend:
         ax.legend()
     return result

@@ -3,6 +3,7 @@
 Everything here is plain NumPy in float64: slow, obvious, and the yardstick
 every faster implementation in the book is compared against.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,13 +53,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False):
     k = check_array("k", k)
     v = check_array("v", v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"q, k, v must have the same number (>= 2) of dimensions, got {q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(
+            f"q, k, v must have the same number (>= 2) of dimensions, got {q.shape}, {k.shape}, {v.shape}"
+        )
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k must have last dimension d_k={q.shape[-1]} like q, got {k.shape}")
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"v must have as many rows as k ({k.shape[-2]}), got {v.shape}")
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        raise ValueError(f"q, k, v must share their leading (batch, head) sizes, got {q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(
+            f"q, k, v must share their leading (batch, head) sizes, got {q.shape}, {k.shape}, {v.shape}"
+        )
     causal = check_bool("causal", causal)
     n, m = q.shape[-2], k.shape[-2]
     check_mask("mask", mask, n, m)
@@ -86,7 +91,9 @@ def self_attention(X, Wq, Wk, Wv, causal: bool = False):
         if W.shape[0] != d:
             raise ValueError(f"{name} must have {d} rows (the width of X), got shape {W.shape}")
     if np.shape(Wq)[1] != np.shape(Wk)[1]:
-        raise ValueError(f"Wq and Wk must have the same number of columns d_k, got {np.shape(Wq)} and {np.shape(Wk)}")
+        raise ValueError(
+            f"Wq and Wk must have the same number of columns d_k, got {np.shape(Wq)} and {np.shape(Wk)}"
+        )
     return scaled_dot_product_attention(X @ Wq, X @ Wk, X @ Wv, causal=causal)
 
 
@@ -102,7 +109,10 @@ def multi_head_attention(X, Wq_list, Wk_list, Wv_list, Wo, causal: bool = False)
         raise ValueError(
             f"Wq_list, Wk_list, Wv_list must hold the same number (>= 1) of heads, got {len(Wq_list)}, {len(Wk_list)}, {len(Wv_list)}"
         )
-    outs = [self_attention(X, Wq, Wk, Wv, causal=causal)[0] for Wq, Wk, Wv in zip(Wq_list, Wk_list, Wv_list)]
+    outs = [
+        self_attention(X, Wq, Wk, Wv, causal=causal)[0]
+        for Wq, Wk, Wv in zip(Wq_list, Wk_list, Wv_list)
+    ]
     concat = np.concatenate(outs, axis=-1)
     Wo = check_array("Wo", Wo, ndim=2)
     if Wo.shape[0] != concat.shape[1]:

@@ -1,4 +1,5 @@
 """Shared test set-up: the corpus folder and small helpers."""
+
 import os
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Small helpers shared by the mechanism tests (imported as ``from helpers import ...``)."""
+
 import torch
 
 
@@ -12,9 +13,11 @@ def random_qkv(shape, seed: int, dtype=torch.float64, dv: int | None = None, sca
     """Seeded q, k: (B, H, N, D) and v: (B, H, N, dv or D) from a standard normal times ``scale``."""
     g = torch.Generator().manual_seed(seed)
     B, H, N, D = shape
-    return (scale * torch.randn(B, H, N, D, generator=g, dtype=dtype),
-            scale * torch.randn(B, H, N, D, generator=g, dtype=dtype),
-            torch.randn(B, H, N, dv or D, generator=g, dtype=dtype))
+    return (
+        scale * torch.randn(B, H, N, D, generator=g, dtype=dtype),
+        scale * torch.randn(B, H, N, D, generator=g, dtype=dtype),
+        torch.randn(B, H, N, dv or D, generator=g, dtype=dtype),
+    )
 
 
 def to_numpy(*xs):

@@ -1,4 +1,5 @@
 """The book shows the code it teaches: every chapter page includes real package code (literalinclude)."""
+
 import ast
 import pathlib
 import re
@@ -19,6 +20,9 @@ def test_every_chapter_shows_package_code(page):
         assert path.is_relative_to(ROOT / "attnbook") and path.exists(), m.group("path")
         obj = re.search(r":pyobject: (\S+)", m.group("options"))
         assert obj, f"{page.name}: include {m.group('path')} without :pyobject:"
-        names = {n.name for n in ast.parse(path.read_text()).body
-                 if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+        names = {
+            n.name
+            for n in ast.parse(path.read_text()).body
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        }
         assert obj.group(1) in names, f"{page.name}: {obj.group(1)} is not defined in {path.name}"

@@ -1,19 +1,32 @@
 """Input validation helpers name the argument and what was expected."""
+
 import numpy as np
 import pytest
 import torch
 
-from attnbook.checks import check_array, check_mask, check_positive_float, check_positive_int, check_tensor
+from attnbook.checks import (
+    check_array,
+    check_mask,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+)
 
 
-@pytest.mark.parametrize("value, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)])
+@pytest.mark.parametrize(
+    "value, exc",
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)],
+)
 def test_positive_int(value, exc):
     with pytest.raises(exc, match="window must be an integer >= 1"):
         check_positive_int("window", value)
     assert check_positive_int("window", np.int64(3)) == 3
 
 
-@pytest.mark.parametrize("value, exc", [(0.0, ValueError), (float("inf"), ValueError), (float("nan"), ValueError), ("x", TypeError)])
+@pytest.mark.parametrize(
+    "value, exc",
+    [(0.0, ValueError), (float("inf"), ValueError), (float("nan"), ValueError), ("x", TypeError)],
+)
 def test_positive_float(value, exc):
     with pytest.raises(exc, match="gamma must be"):
         check_positive_float("gamma", value)

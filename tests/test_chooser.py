@@ -1,4 +1,5 @@
 """The mechanism chooser (chapter 6) on a stored-results fixture, the live fallback, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -23,16 +24,34 @@ LAWS = [
 
 
 def _rows():
-    return [{"method": m, "n": n, "batch": 1, "heads": 2, "head_dim": 64, "causal": c, "median_s": t(n),
-             "q25_s": 0.9 * t(n), "q75_s": 1.1 * t(n), "peak_bytes": p(n), "rel_error": e}
-            for m, c, t, p, e in LAWS for n in NS]
+    return [
+        {
+            "method": m,
+            "n": n,
+            "batch": 1,
+            "heads": 2,
+            "head_dim": 64,
+            "causal": c,
+            "median_s": t(n),
+            "q25_s": 0.9 * t(n),
+            "q75_s": 1.1 * t(n),
+            "peak_bytes": p(n),
+            "rel_error": e,
+        }
+        for m, c, t, p, e in LAWS
+        for n in NS
+    ]
 
 
 @pytest.fixture
 def stored(tmp_path):
     """A stored 'long' result for the CPU, in the format the benchmark runner writes."""
-    result = {"suite": "long", "quick": True, "meta": {"device": "fixture CPU", "date": "2025-01-01 00:00 UTC"},
-              "rows": _rows()}
+    result = {
+        "suite": "long",
+        "quick": True,
+        "meta": {"device": "fixture CPU", "date": "2025-01-01 00:00 UTC"},
+        "rows": _rows(),
+    }
     (tmp_path / "long-cpu.json").write_text(json.dumps(result))
     return tmp_path
 
@@ -41,7 +60,11 @@ def test_short_sequences_get_sdpa(stored):
     rec = recommend(256, 2**30, "cpu", results_dir=stored)
     assert rec.method == "sdpa"
     assert rec.chosen.time_s == pytest.approx(1e-9 * 256**2) and not rec.chosen.extrapolated
-    assert "Recommended: sdpa" in str(rec) and "long-cpu.json" in rec.source and "fixture CPU" in rec.source
+    assert (
+        "Recommended: sdpa" in str(rec)
+        and "long-cpu.json" in rec.source
+        and "fixture CPU" in rec.source
+    )
 
 
 def test_memory_budget_moves_to_flash(stored):
@@ -84,7 +107,9 @@ def test_extrapolation_is_flagged_and_follows_the_slope(stored, n):
 def test_batch_and_heads_scale_time_and_memory(stored):
     base = recommend(1024, 2**30, "cpu", results_dir=stored).chosen
     big = recommend(1024, 2**30, "cpu", batch=4, heads=8, results_dir=stored).chosen
-    assert big.time_s == pytest.approx(16 * base.time_s) and big.peak_bytes == pytest.approx(16 * base.peak_bytes)
+    assert big.time_s == pytest.approx(16 * base.time_s) and big.peak_bytes == pytest.approx(
+        16 * base.peak_bytes
+    )
 
 
 def test_nothing_fits(stored):
@@ -101,43 +126,82 @@ def test_results_can_be_passed_directly():
 def test_live_fallback_when_nothing_is_stored(tmp_path):
     with pytest.raises(ValueError, match="live=False"):
         recommend(512, 2**30, "cpu", results_dir=tmp_path, live=False)
-    rec = recommend(512, 2**30, "cpu", results_dir=tmp_path, live_sizes=(64, 128), live_methods=("sdpa", "dense"))
+    rec = recommend(
+        512,
+        2**30,
+        "cpu",
+        results_dir=tmp_path,
+        live_sizes=(64, 128),
+        live_methods=("sdpa", "dense"),
+    )
     assert rec.method in ("sdpa", "dense") and rec.source.startswith("live mini-benchmark")
     assert all(e.measured_n == (64, 128) and e.extrapolated for e in rec.estimates)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message shown when CUDA is absent"
+)
 def test_cuda_without_results_or_gpu(tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available"):
         recommend(512, 2**30, "cuda", results_dir=tmp_path)
 
 
-@pytest.mark.parametrize("kwargs,exc,name", [
-    (dict(n=-5), ValueError, "n must"),
-    (dict(n=0), ValueError, "n must"),
-    (dict(n=1024.0), TypeError, "n must"),
-    (dict(memory_budget_bytes=0), ValueError, "memory_budget_bytes"),
-    (dict(memory_budget_bytes=-2**30), ValueError, "memory_budget_bytes"),
-    (dict(device="tpu"), ValueError, "device"),
-    (dict(device="banana"), ValueError, "device"),
-    (dict(device=3), TypeError, "device"),
-    (dict(causal="yes"), TypeError, "causal"),
-    (dict(max_rel_error=-1), ValueError, "max_rel_error"),
-    (dict(batch=0), ValueError, "batch"),
-    (dict(results={"rows": [{"method": "sdpa", "n": 4}]}), ValueError, "rows"),
-    (dict(results={"rows": []}), ValueError, "rows"),
-], ids=["n-negative", "n-zero", "n-float", "budget-zero", "budget-negative", "device-tpu", "device-unknown",
-        "device-int", "causal-str", "error-negative", "batch-zero", "rows-missing-keys", "rows-empty"])
+@pytest.mark.parametrize(
+    "kwargs,exc,name",
+    [
+        (dict(n=-5), ValueError, "n must"),
+        (dict(n=0), ValueError, "n must"),
+        (dict(n=1024.0), TypeError, "n must"),
+        (dict(memory_budget_bytes=0), ValueError, "memory_budget_bytes"),
+        (dict(memory_budget_bytes=-(2**30)), ValueError, "memory_budget_bytes"),
+        (dict(device="tpu"), ValueError, "device"),
+        (dict(device="banana"), ValueError, "device"),
+        (dict(device=3), TypeError, "device"),
+        (dict(causal="yes"), TypeError, "causal"),
+        (dict(max_rel_error=-1), ValueError, "max_rel_error"),
+        (dict(batch=0), ValueError, "batch"),
+        (dict(results={"rows": [{"method": "sdpa", "n": 4}]}), ValueError, "rows"),
+        (dict(results={"rows": []}), ValueError, "rows"),
+    ],
+    ids=[
+        "n-negative",
+        "n-zero",
+        "n-float",
+        "budget-zero",
+        "budget-negative",
+        "device-tpu",
+        "device-unknown",
+        "device-int",
+        "causal-str",
+        "error-negative",
+        "batch-zero",
+        "rows-missing-keys",
+        "rows-empty",
+    ],
+)
 def test_bad_input(stored, kwargs, exc, name):
-    args = {"n": 1024, "memory_budget_bytes": 2**30, "device": "cpu", "results_dir": stored, **kwargs}
+    args = {
+        "n": 1024,
+        "memory_budget_bytes": 2**30,
+        "device": "cpu",
+        "results_dir": stored,
+        **kwargs,
+    }
     with pytest.raises(exc, match=name):
         recommend(**args)
 
 
 def test_rule_of_thumb_table():
     assert [rule_of_thumb(n) for n in (1, 2047, 2048, 8191, 8192, 65535, 65536, 10**6)] == [
-        "dense", "dense", "flash", "flash", "sparse/linformer", "sparse/linformer",
-        "performer/hierarchical", "performer/hierarchical"]
+        "dense",
+        "dense",
+        "flash",
+        "flash",
+        "sparse/linformer",
+        "sparse/linformer",
+        "performer/hierarchical",
+        "performer/hierarchical",
+    ]
     assert RULE_OF_THUMB[-1][1] == "performer/hierarchical"
     with pytest.raises(ValueError, match="n must"):
         rule_of_thumb(-1)

@@ -4,6 +4,7 @@ book relies on (with their arXiv ids), and every chapter cites the papers it is 
 The build also fails on an unknown key (sphinxcontrib-bibtex warns, -W makes it an error); this test
 says which key and which file, without a build.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,8 +56,14 @@ CHAPTER_CITES = {
     "01": ["vaswani2017attention"],
     "02": ["brown2020language"],
     "03": ["korthikanti2022reducing", "chen2016training"],
-    "04": ["child2019generating", "beltagy2020longformer", "wang2020linformer",
-           "choromanski2021rethinking", "katharopoulos2020transformers", "dao2022flashattention"],
+    "04": [
+        "child2019generating",
+        "beltagy2020longformer",
+        "wang2020linformer",
+        "choromanski2021rethinking",
+        "katharopoulos2020transformers",
+        "dao2022flashattention",
+    ],
     "05": ["keles2023computational", "alman2023fast", "yun2020are", "arora2023zoology"],
     "06": ["fedus2021switch", "hoffmann2022training", "kaplan2020scaling"],
     "07": ["feng2025elementwise"],
@@ -79,7 +86,9 @@ def cited_keys(text: str) -> list[str]:
 
 
 def _chapter_text(nn: str) -> str:
-    files = sorted((ROOT / "book").glob(f"ch{nn}_*.md")) + sorted((ROOT / "notebooks").glob(f"{nn}*.md"))
+    files = sorted((ROOT / "book").glob(f"ch{nn}_*.md")) + sorted(
+        (ROOT / "notebooks").glob(f"{nn}*.md")
+    )
     return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 
@@ -102,7 +111,9 @@ def test_every_cited_key_is_in_the_bibliography():
         for key in cited_keys(path.read_text(encoding="utf-8")):
             if key not in keys:
                 unknown.append(f"{path.relative_to(ROOT)}: {key}")
-    assert not unknown, "unknown citation keys (add them to book/references.bib):\n" + "\n".join(unknown)
+    assert not unknown, "unknown citation keys (add them to book/references.bib):\n" + "\n".join(
+        unknown
+    )
 
 
 @pytest.mark.parametrize("key", sorted(REQUIRED))

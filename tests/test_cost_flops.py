@@ -1,11 +1,12 @@
 """Chapter 2: every FLOP formula against torch's own FlopCounterMode on real modules."""
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from attnbook.measure import count_flops
 
 from attnbook import cost
+from attnbook.measure import count_flops
 from attnbook.models.gpt import Block, GPTConfig
 
 CASES = [(1, 8, 1), (17, 32, 4), (64, 64, 8), (128, 96, 12), (200, 48, 3)]
@@ -16,12 +17,16 @@ CASES = [(1, 8, 1), (17, 32, 4), (64, 64, 8), (128, 96, 12), (200, 48, 3)]
 def test_mha_flops_match_nn_multiheadattention(n, d, heads, batch):
     m = nn.MultiheadAttention(d, heads, batch_first=True)
     x = torch.randn(batch, n, d)
-    assert count_flops(lambda: m(x, x, x, need_weights=True)) == cost.mha_flops(n, d, heads, batch=batch)
+    assert count_flops(lambda: m(x, x, x, need_weights=True)) == cost.mha_flops(
+        n, d, heads, batch=batch
+    )
 
 
 @pytest.mark.parametrize("n, d, heads", CASES, ids=lambda c: str(c))
 def test_layer_flops_match_transformer_encoder_layer(n, d, heads):
-    layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=4 * d, dropout=0.0, batch_first=True).train()
+    layer = nn.TransformerEncoderLayer(
+        d, heads, dim_feedforward=4 * d, dropout=0.0, batch_first=True
+    ).train()
     x = torch.randn(2, n, d)
     # With the math backend, SDPA is plain matrix products and everything is counted.
     with sdpa_kernel(SDPBackend.MATH):
@@ -42,14 +47,20 @@ def test_layer_flops_match_gpt_block(n, d, heads):
 
 def test_ffn_flops_match_two_linears():
     ffn = nn.Sequential(nn.Linear(40, 160), nn.GELU(), nn.Linear(160, 40))
-    assert count_flops(ffn, torch.randn(3, 21, 40)) == cost.ffn_flops(21, 40, 160, batch=3) == 16 * 3 * 21 * 40**2
+    assert (
+        count_flops(ffn, torch.randn(3, 21, 40))
+        == cost.ffn_flops(21, 40, 160, batch=3)
+        == 16 * 3 * 21 * 40**2
+    )
 
 
 def test_terms_add_up_and_orders_are_right():
     n, d, h = 100, 64, 4
     assert cost.mha_flops(n, d, h) == 8 * n * d**2 + 4 * n**2 * d
     assert cost.layer_flops(n, d, h, 4 * d) == 24 * n * d**2 + 4 * n**2 * d
-    assert cost.scores_flops(n, d, 1) == cost.scores_flops(n, d, 8)  # heads change constants, not totals
+    assert cost.scores_flops(n, d, 1) == cost.scores_flops(
+        n, d, 8
+    )  # heads change constants, not totals
 
 
 def test_crossover_is_where_the_terms_meet():

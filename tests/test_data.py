@@ -1,4 +1,5 @@
 """The corpus loader (chapters 7 and 8): checksum, clear errors, the 90/10 split, batches. Never downloads."""
+
 import hashlib
 import urllib.request
 
@@ -58,7 +59,9 @@ def test_cache_is_used_when_data_dir_has_no_file(fake_corpus):
 
 
 def test_missing_file_without_download(fake_corpus):
-    with pytest.raises(FileNotFoundError, match="tinyshakespeare.txt not found in .*set ATTNBOOK_DATA"):
+    with pytest.raises(
+        FileNotFoundError, match="tinyshakespeare.txt not found in .*set ATTNBOOK_DATA"
+    ):
         load_tinyshakespeare(download=False)
 
 
@@ -68,14 +71,18 @@ def test_missing_file_and_failed_download(fake_corpus):
 
 
 def test_download_with_wrong_checksum_is_discarded(fake_corpus, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlretrieve", lambda url, filename: open(filename, "w").write("tampered"))
+    monkeypatch.setattr(
+        urllib.request, "urlretrieve", lambda url, filename: open(filename, "w").write("tampered")
+    )
     with pytest.raises(ValueError, match="wrong checksum"):
         load_tinyshakespeare(download=True)
     assert list((fake_corpus / "cache" / "attnbook").iterdir()) == []
 
 
 def test_good_download_lands_in_the_cache(fake_corpus, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlretrieve", lambda url, filename: open(filename, "w").write(FAKE))
+    monkeypatch.setattr(
+        urllib.request, "urlretrieve", lambda url, filename: open(filename, "w").write(FAKE)
+    )
     assert load_tinyshakespeare(download=True) == FAKE
     assert (fake_corpus / "cache" / "attnbook" / "tinyshakespeare.txt").read_text() == FAKE
 
@@ -84,11 +91,16 @@ def test_real_corpus_checksum_when_present():
     try:
         text = load_tinyshakespeare(download=False)
     except FileNotFoundError:
-        pytest.skip("tiny Shakespeare is not on this machine (set ATTNBOOK_DATA); tests never download it")
+        pytest.skip(
+            "tiny Shakespeare is not on this machine (set ATTNBOOK_DATA); tests never download it"
+        )
     assert len(text) == data.TINYSHAKESPEARE["bytes"]
     corpus = CharCorpus(text)
     assert corpus.vocab_size == 65
-    assert (len(corpus.train), len(corpus.val)) == (1_003_854, 111_540)  # nanoGPT's prepare.py split
+    assert (len(corpus.train), len(corpus.val)) == (
+        1_003_854,
+        111_540,
+    )  # nanoGPT's prepare.py split
 
 
 def test_char_corpus_roundtrip_and_split():

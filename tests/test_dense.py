@@ -1,15 +1,16 @@
 """Chapter 1: torch dense attention against the NumPy reference, gradients, devices, bad input."""
+
 import numpy as np
 import pytest
 import torch
+from helpers import case_id
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnbook
 from attnbook import reference
-from attnbook.mechanisms.dense import MultiHeadSelfAttention, attention_weights, dense_attention
 from attnbook.checks import rel_error
-from helpers import case_id
+from attnbook.mechanisms.dense import MultiHeadSelfAttention, attention_weights, dense_attention
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 
@@ -20,7 +21,9 @@ SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
 def test_torch_matches_numpy_reference(shape, causal, method, device):
     g = torch.Generator().manual_seed(sum(shape))
     q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
-    ref = reference.attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=causal)
+    ref = reference.attention(
+        q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=causal
+    )
     out = attnbook.attention(q.to(device), k.to(device), v.to(device), method=method, causal=causal)
     assert out.device.type == device.type and out.shape == shape
     err = rel_error(out, ref)
@@ -28,8 +31,14 @@ def test_torch_matches_numpy_reference(shape, causal, method, device):
 
 
 @settings(max_examples=20, deadline=None)
-@given(B=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 20), M=st.integers(1, 20), D=st.integers(1, 9),
-       seed=st.integers(0, 2**16))
+@given(
+    B=st.integers(1, 2),
+    H=st.integers(1, 3),
+    N=st.integers(1, 20),
+    M=st.integers(1, 20),
+    D=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+)
 def test_cross_attention_shapes_float64(B, H, N, M, D, seed):
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, H, N, D, generator=g, dtype=torch.float64)
@@ -42,8 +51,13 @@ def test_cross_attention_shapes_float64(B, H, N, M, D, seed):
 @pytest.mark.parametrize("causal", [False, True])
 def test_gradcheck_float64(causal):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    assert torch.autograd.gradcheck(lambda a, b, c: dense_attention(a, b, c, causal=causal), (q, k, v))
+    q, k, v = (
+        torch.randn(1, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    )
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: dense_attention(a, b, c, causal=causal), (q, k, v)
+    )
 
 
 def test_gradients_of_dense_and_sdpa_agree():
@@ -75,16 +89,35 @@ def test_module_matches_functional_heads(device):
     torch.testing.assert_close(m(x), expected)
 
 
-@pytest.mark.parametrize("make, exc, match", [
-    (lambda: (torch.ones(1, 1, 0, 2),) * 3, ValueError, "q must not be empty"),
-    (lambda: (torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 3), torch.ones(1, 1, 2, 2)), ValueError, "k must have head dimension"),
-    (lambda: (torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), torch.ones(1, 1, 3, 2)), ValueError, "v must have as many positions"),
-    (lambda: (torch.ones(1, 2, 2), ) * 3, ValueError, "q must have 4 dimensions"),
-    (lambda: (torch.ones(1, 1, 2, 2, dtype=torch.long),) * 3, TypeError, "floating-point"),
-    (lambda: (torch.full((1, 1, 2, 2), float("nan")),) * 3, ValueError, "NaN"),
-    (lambda: (torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2, dtype=torch.float64), torch.ones(1, 1, 2, 2)), TypeError, "share a dtype"),
-    (lambda: (np.ones((1, 1, 2, 2)),) * 3, TypeError, "q must be a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: (torch.ones(1, 1, 0, 2),) * 3, ValueError, "q must not be empty"),
+        (
+            lambda: (torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 3), torch.ones(1, 1, 2, 2)),
+            ValueError,
+            "k must have head dimension",
+        ),
+        (
+            lambda: (torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), torch.ones(1, 1, 3, 2)),
+            ValueError,
+            "v must have as many positions",
+        ),
+        (lambda: (torch.ones(1, 2, 2),) * 3, ValueError, "q must have 4 dimensions"),
+        (lambda: (torch.ones(1, 1, 2, 2, dtype=torch.long),) * 3, TypeError, "floating-point"),
+        (lambda: (torch.full((1, 1, 2, 2), float("nan")),) * 3, ValueError, "NaN"),
+        (
+            lambda: (
+                torch.ones(1, 1, 2, 2),
+                torch.ones(1, 1, 2, 2, dtype=torch.float64),
+                torch.ones(1, 1, 2, 2),
+            ),
+            TypeError,
+            "share a dtype",
+        ),
+        (lambda: (np.ones((1, 1, 2, 2)),) * 3, TypeError, "q must be a torch.Tensor"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(make, exc, match):
     with pytest.raises(exc, match=match):
         attnbook.attention(*make())

@@ -3,6 +3,7 @@ cost model's FLOPs against FlopCounterMode); the distributed forms against dense
 P = 1, 2, 4 with n not divisible by P, the bytes they send against the cost model, bad input and
 faults. Process spawning is what costs: each test launches once and runs a batch of cases.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnbook import reference
 from attnbook.cost import comm
-from attnbook.distributed import (LaunchError, Layout, allgather_attention,
-                                  launch, ring_attention, ulysses_attention)
+from attnbook.distributed import (
+    LaunchError,
+    Layout,
+    allgather_attention,
+    launch,
+    ring_attention,
+    ulysses_attention,
+)
 from attnbook.distributed.check import METHODS, dense_attention, verify
 from attnbook.distributed.layout import pair_kind
 from attnbook.distributed.local import LocalAttention, attend, merge
@@ -26,6 +33,7 @@ COSTS = {"ring": comm.ring_cost, "allgather": comm.allgather_cost, "ulysses": co
 
 
 # ---------------------------------------------------------------- one process
+
 
 @pytest.mark.parametrize("kind", ["contiguous", "zigzag", "striped"])
 @pytest.mark.parametrize("n, P", [(37, 1), (37, 2), (37, 4), (64, 4), (9, 3)])
@@ -59,8 +67,14 @@ def test_layout_rejects_bad_arguments():
 def test_zigzag_balances_causal_work_and_contiguous_does_not():
     """Per-rank forward FLOPs of causal ring attention: zig-zag equal on every rank, contiguous 1 : 2 : ... : P."""
     P, n, H, D = 4, 64, 2, 8
-    zig = [c.flops_forward for c in comm.ring_cost(n, P, heads=H, head_dim=D, causal=True, layout="zigzag")]
-    con = [c.flops_forward for c in comm.ring_cost(n, P, heads=H, head_dim=D, causal=True, layout="contiguous")]
+    zig = [
+        c.flops_forward
+        for c in comm.ring_cost(n, P, heads=H, head_dim=D, causal=True, layout="zigzag")
+    ]
+    con = [
+        c.flops_forward
+        for c in comm.ring_cost(n, P, heads=H, head_dim=D, causal=True, layout="contiguous")
+    ]
     block = 4 * H * D * (n // P) ** 2
     assert con == [block * (r + 1) for r in range(P)]  # r full blocks and the diagonal block
     chunk = 4 * H * D * (n // (2 * P)) ** 2
@@ -72,7 +86,11 @@ def test_zigzag_balances_causal_work_and_contiguous_does_not():
 def test_pair_kind_classifies_by_position():
     lay = Layout("contiguous", 12, 3)
     a, b = lay.pieces(0)[0], lay.pieces(1)[0]
-    assert (pair_kind(b, a, True), pair_kind(a, b, True), pair_kind(a, a, True)) == ("full", "skip", "masked")
+    assert (pair_kind(b, a, True), pair_kind(a, b, True), pair_kind(a, a, True)) == (
+        "full",
+        "skip",
+        "masked",
+    )
     assert pair_kind(a, b, False) == "full"
 
 
@@ -82,7 +100,9 @@ def test_dense_yardstick_equals_numpy_reference():
     for causal in (False, True):
         want = reference.attention(q.numpy(), k.numpy(), v.numpy(), causal=causal)
         assert dense_attention(q, k, v, causal).shape == want.shape
-        np.testing.assert_allclose(dense_attention(q, k, v, causal).numpy(), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            dense_attention(q, k, v, causal).numpy(), want, rtol=1e-12, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("kind", ["contiguous", "zigzag", "striped"])
@@ -98,24 +118,37 @@ def test_blockwise_kernel_and_merge_equal_dense(kind, monkeypatch):
     for r in range(P):
         o = lse = None
         for owner in range(P):
-            o_b, lse_b = attend(lay.shard(q, r), lay.shard(k, owner), lay.shard(v, owner), lay.pieces(r),
-                                lay.pieces(owner), True, 6 ** -0.5)
+            o_b, lse_b = attend(
+                lay.shard(q, r),
+                lay.shard(k, owner),
+                lay.shard(v, owner),
+                lay.pieces(r),
+                lay.pieces(owner),
+                True,
+                6**-0.5,
+            )
             o, lse = (o_b, lse_b) if o is None else merge(o, lse, o_b, lse_b)
         torch.testing.assert_close(o, lay.shard(want, r), rtol=1e-12, atol=1e-12)
     xs = [x.clone().requires_grad_() for x in (q, k, v)]
-    ys = [lay.unshard([lay.shard(x, r) for r in range(P)]).clone().requires_grad_() for x in (q, k, v)]
+    ys = [
+        lay.unshard([lay.shard(x, r) for r in range(P)]).clone().requires_grad_() for x in (q, k, v)
+    ]
     pieces = lay.gathered_pieces()
     cat = [torch.cat([lay.shard(y, r) for r in range(P)], dim=-2) for y in ys]
     out = LocalAttention.apply(*cat, pieces, pieces, True)
     do = torch.randn(out.shape, generator=g, dtype=torch.float64)
     out.backward(do)
-    torch.testing.assert_close(lay.unshard(list(out.detach().split(lay.sizes, dim=-2))), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        lay.unshard(list(out.detach().split(lay.sizes, dim=-2))), want, rtol=1e-12, atol=1e-12
+    )
     dense_attention(*xs, causal=True).backward(lay.unshard(list(do.split(lay.sizes, dim=-2))))
     for x, y in zip(xs, ys):
         torch.testing.assert_close(y.grad, x.grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("causal, kind", [(False, "contiguous"), (True, "contiguous"), (True, "zigzag")])
+@pytest.mark.parametrize(
+    "causal, kind", [(False, "contiguous"), (True, "contiguous"), (True, "zigzag")]
+)
 def test_local_flops_equal_flop_counter(causal, kind):
     """The cost model's pair FLOPs against torch's FlopCounterMode, forward and backward."""
     lay = Layout(kind, 40, 4)
@@ -136,16 +169,21 @@ def test_overlap_block_size_solves_compute_equals_transfer():
     BHD = 128  # at c the step's compute equals its transfer, with and without latency
     for alpha in (0.0, 5e-6):
         c = comm.overlap_block_size(F, beta, dtype_bytes=2, alpha_s=alpha, work_fraction=0.5)
-        assert 4 * 0.5 * BHD * c**2 / F == pytest.approx(comm.message_time(2 * BHD * c * 2, alpha, beta), rel=1e-9)
+        assert 4 * 0.5 * BHD * c**2 / F == pytest.approx(
+            comm.message_time(2 * BHD * c * 2, alpha, beta), rel=1e-9
+        )
 
 
 # ---------------------------------------------------------------- P processes
+
 
 def cases_worker(rank, world_size, cases):
     """Run each (method, n, heads, causal, layout) case: errors, bytes by phase, FLOPs counted by torch."""
     out = []
     for method, n, heads, causal, layout in cases:
-        report = verify(rank, world_size, method, n, heads=heads, causal=causal, layout=layout, head_dim=8)
+        report = verify(
+            rank, world_size, method, n, heads=heads, causal=causal, layout=layout, head_dim=8
+        )
         lay = Layout(layout, n, world_size)
         x = [lay.shard(torch.randn(1, heads, n, 8), rank).requires_grad_() for _ in range(3)]
         with FlopCounterMode(display=False) as fwd:
@@ -186,11 +224,20 @@ def test_every_form_equals_dense_and_its_cost_model(P):
             fwd_sent, fwd_recv = rep["phases"].get("forward", (0, 0))
             bwd_sent, bwd_recv = rep["phases"].get("backward", (0, 0))
             m = model[r]
-            assert (fwd_sent, fwd_recv, bwd_sent, bwd_recv) == (m.sent_forward, m.recv_forward, m.sent_backward,
-                                                                m.recv_backward), label
-            assert (rep["flops_forward"], rep["flops_backward"]) == (m.flops_forward, m.flops_backward), label
+            assert (fwd_sent, fwd_recv, bwd_sent, bwd_recv) == (
+                m.sent_forward,
+                m.recv_forward,
+                m.sent_backward,
+                m.recv_backward,
+            ), label
+            assert (rep["flops_forward"], rep["flops_backward"]) == (
+                m.flops_forward,
+                m.flops_backward,
+            ), label
             assert rep["sent_bytes"] == m.sent and (P == 1) == (m.sent == 0)
-    if P > 1:  # the ring moves what the closed form says: (P - 1) blocks of 2·B·H·n_b·D·4 bytes, per pass
+    if (
+        P > 1
+    ):  # the ring moves what the closed form says: (P - 1) blocks of 2·B·H·n_b·D·4 bytes, per pass
         ring = [c for c in comm.ring_cost(36 * P, P, heads=4, head_dim=8, causal=False)]
         assert all(c.sent_forward == (P - 1) * 2 * 4 * 36 * 8 * 4 for c in ring)
 
@@ -206,10 +253,14 @@ def bad_input_worker(rank, world_size):
 
     calls = {
         "heads differ": lambda: ring_attention(*(x(heads=2 + rank) for _ in range(3))),
-        "dtype differs": lambda: allgather_attention(*(x(dtype=torch.float64 if rank else torch.float32) for _ in range(3))),
+        "dtype differs": lambda: allgather_attention(
+            *(x(dtype=torch.float64 if rank else torch.float32) for _ in range(3))
+        ),
         "causal differs": lambda: ring_attention(*(x() for _ in range(3)), causal=bool(rank)),
         "shards off the layout": lambda: ring_attention(*(x(n=7 + 2 * rank) for _ in range(3))),
-        "heads not divisible": lambda: ulysses_attention(*(x(heads=world_size + 1) for _ in range(3))),
+        "heads not divisible": lambda: ulysses_attention(
+            *(x(heads=world_size + 1) for _ in range(3))
+        ),
         "k shape": lambda: ring_attention(x(), x(n=3), x()),
     }
     for name, call in calls.items():
@@ -229,7 +280,10 @@ def test_bad_input_is_refused_on_every_rank():
     assert "rank 1 has heads H = 3 but rank 0 has 2" in got["heads differ"]
     assert "dtype = torch.float64 but rank 0 has torch.float32" in got["dtype differs"]
     assert "causal = 1" in got["causal differs"]
-    assert "but the contiguous layout of n=" in got["shards off the layout"] and "shard with Layout.shard" in got["shards off the layout"]
+    assert (
+        "but the contiguous layout of n=" in got["shards off the layout"]
+        and "shard with Layout.shard" in got["shards off the layout"]
+    )
     assert f"H={P + 1} heads over the {P} ranks" in got["heads not divisible"]
     assert "k must have the shape of q" in got["k shape"]
     with pytest.raises(ValueError, match="ulysses needs heads divisible"):
@@ -266,8 +320,9 @@ def test_a_rank_that_dies_or_stalls_mid_ring_stops_the_others(mode):
     message = str(info.value)
     assert elapsed < 50, f"took {elapsed:.0f} s"
     # rank 0 or 2 stops in a ring transfer with a clear error (or the launcher saw rank 1 die first)
-    assert ("DistributedAttentionError" in message and "peer rank has probably died" in message) or \
-        "rank 1 of 3 died (exit code 7)" in message, message
+    assert (
+        "DistributedAttentionError" in message and "peer rank has probably died" in message
+    ) or "rank 1 of 3 died (exit code 7)" in message, message
 
 
 def forever(rank, world_size):

@@ -1,4 +1,5 @@
 """Element-wise attention (chapter 7): forms agree, approach the exact form, gradients, bad input."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import attnbook
-from attnbook.mechanisms import elementwise
 from attnbook.checks import rel_error
+from attnbook.mechanisms import elementwise
 
 SHAPES = [(1, 1, 5, 3), (2, 2, 16, 4), (2, 3, 64, 8), (1, 2, 33, 16)]
 IDS = [f"B{b}-H{h}-T{n}-D{d}" for b, h, n, d in SHAPES]
@@ -25,7 +26,9 @@ def _rand(shape, seed, scale=1.0):
 def _torch_recurrent(q, k, v, order):
     state, outs = None, []
     for i in range(q.shape[2]):
-        state, o = elementwise.elementwise_step(state, q[:, :, i], k[:, :, i], v[:, :, i], order=order)
+        state, o = elementwise.elementwise_step(
+            state, q[:, :, i], k[:, :, i], v[:, :, i], order=order
+        )
         outs.append(o)
     return torch.stack(outs, dim=2)
 
@@ -35,7 +38,10 @@ def _torch_recurrent(q, k, v, order):
 def test_parallel_equals_recurrent(shape, order):
     q, k, v = _rand(shape, seed=sum(shape) + order)
     ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order, causal=True)
-    assert rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=order, causal=True), ref) < 1e-10
+    assert (
+        rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=order, causal=True), ref)
+        < 1e-10
+    )
     assert rel_error(elementwise.elementwise_recurrent_numpy(q, k, v, order=order), ref) < 1e-10
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         qt, kt, vt = (torch.tensor(x, dtype=dtype) for x in (q, k, v))
@@ -58,17 +64,28 @@ def test_noncausal_parallel_equals_quadratic_and_prefill(shape, order):
         assert rel_error(out, ref) < tol
         # the non-causal output of every query equals reading the prefilled state of all keys
         state = elementwise.elementwise_prefill(kt, vt, order=order)
-        read = elementwise._read(qt, state.A.unsqueeze(2)) / elementwise._read(qt, state.Z.unsqueeze(2))
+        read = elementwise._read(qt, state.A.unsqueeze(2)) / elementwise._read(
+            qt, state.Z.unsqueeze(2)
+        )
         assert rel_error(read, out) < tol
 
 
 @settings(max_examples=15, deadline=None)
-@given(b=st.integers(1, 2), h=st.integers(1, 2), n=st.integers(1, 24), d=st.integers(1, 6),
-       order=st.integers(0, 7), causal=st.booleans(), seed=st.integers(0, 10**6))
+@given(
+    b=st.integers(1, 2),
+    h=st.integers(1, 2),
+    n=st.integers(1, 24),
+    d=st.integers(1, 6),
+    order=st.integers(0, 7),
+    causal=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
 def test_random_shapes_torch_matches_numpy(b, h, n, d, order, causal, seed):
     q, k, v = _rand((b, h, n, d), seed)
     ref = elementwise.elementwise_taylor_numpy(q, k, v, order=order, causal=causal)
-    out = elementwise.elementwise_attention(*(torch.tensor(x) for x in (q, k, v)), order=order, causal=causal)
+    out = elementwise.elementwise_attention(
+        *(torch.tensor(x) for x in (q, k, v)), order=order, causal=causal
+    )
     assert rel_error(out, ref) < 1e-9
 
 
@@ -86,18 +103,26 @@ def test_taylor_approaches_exact_as_order_grows(causal):
     q, k, v = _rand((2, 2, 32, 8), seed=7, scale=0.5)
     exact = elementwise.elementwise_numpy(q, k, v, causal=causal)
     orders = (2, 4, 6, 8, 12, 16, 24)
-    errors = [rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=t, causal=causal), exact) for t in orders]
+    errors = [
+        rel_error(elementwise.elementwise_parallel_numpy(q, k, v, order=t, causal=causal), exact)
+        for t in orders
+    ]
     assert all(b < a for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-10
     if causal:
         assert rel_error(elementwise.elementwise_recurrent_numpy(q, k, v, order=24), exact) < 1e-10
-    torch_exact = elementwise.elementwise_exact(*(torch.tensor(x) for x in (q, k, v)), causal=causal)
+    torch_exact = elementwise.elementwise_exact(
+        *(torch.tensor(x) for x in (q, k, v)), causal=causal
+    )
     assert rel_error(torch_exact, exact) < 1e-12
 
 
 def test_exact_form_is_per_channel_softmax_and_stable():
     rng = np.random.default_rng(2)
-    q, k = rng.standard_normal((1, 1, 6, 3)) * 30, rng.standard_normal((1, 1, 6, 3)) * 30  # exp(−900) underflows
+    q, k = (
+        rng.standard_normal((1, 1, 6, 3)) * 30,
+        rng.standard_normal((1, 1, 6, 3)) * 30,
+    )  # exp(−900) underflows
     w = elementwise.elementwise_weights(q, k)
     assert np.all(np.isfinite(w)) and np.allclose(w.sum(axis=3), 1.0)
     c = 1  # channel c alone: a softmax of −(q_ic − k_jc)² over j
@@ -118,10 +143,15 @@ def test_even_orders_positive_odd_orders_negative():
 
 def test_gradcheck_parallel_and_step():
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q, k, v = (
+        torch.randn(1, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    )
     for causal in (False, True):
-        assert torch.autograd.gradcheck(lambda a, b, c: elementwise.elementwise_attention(a, b, c, order=4, causal=causal),
-                                        (q, k, v))
+        assert torch.autograd.gradcheck(
+            lambda a, b, c: elementwise.elementwise_attention(a, b, c, order=4, causal=causal),
+            (q, k, v),
+        )
     assert torch.autograd.gradcheck(lambda a, b, c: _torch_recurrent(a, b, c, 2), (q, k, v))
 
 
@@ -134,15 +164,18 @@ def test_gradients_match_quadratic_taylor_autograd(causal):
 
     def quadratic(q, k, v):
         x = 2 * q.unsqueeze(3) * k.unsqueeze(2)
-        w = torch.exp(-k * k).unsqueeze(2) * sum(x**p / math.factorial(p) if p else torch.ones_like(x)
-                                                 for p in range(order + 1))
+        w = torch.exp(-k * k).unsqueeze(2) * sum(
+            x**p / math.factorial(p) if p else torch.ones_like(x) for p in range(order + 1)
+        )
         if causal:
             w = w * torch.ones(12, 12).tril()[:, :, None]
         return (w * v.unsqueeze(2)).sum(3) / w.sum(3)
 
     w_out = torch.randn(2, 2, 12, 4, generator=g)
-    grads_fast = torch.autograd.grad((elementwise.elementwise_attention(q, k, v, order=order, causal=causal) * w_out).sum(),
-                                     (q, k, v))
+    grads_fast = torch.autograd.grad(
+        (elementwise.elementwise_attention(q, k, v, order=order, causal=causal) * w_out).sum(),
+        (q, k, v),
+    )
     grads_ref = torch.autograd.grad((quadratic(q, k, v) * w_out).sum(), (q, k, v))
     for a, b in zip(grads_fast, grads_ref):
         assert rel_error(a, b) < 1e-4
@@ -152,8 +185,17 @@ def test_gpt_trains_with_elementwise_mixer():
     from attnbook.models.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, d_model=16, mixer="elementwise",
-                          mixer_options={"order": 4}))
+    model = GPT(
+        GPTConfig(
+            vocab_size=11,
+            block_size=16,
+            n_layer=1,
+            n_head=2,
+            d_model=16,
+            mixer="elementwise",
+            mixer_options={"order": 4},
+        )
+    )
     x = torch.randint(0, 11, (4, 16))
     logits, loss = model(x, x)
     loss.backward()
@@ -167,7 +209,9 @@ def test_gpt_trains_with_elementwise_mixer():
 
 def test_state_size_constant():
     assert elementwise.state_numbers(64, 6) == 2 * 7 * 64
-    state, _ = elementwise.elementwise_step(None, *(torch.randn(1, 2, 8) for _ in range(3)), order=6)
+    state, _ = elementwise.elementwise_step(
+        None, *(torch.randn(1, 2, 8) for _ in range(3)), order=6
+    )
     for _ in range(50):
         state, _ = elementwise.elementwise_step(state, *(torch.randn(1, 2, 8) for _ in range(3)))
     assert state.A.numel() + state.Z.numel() == 2 * elementwise.state_numbers(8, 6)
@@ -178,9 +222,19 @@ def _qkv(shape=(1, 2, 8, 4)):
     return [torch.randn(shape) for _ in range(3)]
 
 
-@pytest.mark.parametrize("order,exc", [(-1, ValueError), (-4, ValueError), (2.5, TypeError), (2.0, TypeError),
-                                       ("2", TypeError), (True, TypeError), (None, TypeError)],
-                         ids=["neg1", "neg4", "float", "float-int", "str", "bool", "none"])
+@pytest.mark.parametrize(
+    "order,exc",
+    [
+        (-1, ValueError),
+        (-4, ValueError),
+        (2.5, TypeError),
+        (2.0, TypeError),
+        ("2", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+    ids=["neg1", "neg4", "float", "float-int", "str", "bool", "none"],
+)
 def test_bad_order(order, exc):
     q, k, v = _qkv()
     with pytest.raises(exc, match="order"):
@@ -201,7 +255,9 @@ def test_bad_shapes_and_values():
     with pytest.raises(ValueError, match="k must have head dimension"):
         attnbook.attention(q, torch.randn(1, 2, 8, 3), v, method="elementwise")
     with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
-        elementwise.elementwise_attention(q, torch.randn(1, 2, 9, 4), torch.randn(1, 2, 9, 4), causal=True)
+        elementwise.elementwise_attention(
+            q, torch.randn(1, 2, 9, 4), torch.randn(1, 2, 9, 4), causal=True
+        )
     with pytest.raises(ValueError, match="q"):
         elementwise.elementwise_attention(q[0], k, v)
     with pytest.raises(ValueError, match="NaN"):
@@ -233,6 +289,7 @@ def test_bad_step_input():
 
 # --- chapter 7 tasks: the forecasting generator and the spikiness statistic -------------------------------
 
+
 def test_make_series_deterministic_with_known_noise():
     from attnbook.experiments import elementwise_tasks
 
@@ -242,8 +299,12 @@ def test_make_series_deterministic_with_known_noise():
     assert not torch.equal(x, elementwise_tasks.make_series(256, 40, channels=3, seed=6))
     resid = x - elementwise_tasks.make_series(256, 40, channels=3, seed=5, noise=1e-12)
     assert abs(float(resid.std()) - 0.2) < 0.01
-    for name, kwargs, exc in (("batch", dict(batch=0), ValueError), ("noise", dict(noise=-1.0), ValueError),
-                              ("seq_len", dict(seq_len=2.5), TypeError), ("seed", dict(seed=-1), ValueError)):
+    for name, kwargs, exc in (
+        ("batch", dict(batch=0), ValueError),
+        ("noise", dict(noise=-1.0), ValueError),
+        ("seq_len", dict(seq_len=2.5), TypeError),
+        ("seed", dict(seed=-1), ValueError),
+    ):
         args = {"batch": 2, "seq_len": 8, **kwargs}
         with pytest.raises(exc, match=name):
             elementwise_tasks.make_series(**args)
@@ -261,20 +322,35 @@ def test_distribution_stats_uniform_and_one_hot():
     assert np.allclose(ent, 0.0) and np.allclose(mx, 1.0)
 
 
-@pytest.mark.parametrize("mixer,options", [("dense", {}), ("linear", {}), ("elementwise", {"order": 4})],
-                         ids=["softmax", "linear", "EA-t4"])
+@pytest.mark.parametrize(
+    "mixer,options",
+    [("dense", {}), ("linear", {}), ("elementwise", {"order": 4})],
+    ids=["softmax", "linear", "EA-t4"],
+)
 def test_spikiness_reads_every_layer(mixer, options):
     from attnbook.experiments import elementwise_tasks
     from attnbook.models.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=13, block_size=10, n_layer=2, n_head=2, d_model=8, mixer=mixer,
-                          mixer_options=options))
+    model = GPT(
+        GPTConfig(
+            vocab_size=13,
+            block_size=10,
+            n_layer=2,
+            n_head=2,
+            d_model=8,
+            mixer=mixer,
+            mixer_options=options,
+        )
+    )
     x = torch.randint(0, 13, (3, 10))
     captured = elementwise_tasks.attention_inputs(model, x)
     assert len(captured) == 2 and captured[0][0].shape == (3, 2, 10, 4)
     s = elementwise_tasks.spikiness(model, x)
-    assert 0 < s["entropy"] <= 1 + 1e-12 and np.mean(1 / np.arange(2, 11)) - 1e-12 <= s["max_weight"] <= 1
+    assert (
+        0 < s["entropy"] <= 1 + 1e-12
+        and np.mean(1 / np.arange(2, 11)) - 1e-12 <= s["max_weight"] <= 1
+    )
 
 
 def test_forecaster_is_causal():
@@ -282,8 +358,18 @@ def test_forecaster_is_causal():
     from attnbook.models.gpt import GPTConfig
 
     torch.manual_seed(0)
-    model = elementwise_tasks.Forecaster(3, GPTConfig(vocab_size=1, block_size=16, n_layer=1, n_head=2, d_model=8,
-                                       mixer="elementwise", mixer_options={"order": 2}))
+    model = elementwise_tasks.Forecaster(
+        3,
+        GPTConfig(
+            vocab_size=1,
+            block_size=16,
+            n_layer=1,
+            n_head=2,
+            d_model=8,
+            mixer="elementwise",
+            mixer_options={"order": 2},
+        ),
+    )
     x = elementwise_tasks.make_series(2, 16, channels=3)
     pred, loss = model(x[:, :-1], x[:, 1:])
     assert pred.shape == (2, 15, 3) and torch.isfinite(loss)

@@ -1,17 +1,25 @@
 """Chapter 8: the generative mixing layer against its NumPy reference, its cost formulas, its errors."""
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
-from attnbook.measure import count_flops
 
 from attnbook import cost
 from attnbook.bench.generative import _check_mixers, comparison_mixers, mixer_cost
+from attnbook.measure import count_flops
 from attnbook.mechanisms.dense import MultiHeadSelfAttention
-from attnbook.mechanisms.generative import (GenerativeMixer, generative_features, generative_numpy, previous_token,
-                                 previous_token_numpy, running_mean, running_mean_numpy)
+from attnbook.mechanisms.generative import (
+    GenerativeMixer,
+    generative_features,
+    generative_numpy,
+    previous_token,
+    previous_token_numpy,
+    running_mean,
+    running_mean_numpy,
+)
 from attnbook.models.gpt import GPT, GPTConfig
 from attnbook.registry import mixer_names
 
@@ -21,7 +29,10 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 9))
 
 
 def _weights(layer):
-    return [t.detach().double().numpy() for t in (layer.fc.weight.T, layer.fc.bias, layer.proj.weight.T, layer.proj.bias)]
+    return [
+        t.detach().double().numpy()
+        for t in (layer.fc.weight.T, layer.fc.bias, layer.proj.weight.T, layer.proj.bias)
+    ]
 
 
 @settings(max_examples=20, deadline=None)
@@ -30,7 +41,9 @@ def test_running_mean_matches_naive_mean(shape, seed):
     x = np.random.default_rng(seed).normal(size=shape)
     ref = running_mean_numpy(x)
     np.testing.assert_allclose(running_mean(torch.tensor(x)).numpy(), ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(running_mean(torch.tensor(x, dtype=torch.float32)).numpy(), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        running_mean(torch.tensor(x, dtype=torch.float32)).numpy(), ref, rtol=1e-5, atol=1e-5
+    )
     # the last row is the plain mean, the first the token itself
     np.testing.assert_allclose(ref[:, -1], x.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(ref[:, 0], x[:, 0], rtol=1e-12)
@@ -73,7 +86,9 @@ def test_mixer_matches_numpy_reference(shape, hidden, avg, seed):
     x = np.random.default_rng(seed).normal(size=shape)
     with torch.no_grad():
         out = layer(torch.tensor(x)).numpy()
-    np.testing.assert_allclose(out, generative_numpy(x, *_weights(layer), avg=avg), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        out, generative_numpy(x, *_weights(layer), avg=avg), rtol=1e-10, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("avg", [False, True], ids=["prev", "prev+avg"])
@@ -121,8 +136,11 @@ def test_prev_mixer_sees_only_two_tokens_but_avg_sees_all():
         assert torch.nonzero(diff > 1e-7).flatten().tolist() == changed
 
 
-@pytest.mark.parametrize("n, d, h, b", [(1, 4, None, 1), (17, 24, 40, 3), (64, 32, 128, 2)],
-                         ids=["T1-D4", "T17-D24-H40-B3", "T64-D32-H128-B2"])
+@pytest.mark.parametrize(
+    "n, d, h, b",
+    [(1, 4, None, 1), (17, 24, 40, 3), (64, 32, 128, 2)],
+    ids=["T1-D4", "T17-D24-H40-B3", "T64-D32-H128-B2"],
+)
 @pytest.mark.parametrize("avg", [False, True], ids=["prev", "prev+avg"])
 def test_flops_and_params_match_counters(n, d, h, b, avg):
     layer = GenerativeMixer(d, h, avg=avg)
@@ -130,7 +148,9 @@ def test_flops_and_params_match_counters(n, d, h, b, avg):
     assert fc_flops == cost.generative_flops(n, d, h, avg=avg, batch=b)
     assert sum(p.numel() for p in layer.parameters()) == cost.generative_params(d, h, avg=avg)
     no_bias = GenerativeMixer(d, h, avg=avg, bias=False)
-    assert sum(p.numel() for p in no_bias.parameters()) == cost.generative_params(d, h, avg=avg, bias=False)
+    assert sum(p.numel() for p in no_bias.parameters()) == cost.generative_params(
+        d, h, avg=avg, bias=False
+    )
 
 
 @pytest.mark.parametrize("d, heads", [(8, 2), (384, 6)], ids=["D8-H2", "D384-H6"])
@@ -156,8 +176,17 @@ def test_mixers_registered_and_train_in_gpt():
     torch.manual_seed(0)
     x = torch.randint(0, 5, (4, 16))
     for mixer in ("generative", "generative+avg"):
-        model = GPT(GPTConfig(vocab_size=5, block_size=16, n_layer=1, n_head=2, d_model=16, mixer=mixer,
-                              mixer_options={"hidden": 8}))
+        model = GPT(
+            GPTConfig(
+                vocab_size=5,
+                block_size=16,
+                n_layer=1,
+                n_head=2,
+                d_model=16,
+                mixer=mixer,
+                mixer_options={"hidden": 8},
+            )
+        )
         assert model.blocks[0].mixer.hidden == 8
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         first = model(x, x)[1].item()

@@ -1,12 +1,13 @@
 """The small GPT and its trainer (chapters 5-8): shapes, tied head, causality of every mixer, seeding, errors."""
+
 import json
 
 import pytest
 import torch
 
 from attnbook.models.gpt import GPT, GPTConfig
-from attnbook.registry import method_info, methods, mixers
 from attnbook.models.train import train
+from attnbook.registry import method_info, methods, mixers
 
 VOCAB = 11
 
@@ -43,7 +44,9 @@ def test_tied_head_is_one_tensor_counted_once():
     unique = {id(p): p.numel() for p in model.parameters()}
     assert model.num_params() == sum(unique.values())
     every_module = sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False))
-    assert every_module - model.num_params() == VOCAB * 16  # the head shares the embedding's V·d numbers
+    assert (
+        every_module - model.num_params() == VOCAB * 16
+    )  # the head shares the embedding's V·d numbers
     with torch.no_grad():
         model.tok.weight[3].add_(1.0)
     assert torch.equal(model.head.weight[3], model.tok.weight[3])
@@ -78,14 +81,19 @@ def test_every_mixer_is_causal(mixer):
 
 
 def test_training_is_deterministic_by_seed():
-    runs = [train(_model(), _batches(), steps=6, eval_every=3, eval_batches=2, seed=s, progress=False) for s in (5, 5, 6)]
+    runs = [
+        train(_model(), _batches(), steps=6, eval_every=3, eval_batches=2, seed=s, progress=False)
+        for s in (5, 5, 6)
+    ]
     assert runs[0].history == runs[1].history
     assert runs[0].history != runs[2].history
 
 
 def test_train_result_records_and_saves(tmp_path):
     model = _model("generative")
-    result = train(model, _batches(), steps=4, eval_every=2, eval_batches=1, lr=3e-3, progress=False)
+    result = train(
+        model, _batches(), steps=4, eval_every=2, eval_batches=1, lr=3e-3, progress=False
+    )
     assert [r["step"] for r in result.history] == [2, 4]
     assert result.time_per_iter_s > 0 and result.peak_memory_bytes > 0
     assert result.params == model.num_params()
@@ -134,7 +142,9 @@ def test_bad_input():
 def test_short_conv_is_causal():
     """Changing token i changes no output before position i, with the convolution in every block."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, d_model=16, short_conv=4)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=11, block_size=12, n_layer=2, n_head=2, d_model=16, short_conv=4)
+    ).eval()
     x = torch.randint(0, 11, (2, 12))
     y = x.clone()
     y[:, 7] = (y[:, 7] + 1) % 11

@@ -5,6 +5,7 @@ decorates functions, its own library included, and again on launch, so without C
 the variable for the whole process before Triton is first imported. With CUDA the kernels are compiled
 and the same reference tests run on the GPU, plus half-precision tests against SDPA.
 """
+
 import importlib
 import os
 import subprocess
@@ -34,19 +35,27 @@ IN_PROCESS = torch.cuda.is_available() or isinstance(triton.language.zeros, Inte
 @pytest.fixture(autouse=True)
 def _run_here_or_in_a_fresh_process(request):
     if not IN_PROCESS and request.node.originalname != "test_in_a_fresh_process":
-        pytest.skip("Triton was imported before without TRITON_INTERPRET=1: run by test_in_a_fresh_process")
+        pytest.skip(
+            "Triton was imported before without TRITON_INTERPRET=1: run by test_in_a_fresh_process"
+        )
 
 
 from attnbook.kernels import api  # noqa: E402
 
 DEVICE = "cpu" if flash_triton.INTERPRETED else "cuda"
-gpu_only = pytest.mark.skipif(not torch.cuda.is_available() or flash_triton.INTERPRETED,
-                              reason="needs CUDA and compiled kernels")
+gpu_only = pytest.mark.skipif(
+    not torch.cuda.is_available() or flash_triton.INTERPRETED,
+    reason="needs CUDA and compiled kernels",
+)
 
 
 def _qkv(shape, seed, positive=False):
     g = torch.Generator().manual_seed(seed)
-    make = (lambda: torch.rand(shape, generator=g) + 0.1) if positive else (lambda: torch.randn(shape, generator=g))
+    make = (
+        (lambda: torch.rand(shape, generator=g) + 0.1)
+        if positive
+        else (lambda: torch.randn(shape, generator=g))
+    )
     return [make().to(DEVICE).requires_grad_() for _ in range(3)]
 
 
@@ -63,7 +72,9 @@ def _softmax_attention64(q, k, v, causal, scale=None):
 def _linear_numpy(q, k, v, elu1=True):
     """NumPy float64 causal linear attention, the quadratic form: W = tril(φ(Q)φ(K)ᵀ), rows normalised, O = W V."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
-    phi = (lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))) if elu1 else (lambda x: x)
+    phi = (
+        (lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))) if elu1 else (lambda x: x)
+    )
     w = np.tril(phi(q) @ np.swapaxes(phi(k), -1, -2))
     return (w / w.sum(-1, keepdims=True)) @ v
 
@@ -118,7 +129,9 @@ def test_flash_saves_the_log_sum_exp():
 
 def test_flash_custom_scale_and_noncontiguous_inputs():
     q, k, v = _qkv((1, 3, 40, 64), seed=5)
-    qt, kt, vt = (x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_() for x in (q, k, v))
+    qt, kt, vt = (
+        x.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_() for x in (q, k, v)
+    )
     assert not qt.is_contiguous()
     o = api.flash_attention_triton(qt, kt, vt, causal=True, scale=0.05)
     ref_inputs, ref_out = _softmax_attention64(qt, kt, vt, True, scale=0.05)
@@ -130,10 +143,14 @@ def test_flash_custom_scale_and_noncontiguous_inputs():
 def test_flash_very_negative_scores():
     """Every score below −80: a padded key (score 0) would overflow exp(0 − lse) unless masked."""
     q, k, v = (x.detach() for x in _qkv((1, 1, 17, 32), seed=4))
-    q, k, v = (q.abs() + 4.0).requires_grad_(), (-k.abs() - 4.0).requires_grad_(), v.requires_grad_()
+    q, k, v = (
+        (q.abs() + 4.0).requires_grad_(),
+        (-k.abs() - 4.0).requires_grad_(),
+        v.requires_grad_(),
+    )
     o = api.flash_attention_triton(q, k, v)
     ref_inputs, ref_out = _softmax_attention64(q, k, v, False)
-    assert (q.detach() @ k.detach().transpose(-1, -2)).max() * 32 ** -0.5 < -80
+    assert (q.detach() @ k.detach().transpose(-1, -2)).max() * 32**-0.5 < -80
     assert o.shape == ref_out.shape
     assert _max_err(o, ref_out) < 2e-5
     _check_grads(o, (q, k, v), ref_out, ref_inputs, atol=2e-5)
@@ -162,11 +179,15 @@ def test_flash_causal_skips_masked_tiles(monkeypatch, n, bm, bn):
     builder = importlib.import_module("triton.runtime.interpreter").InterpreterBuilder
     calls = []
     real_dot = builder.create_dot
-    monkeypatch.setattr(builder, "create_dot", lambda self, *a: calls.append(1) or real_dot(self, *a))
+    monkeypatch.setattr(
+        builder, "create_dot", lambda self, *a: calls.append(1) or real_dot(self, *a)
+    )
     m_tiles, n_tiles = -(-n // bm), -(-n // bn)
     allowed = np.zeros((m_tiles * bm, n_tiles * bn), dtype=bool)
     allowed[:n, :n] = np.tril(np.ones((n, n), dtype=bool))
-    live = int(allowed.reshape(m_tiles, bm, n_tiles, bn).any(axis=(1, 3)).sum())  # tiles with an allowed pair
+    live = int(
+        allowed.reshape(m_tiles, bm, n_tiles, bn).any(axis=(1, 3)).sum()
+    )  # tiles with an allowed pair
     all_tiles = m_tiles * n_tiles
     assert live < 0.7 * all_tiles
     q, k, v = (x.detach() for x in _qkv((1, 1, n, 32), seed=1))
@@ -180,8 +201,14 @@ def test_flash_causal_skips_masked_tiles(monkeypatch, n, bm, bn):
 
 
 @settings(max_examples=8, deadline=None)
-@given(b=st.integers(1, 2), h=st.integers(1, 3), n=st.integers(1, 140), d=st.sampled_from([32, 64]),
-       causal=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 2),
+    h=st.integers(1, 3),
+    n=st.integers(1, 140),
+    d=st.sampled_from([32, 64]),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_flash_random_shapes(b, h, n, d, causal, seed):
     q, k, v = (x.detach() for x in _qkv((b, h, n, d), seed=seed))
     o = api.flash_attention_triton(q, k, v, causal=causal)
@@ -198,7 +225,9 @@ def test_flash_random_shapes(b, h, n, d, causal, seed):
 @pytest.mark.parametrize("n", [1, 17, 77, 130])
 def test_linear_matches_reference(n, d, feature_map):
     elu1 = feature_map == "elu1"
-    q, k, v = _qkv((2, 2, n, d), seed=n * d, positive=not elu1)  # identity features must be positive
+    q, k, v = _qkv(
+        (2, 2, n, d), seed=n * d, positive=not elu1
+    )  # identity features must be positive
     o = api.linear_attention_triton(q, k, v, feature_map=feature_map)
     ref = _linear_numpy(*(x.detach().cpu().numpy() for x in (q, k, v)), elu1=elu1)
     assert o.shape == ref.shape == (2, 2, n, d)
@@ -219,7 +248,9 @@ def test_linear_reference_is_the_recurrence():
         S = S + phi(k[:, :, t, :, None]) * v[:, :, t, None, :]
         z = z + phi(k[:, :, t])
         fq = phi(q[:, :, t])
-        out[:, :, t] = np.einsum("bhd,bhde->bhe", fq, S) / np.einsum("bhd,bhd->bh", fq, z)[..., None]
+        out[:, :, t] = (
+            np.einsum("bhd,bhde->bhe", fq, S) / np.einsum("bhd,bhd->bh", fq, z)[..., None]
+        )
     assert np.abs(_linear_numpy(q, k, v) - out).max() < 1e-12
 
 
@@ -309,12 +340,19 @@ def test_cpu_tensors_without_the_interpreter_are_refused():
     """)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU only, even on a GPU machine
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert len(lines) == 4 and [line[:4] for line in lines] == ["ERR1", "ERR1", "ERR2", "ERR2"], lines
+    assert len(lines) == 4 and [line[:4] for line in lines] == ["ERR1", "ERR1", "ERR2", "ERR2"], (
+        lines
+    )
     for line in lines[:2]:
-        assert "CUDA is not available here" in line and "set TRITON_INTERPRET=1 in the environment before" in line
+        assert (
+            "CUDA is not available here" in line
+            and "set TRITON_INTERPRET=1 in the environment before" in line
+        )
     for line in lines[2:]:
         assert "TRITON_INTERPRET=1 was set after Triton was imported" in line
 
@@ -348,12 +386,20 @@ def test_kernels_compile_for_gpus():
     """No GPU needed: Triton and ptxas compile every kernel for sm_90 and sm_80 with its CUDA tile sizes."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when it is unset
-    run = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert len(lines) == 18, lines
     for line in lines:
-        assert int(line.rsplit("=", 1)[1]) <= 163 * 1024, line  # fits an A100's shared memory per block
+        assert int(line.rsplit("=", 1)[1]) <= 163 * 1024, (
+            line
+        )  # fits an A100's shared memory per block
 
 
 @pytest.mark.skipif(IN_PROCESS, reason="the tests ran in this process")
@@ -361,8 +407,13 @@ def test_kernels_compile_for_gpus():
 def test_in_a_fresh_process():
     """This file again, in a process that sets TRITON_INTERPRET=1 before anything imports Triton."""
     env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in run.stdout.splitlines()[-1] and "failed" not in run.stdout.splitlines()[-1]
     print(run.stdout.splitlines()[-1])
@@ -370,7 +421,9 @@ def test_in_a_fresh_process():
 
 def test_importing_the_package_does_not_import_triton():
     script = "import sys, attnbook.kernels, attnbook.kernels.api; print('triton' in sys.modules)"
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
 
@@ -383,11 +436,16 @@ _ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}
 @gpu_only
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("d", [32, 64, 128])
-@pytest.mark.parametrize("n, causal", [(77, False), (77, True), (1000, True), (4096, False), (4096, True)])
+@pytest.mark.parametrize(
+    "n, causal", [(77, False), (77, True), (1000, True), (4096, False), (4096, True)]
+)
 def test_flash_gpu_against_sdpa(n, d, causal, dtype):
     """Error against the float64 formula at most twice SDPA's own (plus a dtype-sized margin), outputs and grads."""
     g = torch.Generator(device="cuda").manual_seed(n + d)
-    q, k, v = (torch.randn(2, 4, n, d, device="cuda", generator=g, dtype=dtype).requires_grad_() for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 4, n, d, device="cuda", generator=g, dtype=dtype).requires_grad_()
+        for _ in range(3)
+    )
     do = torch.randn(2, 4, n, d, device="cuda", generator=g, dtype=dtype)
     o = api.flash_attention_triton(q, k, v, causal=causal)
     ours = (o, *torch.autograd.grad(o, (q, k, v), do))
@@ -407,7 +465,10 @@ def test_flash_gpu_against_sdpa(n, d, causal, dtype):
 @pytest.mark.parametrize("d", [32, 64, 128])
 def test_linear_gpu(d, dtype):
     g = torch.Generator(device="cuda").manual_seed(d)
-    q, k, v = (torch.randn(2, 4, 1000, d, device="cuda", generator=g).to(dtype).requires_grad_() for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 4, 1000, d, device="cuda", generator=g).to(dtype).requires_grad_()
+        for _ in range(3)
+    )
     o = api.linear_attention_triton(q, k, v)
     ref_inputs, ref_out = _linear_attention64(q, k, v)
     assert o.shape == ref_out.shape and o.dtype == dtype
@@ -423,12 +484,18 @@ def test_registered_as_attention_methods(causal):
     g = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 2, 37, 32, generator=g) for _ in range(3))
     ref = reference_attention(*(x.double().numpy() for x in (q, k, v)), causal=causal)
-    out = attnbook.attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), method="flash_triton", causal=causal)
+    out = attnbook.attention(
+        q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), method="flash_triton", causal=causal
+    )
     assert out.shape == ref.shape and float(abs(out.double().cpu().numpy() - ref).max()) < 2e-5
     if causal:
-        lin = attnbook.attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), method="linear_triton", causal=True)
+        lin = attnbook.attention(
+            q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), method="linear_triton", causal=True
+        )
         torch_lin = attnbook.attention(q, k, v, method="linear", causal=True)
         assert lin.shape == torch_lin.shape and float((lin.cpu() - torch_lin).abs().max()) < 1e-4
     else:
         with pytest.raises(ValueError, match="causal only"):
-            attnbook.attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), method="linear_triton", causal=False)
+            attnbook.attention(
+                q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), method="linear_triton", causal=False
+            )

@@ -1,4 +1,5 @@
 """Chapter 4: the "long" benchmark suite: row schema, refusal of wrong exact forms, slopes, crossovers."""
+
 import importlib
 import warnings
 
@@ -7,14 +8,28 @@ import pytest
 import torch
 
 from attnbook.bench import load_result
-from attnbook.checks import CorrectnessError
 from attnbook.bench import long as long_suite
+from attnbook.checks import CorrectnessError
 
-registry = importlib.import_module("attnbook.registry")  # the module: attnbook.registry is also the function
+registry = importlib.import_module(
+    "attnbook.registry"
+)  # the module: attnbook.registry is also the function
 
-KEYS = {"method": str, "n": int, "batch": int, "heads": int, "head_dim": int, "causal": bool, "min_s": float,
-        "q10_s": float, "median_s": float, "q25_s": float, "q75_s": float, "peak_bytes": (int, type(None)),
-        "rel_error": float}
+KEYS = {
+    "method": str,
+    "n": int,
+    "batch": int,
+    "heads": int,
+    "head_dim": int,
+    "causal": bool,
+    "min_s": float,
+    "q10_s": float,
+    "median_s": float,
+    "q25_s": float,
+    "q75_s": float,
+    "peak_bytes": (int, type(None)),
+    "rel_error": float,
+}
 MINIMA = {"min_s", "q10_s"}  # recorded since the measurement policy; older stored rows lack them
 
 
@@ -24,7 +39,9 @@ def _check_schema(row, stored=False):
         assert key not in row or isinstance(row[key], kind), (key, row[key])
 
 
-@pytest.mark.parametrize("method, causal", [("dense", True), ("flash", False), ("sliding_window", True)])
+@pytest.mark.parametrize(
+    "method, causal", [("dense", True), ("flash", False), ("sliding_window", True)]
+)
 def test_measure_method_row(method, causal):
     row = long_suite.measure_method(method, 256, causal, torch.device("cpu"), repeats=1)
     _check_schema(row)
@@ -43,7 +60,9 @@ def _wrong(q, k, v, *, causal=False):
 
 
 def test_refuses_to_time_a_wrong_exact_method(monkeypatch):
-    monkeypatch.setitem(registry.METHODS, "wrong", registry.Method("wrong", _wrong, "04", "wrong", exact=True))
+    monkeypatch.setitem(
+        registry.METHODS, "wrong", registry.Method("wrong", _wrong, "04", "wrong", exact=True)
+    )
     with pytest.raises(CorrectnessError, match="wrong"):
         long_suite.measure_method("wrong", 256, False, torch.device("cpu"), repeats=1)
     with warnings.catch_warnings(record=True) as caught:
@@ -56,18 +75,35 @@ def _synthetic():
     rows = []
     for n in [256, 512, 1024, 2048, 4096]:
         for method, t in (("sdpa", 1e-9 * n**2), ("linear", 4e-6 * n)):
-            rows.append({"method": method, "n": n, "batch": 1, "heads": 1, "head_dim": 8, "causal": True,
-                         "median_s": t, "q25_s": t, "q75_s": t, "peak_bytes": 10 * n, "rel_error": 0.1})
+            rows.append(
+                {
+                    "method": method,
+                    "n": n,
+                    "batch": 1,
+                    "heads": 1,
+                    "head_dim": 8,
+                    "causal": True,
+                    "median_s": t,
+                    "q25_s": t,
+                    "q75_s": t,
+                    "peak_bytes": 10 * n,
+                    "rel_error": 0.1,
+                }
+            )
     return rows
 
 
 def test_slopes_crossovers_and_table_on_known_rows():
     rows = _synthetic()
     fits = long_suite.slopes(rows, min_n=256)
-    assert abs(fits[("sdpa", True)].slope - 2) < 1e-9 and abs(fits[("linear", True)].slope - 1) < 1e-9
+    assert (
+        abs(fits[("sdpa", True)].slope - 2) < 1e-9 and abs(fits[("linear", True)].slope - 1) < 1e-9
+    )
     assert long_suite.crossovers(rows) == {("linear", True): 4096}  # 4e-6 n < 1e-9 n² from n > 4000
     table = {r["method"]: r for r in long_suite.comparison_table(rows, min_n=256)}
-    assert table["linear"]["crossover_n"] == 4096 and abs(table["linear"]["memory_slope"] - 1) < 1e-9
+    assert (
+        table["linear"]["crossover_n"] == 4096 and abs(table["linear"]["memory_slope"] - 1) < 1e-9
+    )
 
 
 def test_stored_cpu_result():

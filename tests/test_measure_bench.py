@@ -1,4 +1,5 @@
 """Chapter 2 tooling: timing, memory, slope fits, the benchmark runner and the CLI."""
+
 import json
 import subprocess
 import sys
@@ -43,8 +44,14 @@ def test_fit_loglog_recovers_known_exponents():
         np.testing.assert_allclose(fit.predict(x), 3e-6 * x**slope, rtol=1e-10)
 
 
-@pytest.mark.parametrize("x, y, match", [([1.0], [1.0], "at least 2"), ([1, 2], [1, -1], "positive"),
-                                          ([1, 2, 3], [1, 2], "equal length")])
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        ([1.0], [1.0], "at least 2"),
+        ([1, 2], [1, -1], "positive"),
+        ([1, 2, 3], [1, 2], "equal length"),
+    ],
+)
 def test_fit_loglog_bad_input(x, y, match):
     with pytest.raises(ValueError, match=match):
         measure.fit_loglog(x, y)
@@ -54,8 +61,13 @@ def test_time_fn_orders_work_and_reports_spread():
     a = torch.randn(256, 256)
     small = measure.time_fn(lambda: a @ a, repeats=5)
     big = measure.time_fn(lambda: torch.cat([a] * 64) @ a, repeats=5)
-    assert big.min_s > small.min_s > 0  # 64 times the work: a margin no load on the machine can close
-    assert small.min_s <= small.q10_s <= small.q25_s <= small.median_s <= small.q75_s and small.repeats == 5
+    assert (
+        big.min_s > small.min_s > 0
+    )  # 64 times the work: a margin no load on the machine can close
+    assert (
+        small.min_s <= small.q10_s <= small.q25_s <= small.median_s <= small.q75_s
+        and small.repeats == 5
+    )
     with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         measure.time_fn(lambda: None, repeats=0)
 
@@ -102,16 +114,28 @@ def _broken_suite(device, quick):
 @pytest.fixture
 def test_suites(monkeypatch):
     monkeypatch.setitem(SUITES, "_test_ok", Suite("_test_ok", _ok_suite, "02", "a tiny suite"))
-    monkeypatch.setitem(SUITES, "_test_broken", Suite("_test_broken", _broken_suite, "02", "a wrong implementation"))
+    monkeypatch.setitem(
+        SUITES, "_test_broken", Suite("_test_broken", _broken_suite, "02", "a wrong implementation")
+    )
 
 
 def test_runner_writes_labelled_results_and_refuses_broken_suites(tmp_path, test_suites):
     result = run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path)
     stored = json.loads((tmp_path / "_test_ok-cpu.json").read_text())
     assert stored["meta"]["torch"] == torch.__version__ and stored["quick"] is True
-    assert {"threads", "quick", "load_average_start", "load_average_end", "git_commit", "date"} <= set(stored["meta"])
+    assert {
+        "threads",
+        "quick",
+        "load_average_start",
+        "load_average_end",
+        "git_commit",
+        "date",
+    } <= set(stored["meta"])
     assert stored["meta"]["threads"] == torch.get_num_threads()
-    assert stored["rows"] == result["rows"] and load_result("_test_ok", "cpu", tmp_path)["rows"] == result["rows"]
+    assert (
+        stored["rows"] == result["rows"]
+        and load_result("_test_ok", "cpu", tmp_path)["rows"] == result["rows"]
+    )
     assert load_result("_test_ok", "cuda", tmp_path) is None
     with pytest.raises(CorrectnessError):
         run_suite("_test_broken", device="cpu", out_dir=tmp_path)
@@ -123,25 +147,66 @@ def test_runner_writes_labelled_results_and_refuses_broken_suites(tmp_path, test
 def test_runner_protects_stored_results(tmp_path, test_suites, monkeypatch):
     monkeypatch.setenv("ATTNBOOK_RESULTS", str(tmp_path / "mine"))
     before = {p.name: p.stat().st_mtime_ns for p in RESULTS_DIR.glob("*.json")}
-    result = run_suite("_test_ok", device="cpu", quick=True)  # the default goes to the reader's folder
+    result = run_suite(
+        "_test_ok", device="cpu", quick=True
+    )  # the default goes to the reader's folder
     assert result["path"] == str(tmp_path / "mine" / "_test_ok-cpu.json")
     with pytest.raises(PermissionError, match="store=True"):
         run_suite("_test_ok", device="cpu", quick=True, out_dir=RESULTS_DIR)
     assert {p.name: p.stat().st_mtime_ns for p in RESULTS_DIR.glob("*.json")} == before
-    run_suite("_test_ok", device="cpu", quick=False, out_dir=tmp_path)  # a full run in a folder of its own
+    run_suite(
+        "_test_ok", device="cpu", quick=False, out_dir=tmp_path
+    )  # a full run in a folder of its own
     with pytest.raises(PermissionError, match="full run"):
         run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path)
-    assert run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path, force=True)["quick"] is True
+    assert (
+        run_suite("_test_ok", device="cpu", quick=True, out_dir=tmp_path, force=True)["quick"]
+        is True
+    )
 
 
 def test_cli_lists_and_runs_the_cost_suite(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "list"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "attnbook", "bench", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "cost" in out.stdout
-    refused = subprocess.run([sys.executable, "-m", "attnbook", "bench", "cost", "--device", "cpu", "--quick", "--out",
-                              str(RESULTS_DIR)], capture_output=True, text=True)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnbook",
+            "bench",
+            "cost",
+            "--device",
+            "cpu",
+            "--quick",
+            "--out",
+            str(RESULTS_DIR),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 2 and "--store" in refused.stderr
-    out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "cost", "--device", "cpu", "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnbook",
+            "bench",
+            "cost",
+            "--device",
+            "cpu",
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads((tmp_path / "cost-cpu.json").read_text())["rows"]
     assert {r["sweep"] for r in rows} == {"n", "d"} and all(r["median_s"] > 0 for r in rows)
 
@@ -166,11 +231,19 @@ def test_config_switch(monkeypatch):
 def _no_cuda_env():
     import os
 
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, even on a machine that has one
+    return {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+    }  # no GPU visible, even on a machine that has one
 
 
 def test_gpu_command_refuses_without_cuda():
-    out = subprocess.run([sys.executable, "-m", "attnbook", "gpu"], capture_output=True, text=True, env=_no_cuda_env())
+    out = subprocess.run(
+        [sys.executable, "-m", "attnbook", "gpu"],
+        capture_output=True,
+        text=True,
+        env=_no_cuda_env(),
+    )
     assert out.returncode == 2
     assert "CUDA is not available" in out.stderr and "Nothing was run" in out.stderr
     assert out.stdout == ""  # refused before printing a plan or running anything
@@ -180,11 +253,18 @@ def test_gpu_plan_lists_every_suite_within_the_budget():
     from attnbook.bench.gpu import BUDGET_S, PLAN, START_STOP_S, plan
     from attnbook.registry import suites
 
-    out = subprocess.run([sys.executable, "-m", "attnbook", "gpu", "--plan"], capture_output=True, text=True,
-                         env=_no_cuda_env(), check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "attnbook", "gpu", "--plan"],
+        capture_output=True,
+        text=True,
+        env=_no_cuda_env(),
+        check=True,
+    )
     listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("  ")]
     assert listed == suites() and "warning" not in out.stdout
-    assert set(PLAN) == set(suites()), "every registered suite needs a size and an allowance in bench/gpu.py PLAN"
+    assert set(PLAN) == set(suites()), (
+        "every registered suite needs a size and an allowance in bench/gpu.py PLAN"
+    )
     assert sum(s.allowance_s for s in plan()) <= BUDGET_S - START_STOP_S
     assert "kernels" in suites() and not PLAN["kernels"][0]  # the kernels' full sweep runs
 
@@ -206,8 +286,11 @@ def test_kernels_suite_refuses_a_cpu():
 
     with pytest.raises(ValueError, match="needs device 'cuda'.*interpreter"):
         kernels.run(torch.device("cpu"), quick=True)
-    out = subprocess.run([sys.executable, "-m", "attnbook", "bench", "kernels", "--device", "cpu", "--quick"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "attnbook", "bench", "kernels", "--device", "cpu", "--quick"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "needs device 'cuda'" in out.stderr
 
 
@@ -222,9 +305,14 @@ def test_kernel_flops_follow_the_counted_products():
     def forward_backward():
         dense_attention(q, k, v).sum().backward()
 
-    recompute = measure.count_flops(lambda: q @ k.transpose(-1, -2))  # FlashAttention's backward recomputes QKᵀ
+    recompute = measure.count_flops(
+        lambda: q @ k.transpose(-1, -2)
+    )  # FlashAttention's backward recomputes QKᵀ
     assert kernel_flops(n, d, False, False, heads=3, batch=2) == forward
-    assert kernel_flops(n, d, False, True, heads=3, batch=2) == measure.count_flops(forward_backward) + recompute
+    assert (
+        kernel_flops(n, d, False, True, heads=3, batch=2)
+        == measure.count_flops(forward_backward) + recompute
+    )
     assert kernel_flops(n, d, True, False, heads=3, batch=2) * 2 == forward
     assert shape(1024, 64) == (16, 32, 1024, 64) and shape(16384, 128) == (1, 16, 16384, 128)
     assert shape(32768, 64)[0] == 1

@@ -1,16 +1,19 @@
 """Chapter 3: every memory formula against a measured count."""
+
 import pytest
 import torch
 from torch import nn
 
 from attnbook import cost
+from attnbook.measure import saved_tensor_bytes
 from attnbook.models.checkpointing import CheckpointedStack
 from attnbook.models.decoder import CachedAttention, Decoder
 from attnbook.models.gpt import GPT, Block, GPTConfig
-from attnbook.measure import saved_tensor_bytes
 
 
-@pytest.mark.parametrize("d, d_ff, H", [(8, 32, 2), (64, 256, 4), (96, 200, 3)], ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    "d, d_ff, H", [(8, 32, 2), (64, 256, 4), (96, 200, 3)], ids=lambda x: str(x)
+)
 def test_layer_params_match_torch_modules(d, d_ff, H):
     enc = nn.TransformerEncoderLayer(d, H, dim_feedforward=d_ff, batch_first=True, norm_first=True)
     block = Block(GPTConfig(vocab_size=2, n_head=H, d_model=d, d_ff=d_ff))
@@ -34,8 +37,11 @@ def test_gpt3_headline_numbers():
     assert cost.training_state_bytes(p) == 16 * p
 
 
-@pytest.mark.parametrize("b, n, d, H", [(1, 1, 8, 1), (2, 16, 32, 4), (3, 33, 64, 8), (1, 128, 48, 3)],
-                         ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    "b, n, d, H",
+    [(1, 1, 8, 1), (2, 16, 32, 4), (3, 33, 64, 8), (1, 128, 48, 3)],
+    ids=lambda x: str(x),
+)
 @pytest.mark.parametrize("mixer", ["dense", "sdpa"])
 def test_block_saved_bytes_exact(b, n, d, H, mixer):
     block = Block(GPTConfig(vocab_size=2, block_size=n, n_head=H, d_model=d, mixer=mixer)).train()
@@ -47,7 +53,9 @@ def test_saved_tensor_bytes_counts_each_storage_once_and_skips_parameters():
     x = torch.randn(100, requires_grad=True)
     assert saved_tensor_bytes(lambda t: (t * t).sum(), x) == 400  # x saved twice, one storage
     lin = nn.Linear(10, 10)
-    assert saved_tensor_bytes(lin, torch.randn(3, 10, requires_grad=True)) == 3 * 10 * 4  # input only
+    assert (
+        saved_tensor_bytes(lin, torch.randn(3, 10, requires_grad=True)) == 3 * 10 * 4
+    )  # input only
     with torch.no_grad():
         assert saved_tensor_bytes(lin, torch.randn(3, 10)) == 0
 
@@ -95,10 +103,12 @@ def test_kv_cache_decoding_equals_full_forward_and_formula(kv_heads):
     with torch.no_grad():
         full = model(idx)
         cache = model.new_cache()
-        steps = [model(idx[:, :3], cache)] + [model(idx[:, t:t + 1], cache) for t in range(3, 21)]
+        steps = [model(idx[:, :3], cache)] + [model(idx[:, t : t + 1], cache) for t in range(3, 21)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
     assert cache.tokens == 21
-    assert cache.nbytes() == cost.kv_cache_bytes(2, 32, 21, 4, kv_heads, bytes_per_element=4, batch=2)
+    assert cache.nbytes() == cost.kv_cache_bytes(
+        2, 32, 21, 4, kv_heads, bytes_per_element=4, batch=2
+    )
 
 
 def test_kv_cache_7b_numbers():
@@ -107,17 +117,48 @@ def test_kv_cache_7b_numbers():
     assert cost.kv_cache_bytes(32, 4096, 131072, 32, kv_heads=8) == 64 * 2**30 // 4
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda: cost.kv_cache_bytes(32, 4096, 10, 32, kv_heads=5), ValueError, "heads \\(32\\) must be divisible by kv_heads"),
-    (lambda: cost.kv_cache_bytes(32, 4096, -1, 32), ValueError, "tokens must be an integer >= 1"),
-    (lambda: cost.gpt_params(0, 8, 10), ValueError, "layers must be an integer >= 1"),
-    (lambda: cost.block_saved_bytes(1, 4, 8, 2, d_ff=0), ValueError, "d_ff must be an integer >= 1"),
-    (lambda: CachedAttention(32, 4, 3), ValueError, "heads \\(4\\) must be divisible by kv_heads \\(3\\)"),
-    (lambda: CheckpointedStack(3, 8, 2, 4, every=4), ValueError, "every must be at most"),
-    (lambda: CheckpointedStack(3, 8, 2, 4, every=-1), ValueError, "every must be an integer >= 0"),
-    (lambda: Decoder(10, 1, 8, 2, max_len=4)(torch.zeros(1, 5, dtype=torch.long)), ValueError, "exceeds max_len=4"),
-    (lambda: Decoder(10, 1, 8, 2)(torch.zeros(1, 5)), TypeError, "idx must be a \\(B, N\\) torch.long tensor"),
-])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (
+            lambda: cost.kv_cache_bytes(32, 4096, 10, 32, kv_heads=5),
+            ValueError,
+            "heads \\(32\\) must be divisible by kv_heads",
+        ),
+        (
+            lambda: cost.kv_cache_bytes(32, 4096, -1, 32),
+            ValueError,
+            "tokens must be an integer >= 1",
+        ),
+        (lambda: cost.gpt_params(0, 8, 10), ValueError, "layers must be an integer >= 1"),
+        (
+            lambda: cost.block_saved_bytes(1, 4, 8, 2, d_ff=0),
+            ValueError,
+            "d_ff must be an integer >= 1",
+        ),
+        (
+            lambda: CachedAttention(32, 4, 3),
+            ValueError,
+            "heads \\(4\\) must be divisible by kv_heads \\(3\\)",
+        ),
+        (lambda: CheckpointedStack(3, 8, 2, 4, every=4), ValueError, "every must be at most"),
+        (
+            lambda: CheckpointedStack(3, 8, 2, 4, every=-1),
+            ValueError,
+            "every must be an integer >= 0",
+        ),
+        (
+            lambda: Decoder(10, 1, 8, 2, max_len=4)(torch.zeros(1, 5, dtype=torch.long)),
+            ValueError,
+            "exceeds max_len=4",
+        ),
+        (
+            lambda: Decoder(10, 1, 8, 2)(torch.zeros(1, 5)),
+            TypeError,
+            "idx must be a \\(B, N\\) torch.long tensor",
+        ),
+    ],
+)
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()

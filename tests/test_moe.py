@@ -1,4 +1,5 @@
 """Mixture of experts (chapter 6): torch layer against the NumPy reference, gradients, capacity, costs."""
+
 from __future__ import annotations
 
 import math
@@ -8,12 +9,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from attnbook.measure import count_flops
 
 from attnbook import cost
+from attnbook.measure import count_flops
 from attnbook.models.gpt import GPTConfig
-from attnbook.models.moe import (MoE, MoEGPT, capacity, load_balancing_loss, load_balancing_loss_numpy, moe_numpy,
-                          route, route_numpy)
+from attnbook.models.moe import (
+    MoE,
+    MoEGPT,
+    capacity,
+    load_balancing_loss,
+    load_balancing_loss_numpy,
+    moe_numpy,
+    route,
+    route_numpy,
+)
 
 
 def _layer(d, d_ff, E, k, cf, bias=True, seed=0, device="cpu"):
@@ -40,8 +49,14 @@ def _dense_combine(layer, x):
     return (combine[..., None] * outs).sum(1)
 
 
-CASES = [(16, 8, 12, 4, 1, 1.0), (20, 6, 10, 4, 2, 1.25), (9, 4, 8, 3, 2, None), (32, 8, 16, 8, 1, 0.5),
-         (1, 4, 4, 2, 2, 1.0), (24, 5, 7, 5, 3, 2.0)]
+CASES = [
+    (16, 8, 12, 4, 1, 1.0),
+    (20, 6, 10, 4, 2, 1.25),
+    (9, 4, 8, 3, 2, None),
+    (32, 8, 16, 8, 1, 0.5),
+    (1, 4, 4, 2, 2, 1.0),
+    (24, 5, 7, 5, 3, 2.0),
+]
 IDS = [f"T{T}-d{d}-F{f}-E{E}-k{k}-cf{cf}" for T, d, f, E, k, cf in CASES]
 
 
@@ -50,15 +65,25 @@ def test_moe_matches_numpy_reference(T, d, d_ff, E, k, cf, device):
     layer = _layer(d, d_ff, E, k, cf, device=device)
     x = torch.randn(T, d, dtype=torch.float64, device=device)
     y = layer(x)
-    y_ref, aux_ref, load_ref = moe_numpy(x.cpu().numpy(), *_numpy_weights(layer), k=k, capacity_factor=cf)
+    y_ref, aux_ref, load_ref = moe_numpy(
+        x.cpu().numpy(), *_numpy_weights(layer), k=k, capacity_factor=cf
+    )
     np.testing.assert_allclose(y.detach().cpu().numpy(), y_ref, rtol=1e-10, atol=1e-12)
     assert layer.aux_loss.item() == pytest.approx(aux_ref, rel=1e-12)
     np.testing.assert_array_equal(layer.routing.load().cpu().numpy(), load_ref)
 
 
 @settings(max_examples=20, deadline=None)
-@given(T=st.integers(1, 24), d=st.integers(1, 8), d_ff=st.integers(1, 10), E=st.integers(1, 6), data=st.data(),
-       cf=st.sampled_from([None, 0.25, 0.5, 1.0, 1.25, 3.0]), bias=st.booleans(), seed=st.integers(0, 10**6))
+@given(
+    T=st.integers(1, 24),
+    d=st.integers(1, 8),
+    d_ff=st.integers(1, 10),
+    E=st.integers(1, 6),
+    data=st.data(),
+    cf=st.sampled_from([None, 0.25, 0.5, 1.0, 1.25, 3.0]),
+    bias=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
 def test_moe_matches_reference_on_random_shapes(T, d, d_ff, E, data, cf, bias, seed):
     k = data.draw(st.integers(1, E))
     layer = _layer(d, d_ff, E, k, cf, bias=bias, seed=seed)
@@ -89,7 +114,9 @@ def test_gradients_match_dense_combine_form(T, d, d_ff, E, k, cf, device):
     loss = (layer(x) * w).sum() + layer.aux_loss
     grads = torch.autograd.grad(loss, params)
     probs = torch.softmax(layer.router(x), -1)
-    ref_loss = (_dense_combine(layer, x) * w).sum() + load_balancing_loss(probs, layer.routing.experts)
+    ref_loss = (_dense_combine(layer, x) * w).sum() + load_balancing_loss(
+        probs, layer.routing.experts
+    )
     ref_grads = torch.autograd.grad(ref_loss, params)
     for g, g_ref in zip(grads, ref_grads):
         torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
@@ -98,8 +125,14 @@ def test_gradients_match_dense_combine_form(T, d, d_ff, E, k, cf, device):
 @pytest.mark.parametrize("k,cf", [(1, 1.0), (2, 0.75)], ids=["k1-cf1.0", "k2-cf0.75"])
 def test_gradcheck_float64(k, cf):
     layer = _layer(2, 3, 3, k, cf, seed=3)
-    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(1))
-    names = ["router.weight", "w1", "b2"]  # the other parameters are covered by the dense-combine test above
+    x = torch.randn(
+        5, 2, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(1)
+    )
+    names = [
+        "router.weight",
+        "w1",
+        "b2",
+    ]  # the other parameters are covered by the dense-combine test above
 
     def f(x, *params):
         out = torch.func.functional_call(layer, dict(zip(names, params)), (x,), strict=False)
@@ -117,7 +150,9 @@ def test_capacity_drops_exactly_the_overflow():
         assigned = torch.bincount(r.experts.reshape(-1), minlength=4)
         assert r.capacity == cap
         assert torch.equal(r.load(), assigned.clamp(max=cap))
-        assert r.dropped_fraction() == pytest.approx(float((assigned - cap).clamp(min=0).sum()) / 128)
+        assert r.dropped_fraction() == pytest.approx(
+            float((assigned - cap).clamp(min=0).sum()) / 128
+        )
     assert route(logits, 2, None).dropped_fraction() == 0.0
 
 
@@ -144,14 +179,20 @@ def test_load_balancing_loss_is_one_when_uniform_and_E_when_collapsed():
     assert float(load_balancing_loss(uniform, balanced)) == pytest.approx(1.0)
     collapsed = torch.zeros(8, E)
     collapsed[:, 0] = 1.0
-    assert float(load_balancing_loss(collapsed, torch.zeros(8, 1, dtype=torch.long))) == pytest.approx(E)
-    assert load_balancing_loss_numpy(collapsed.double().numpy(), np.zeros((8, 1), int)) == pytest.approx(E)
+    assert float(
+        load_balancing_loss(collapsed, torch.zeros(8, 1, dtype=torch.long))
+    ) == pytest.approx(E)
+    assert load_balancing_loss_numpy(
+        collapsed.double().numpy(), np.zeros((8, 1), int)
+    ) == pytest.approx(E)
 
 
 FLOP_CASES = [(64, 32, 128, 8, 1), (64, 32, 128, 8, 2), (50, 16, 64, 4, 4), (128, 32, 16, 8, 2)]
 
 
-@pytest.mark.parametrize("n,d,d_ff,E,k", FLOP_CASES, ids=[f"N{n}-d{d}-F{f}-E{E}-k{k}" for n, d, f, E, k in FLOP_CASES])
+@pytest.mark.parametrize(
+    "n,d,d_ff,E,k", FLOP_CASES, ids=[f"N{n}-d{d}-F{f}-E{E}-k{k}" for n, d, f, E, k in FLOP_CASES]
+)
 def test_flops_and_params_against_counters(n, d, d_ff, E, k):
     layer = MoE(d, d_ff, E, k, capacity_factor=None)
     x = torch.randn(2, n // 2, d)
@@ -188,13 +229,17 @@ def test_moe_gpt_params_loss_and_aux():
     assert float(loss) == pytest.approx(float(lm_loss) + 0.5 * aux, rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs,exc,name", [
-    (dict(d_model=0, d_ff=4, n_experts=2), ValueError, "d_model"),
-    (dict(d_model=4, d_ff=4.5, n_experts=2), TypeError, "d_ff"),
-    (dict(d_model=4, d_ff=4, n_experts=2, k=3), ValueError, "k"),
-    (dict(d_model=4, d_ff=4, n_experts=2, capacity_factor=0.0), ValueError, "capacity_factor"),
-    (dict(d_model=4, d_ff=4, n_experts=2, capacity_factor=-1), ValueError, "capacity_factor"),
-], ids=["d_model-0", "d_ff-float", "k-over-E", "cf-0", "cf-negative"])
+@pytest.mark.parametrize(
+    "kwargs,exc,name",
+    [
+        (dict(d_model=0, d_ff=4, n_experts=2), ValueError, "d_model"),
+        (dict(d_model=4, d_ff=4.5, n_experts=2), TypeError, "d_ff"),
+        (dict(d_model=4, d_ff=4, n_experts=2, k=3), ValueError, "k"),
+        (dict(d_model=4, d_ff=4, n_experts=2, capacity_factor=0.0), ValueError, "capacity_factor"),
+        (dict(d_model=4, d_ff=4, n_experts=2, capacity_factor=-1), ValueError, "capacity_factor"),
+    ],
+    ids=["d_model-0", "d_ff-float", "k-over-E", "cf-0", "cf-negative"],
+)
 def test_bad_construction(kwargs, exc, name):
     with pytest.raises(exc, match=name):
         MoE(**kwargs)
@@ -218,4 +263,3 @@ def test_bad_inputs():
         capacity(4, 0, 1, 1.0)
     with pytest.raises(ValueError, match="x"):
         moe_numpy(np.full((2, 2), np.nan), np.zeros((2, 2)), *[np.zeros((2, 2, 2))] * 4)
-

@@ -1,4 +1,5 @@
 """Chapter 8: the count-based n-gram baselines."""
+
 import math
 from collections import Counter
 
@@ -17,12 +18,14 @@ def _brute_force(train, order, V, beta, query):
     for t in range(len(query)):
         p = 1.0 / V
         for length in range(order):
-            ctx = tuple(query[max(0, t - length):t])
-            ctx = (-1,) * (length - len(ctx)) + ctx  # shorter context at the start, padded like the counts
+            ctx = tuple(query[max(0, t - length) : t])
+            ctx = (-1,) * (
+                length - len(ctx)
+            ) + ctx  # shorter context at the start, padded like the counts
             pairs = Counter()
             ctxs = Counter()
             for s in range(len(train)):
-                c = tuple(train[max(0, s - length):s])
+                c = tuple(train[max(0, s - length) : s])
                 c = (-1,) * (length - len(c)) + c
                 pairs[(c, train[s])] += 1
                 ctxs[c] += 1
@@ -32,7 +35,12 @@ def _brute_force(train, order, V, beta, query):
 
 
 @settings(max_examples=15, deadline=None)
-@given(V=st.integers(2, 4), order=st.integers(1, 3), beta=st.sampled_from([0.1, 1.0, 5.0]), seed=st.integers(0, 99))
+@given(
+    V=st.integers(2, 4),
+    order=st.integers(1, 3),
+    beta=st.sampled_from([0.1, 1.0, 5.0]),
+    seed=st.integers(0, 99),
+)
 def test_vectorised_counts_equal_brute_force(V, order, beta, seed):
     rng = np.random.default_rng(seed)
     train, query = rng.integers(0, V, 40), rng.integers(0, V, 12)

@@ -10,6 +10,7 @@ extracts, after dropping text-like commands (\\operatorname{...}, \\text{...}, .
 - widths d_{...}: a subscripted d must be one of the widths on the notation page (d_k, d_{ff}, ...),
   so that d_{model}, d_{head}, d_h and friends do not creep in beside d and d_k.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,10 +22,47 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTATION = ROOT / "book" / "notation.md"
 
 GREEK = {
-    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta",
-    "iota", "kappa", "lambda", "mu", "nu", "xi", "pi", "varpi", "rho", "varrho", "sigma",
-    "varsigma", "tau", "upsilon", "phi", "varphi", "chi", "psi", "omega", "ell",
-    "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "varepsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "vartheta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "pi",
+    "varpi",
+    "rho",
+    "varrho",
+    "sigma",
+    "varsigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "varphi",
+    "chi",
+    "psi",
+    "omega",
+    "ell",
+    "Gamma",
+    "Delta",
+    "Theta",
+    "Lambda",
+    "Xi",
+    "Pi",
+    "Sigma",
+    "Upsilon",
+    "Phi",
+    "Psi",
+    "Omega",
 }
 # Commands whose braced argument is words, not symbols.
 TEXTLIKE = r"operatorname|text|textrm|textit|textbf|texttt|mathrm|mathit|mathsf|mathtt|mbox|label|tag|ref|eqref|begin|end|hspace|vspace|quad"
@@ -43,7 +81,9 @@ def symbols(tex: str) -> set[str]:
     found: set[str] = set()
     for sub in re.findall(r"(?<![A-Za-z\\])d_(\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z0-9])", tex):
         found.add("d_" + sub.strip("{}").replace(" ", ""))
-    for font, letter in re.findall(r"\\(mathbb|mathcal|mathbf|boldsymbol)\s*\{\s*([A-Za-z])\s*\}", tex):
+    for font, letter in re.findall(
+        r"\\(mathbb|mathcal|mathbf|boldsymbol)\s*\{\s*([A-Za-z])\s*\}", tex
+    ):
         if font in ("mathbb", "mathcal"):
             found.add(f"\\{font}{{{letter}}}")
         else:  # bold is the same symbol as plain
@@ -81,12 +121,26 @@ def defined_symbols() -> set[str]:
 
 
 def chapter_sources() -> list[Path]:
-    return sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md")) + sorted((ROOT / "notebooks").glob("[0-9]*.md"))
+    return sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md")) + sorted(
+        (ROOT / "notebooks").glob("[0-9]*.md")
+    )
 
 
 def test_symbol_extraction():
     tex = r"\operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V + \alpha\, d_{ff} \in \mathbb{R}^{n}"
-    assert symbols(tex) == {"Q", "K", "V", "d_k", "d", "k", "\\alpha", "d_ff", "f", "\\mathbb{R}", "n"}
+    assert symbols(tex) == {
+        "Q",
+        "K",
+        "V",
+        "d_k",
+        "d",
+        "k",
+        "\\alpha",
+        "d_ff",
+        "f",
+        "\\mathbb{R}",
+        "n",
+    }
     assert symbols(r"\text{Q, K, V projections:}\quad 6nd^2") == {"n", "d"}
 
 
@@ -98,7 +152,25 @@ def test_display_math_blocks_are_found():
 
 def test_notation_page_defines_the_book_conventions():
     defined = defined_symbols()
-    for symbol in ["n", "d", "d_k", "H", "L", "b", "d_ff", "V", "t", "k", "r", "w", "s", "E", "N", "D", "C"]:
+    for symbol in [
+        "n",
+        "d",
+        "d_k",
+        "H",
+        "L",
+        "b",
+        "d_ff",
+        "V",
+        "t",
+        "k",
+        "r",
+        "w",
+        "s",
+        "E",
+        "N",
+        "D",
+        "C",
+    ]:
         assert symbol in defined, f"notation.md must define {symbol}"
 
 

@@ -1,4 +1,5 @@
 """attnbook.plot: the book's plotting style."""
+
 import re
 
 import matplotlib
@@ -31,8 +32,12 @@ def test_loglog_fit_recovers_the_slope_and_marks_stored_runs():
     fig, ax = plot.subplots()
     n = np.array([256, 512, 1024, 2048, 4096])
     live = plot.loglog_fit(ax, n, 3e-9 * n**2.0, "dense")
-    stored = plot.loglog_fit(ax, n, 5e-7 * n**1.0, "linear", stored=True, color=plot.color("linear"))
-    assert live.slope == pytest.approx(2.0, abs=1e-9) and stored.slope == pytest.approx(1.0, abs=1e-9)
+    stored = plot.loglog_fit(
+        ax, n, 5e-7 * n**1.0, "linear", stored=True, color=plot.color("linear")
+    )
+    assert live.slope == pytest.approx(2.0, abs=1e-9) and stored.slope == pytest.approx(
+        1.0, abs=1e-9
+    )
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["dense (slope 2.00)", "linear (slope 1.00) [stored]"]
     points = [line for line in ax.get_lines() if line.get_linestyle() == "None"]
@@ -47,12 +52,15 @@ def test_colour_of_a_series_is_stable():
     assert plot.color("performer") != plot.color("linformer")
 
 
-@pytest.mark.parametrize("x, y, match", [
-    ([1, 2, 3], [1, 2], "same length"),
-    ([1], [1], "at least 2"),
-    ([1, 2, 0], [1, 2, 3], "x must be finite and positive"),
-    ([1, 2, 3], [1, np.nan, 3], "y must be finite and positive"),
-])
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        ([1, 2, 3], [1, 2], "same length"),
+        ([1], [1], "at least 2"),
+        ([1, 2, 0], [1, 2, 3], "x must be finite and positive"),
+        ([1, 2, 3], [1, np.nan, 3], "y must be finite and positive"),
+    ],
+)
 def test_loglog_fit_rejects_bad_input(x, y, match):
     fig, ax = plot.subplots()
     with pytest.raises(ValueError, match=match):
@@ -61,8 +69,14 @@ def test_loglog_fit_rejects_bad_input(x, y, match):
 
 def test_labels_sets_axes_and_title():
     fig, ax = plot.subplots(ncols=2)[0], plot.subplots()[1]
-    assert plot.labels(ax, "sequence length n (tokens)", "time (s)", "title") is None  # no repr in a notebook
-    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("sequence length n (tokens)", "time (s)", "title")
+    assert (
+        plot.labels(ax, "sequence length n (tokens)", "time (s)", "title") is None
+    )  # no repr in a notebook
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+        "sequence length n (tokens)",
+        "time (s)",
+        "title",
+    )
 
 
 def test_notebook_figures_carry_no_fixed_pixel_size():
@@ -76,9 +90,15 @@ def test_notebook_figures_carry_no_fixed_pixel_size():
         ax[0].plot([1, 2, 3])
         data, metadata = shell.display_formatter.format(fig)
         assert "image/svg+xml" in data and "image/png" not in data
-        assert not any(k in (metadata.get(mime) or {}) for mime in data for k in ("width", "height"))
-        width, height = (float(v) for v in re.search(r'<svg[^>]*width="([\d.]+)pt"[^>]*height="([\d.]+)pt"',
-                                                      data["image/svg+xml"]).groups())
+        assert not any(
+            k in (metadata.get(mime) or {}) for mime in data for k in ("width", "height")
+        )
+        width, height = (
+            float(v)
+            for v in re.search(
+                r'<svg[^>]*width="([\d.]+)pt"[^>]*height="([\d.]+)pt"', data["image/svg+xml"]
+            ).groups()
+        )
         assert width / height == pytest.approx(8 / 3, rel=0.15)  # bbox "tight" trims a little
     finally:
         InteractiveShell.clear_instance()

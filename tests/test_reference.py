@@ -1,4 +1,5 @@
 """Chapter 1: the NumPy reference against first principles and the torch twins."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnbook import reference
-
 from attnbook.mechanisms import dense
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -17,7 +17,9 @@ def test_softmax_rows_sum_to_one_and_survive_huge_logits():
     p = reference.softmax(x)
     assert np.all(np.isfinite(p))
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-15)
-    np.testing.assert_allclose(p[0, :2], [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))], rtol=1e-12)
+    np.testing.assert_allclose(
+        p[0, :2], [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))], rtol=1e-12
+    )
     np.testing.assert_allclose(p[1], 1 / 3)
 
 
@@ -34,10 +36,21 @@ def test_causal_mask_is_lower_triangular():
 
 
 @SETTINGS
-@given(n=st.integers(1, 9), d=st.integers(1, 8), dk=st.integers(1, 6), causal=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 9),
+    d=st.integers(1, 8),
+    dk=st.integers(1, 6),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_self_attention_matches_explicit_loops(n, d, dk, causal, seed):
     rng = np.random.default_rng(seed)
-    X, Wq, Wk, Wv = rng.normal(size=(n, d)), rng.normal(size=(d, dk)), rng.normal(size=(d, dk)), rng.normal(size=(d, dk))
+    X, Wq, Wk, Wv = (
+        rng.normal(size=(n, d)),
+        rng.normal(size=(d, dk)),
+        rng.normal(size=(d, dk)),
+        rng.normal(size=(d, dk)),
+    )
     out, w = reference.self_attention(X, Wq, Wk, Wv, causal=causal)
     Q, K, V = X @ Wq, X @ Wk, X @ Wv
     for i in range(n):
@@ -51,7 +64,13 @@ def test_self_attention_matches_explicit_loops(n, d, dk, causal, seed):
 
 
 @SETTINGS
-@given(n=st.integers(1, 8), heads=st.integers(1, 4), dk=st.integers(1, 5), causal=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 8),
+    heads=st.integers(1, 4),
+    dk=st.integers(1, 5),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_multi_head_numpy_equals_torch(n, heads, dk, causal, seed):
     rng = np.random.default_rng(seed)
     d = heads * dk
@@ -64,14 +83,17 @@ def test_multi_head_numpy_equals_torch(n, heads, dk, causal, seed):
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(X=np.zeros((0, 4))), "X must not be empty"),
-    (dict(X=np.full((3, 4), np.nan)), "X contains NaN"),
-    (dict(X=np.ones((3, 4, 1))), "X must have 2 dimensions"),
-    (dict(Wq=np.ones((5, 2))), "Wq must have 4 rows"),
-    (dict(Wk=np.ones((4, 3))), "Wq and Wk must have the same number of columns"),
-    (dict(X=torch.ones(3, 4)), "X must be a NumPy array"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(X=np.zeros((0, 4))), "X must not be empty"),
+        (dict(X=np.full((3, 4), np.nan)), "X contains NaN"),
+        (dict(X=np.ones((3, 4, 1))), "X must have 2 dimensions"),
+        (dict(Wq=np.ones((5, 2))), "Wq must have 4 rows"),
+        (dict(Wk=np.ones((4, 3))), "Wq and Wk must have the same number of columns"),
+        (dict(X=torch.ones(3, 4)), "X must be a NumPy array"),
+    ],
+)
 def test_self_attention_rejects_bad_input(bad, match):
     args = dict(X=np.ones((3, 4)), Wq=np.ones((4, 2)), Wk=np.ones((4, 2)), Wv=np.ones((4, 2)))
     args.update(bad)
@@ -92,4 +114,6 @@ def test_multi_head_rejects_mismatched_head_lists():
     with pytest.raises(ValueError, match="same number"):
         reference.multi_head_attention(X, [np.ones((4, 2))], [], [np.ones((4, 2))], np.ones((2, 4)))
     with pytest.raises(ValueError, match="Wo must have 2 rows"):
-        reference.multi_head_attention(X, [np.ones((4, 2))], [np.ones((4, 2))], [np.ones((4, 2))], np.ones((3, 4)))
+        reference.multi_head_attention(
+            X, [np.ones((4, 2))], [np.ones((4, 2))], [np.ones((4, 2))], np.ones((3, 4))
+        )

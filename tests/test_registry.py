@@ -1,4 +1,5 @@
 """The registry, the package layout and the bad inputs found in review (issue: one house for attnbook)."""
+
 import ast
 import os
 import pathlib
@@ -23,8 +24,11 @@ PACKAGE = pathlib.Path(attnbook.__file__).parent
 def _qkv(B, H, N, D, seed=0, M=None, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     M = N if M is None else M
-    return (torch.randn(B, H, N, D, generator=g, dtype=dtype), torch.randn(B, H, M, D, generator=g, dtype=dtype),
-            torch.randn(B, H, M, D, generator=g, dtype=dtype))
+    return (
+        torch.randn(B, H, N, D, generator=g, dtype=dtype),
+        torch.randn(B, H, M, D, generator=g, dtype=dtype),
+        torch.randn(B, H, M, D, generator=g, dtype=dtype),
+    )
 
 
 @pytest.mark.parametrize("method", methods(device="cpu"))
@@ -48,13 +52,21 @@ def test_every_exact_method_refuses_causal_with_more_keys_than_queries(method):
     q, k, v = _qkv(1, 2, 8, 4, M=12)
     with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
         attnbook.attention(q, k, v, method=method, causal=True)
-    out = attnbook.attention(q, k, v, method=method, causal=False)  # non-causal cross-attention is fine
+    out = attnbook.attention(
+        q, k, v, method=method, causal=False
+    )  # non-causal cross-attention is fine
     assert rel_error(out, reference.attention(*(x.double().numpy() for x in (q, k, v)))) < 1e-5
 
 
 @settings(max_examples=15, deadline=None)
-@given(method=st.sampled_from([m for m in methods() if method_info(m).step_target is not None]),
-       B=st.integers(1, 2), H=st.integers(1, 3), N=st.integers(1, 24), D=st.integers(1, 8), seed=st.integers(0, 999))
+@given(
+    method=st.sampled_from([m for m in methods() if method_info(m).step_target is not None]),
+    B=st.integers(1, 2),
+    H=st.integers(1, 3),
+    N=st.integers(1, 24),
+    D=st.integers(1, 8),
+    seed=st.integers(0, 999),
+)
 def test_decode_equals_the_parallel_causal_form(method, B, H, N, D, seed):
     q, k, v = _qkv(B, H, N, D, seed=seed, dtype=torch.float64)
     parallel = attnbook.attention(q, k, v, method=method, causal=True)
@@ -63,7 +75,9 @@ def test_decode_equals_the_parallel_causal_form(method, B, H, N, D, seed):
     assert rel_error(stepped, parallel) < 1e-10
 
 
-@pytest.mark.parametrize("method", [m for m in methods() if method_info(m).prefill_target is not None])
+@pytest.mark.parametrize(
+    "method", [m for m in methods() if method_info(m).prefill_target is not None]
+)
 def test_prefill_then_step_continues_the_sequence(method):
     info = method_info(method)
     q, k, v = _qkv(1, 2, 10, 4, seed=3, dtype=torch.float64)
@@ -97,7 +111,9 @@ def test_a_reader_can_add_a_method():
     add(Method("doubled", doubled, "01", "twice dense attention"))
     try:
         q, k, v = _qkv(1, 1, 5, 3)
-        torch.testing.assert_close(attnbook.attention(q, k, v, method="doubled"), 2 * attnbook.attention(q, k, v))
+        torch.testing.assert_close(
+            attnbook.attention(q, k, v, method="doubled"), 2 * attnbook.attention(q, k, v)
+        )
         with pytest.raises(ValueError, match="already registered"):
             add(Method("dense", doubled, "01", "clash"))
     finally:
@@ -125,7 +141,9 @@ def test_reference_attention_refuses_mismatched_batch_or_heads():
 def test_cost_formulas_are_exact_with_numpy_integers():
     assert cost.mha_flops(np.int64(10**9), np.int64(10**6), 8) == cost.mha_flops(10**9, 10**6, 8)
     assert cost.mha_flops(np.int64(10**9), np.int64(10**6), 8) > 4e24
-    assert cost.gpt_params(np.int64(96), np.int64(12288), np.int64(50257)) == cost.gpt_params(96, 12288, 50257)
+    assert cost.gpt_params(np.int64(96), np.int64(12288), np.int64(50257)) == cost.gpt_params(
+        96, 12288, 50257
+    )
 
 
 def test_fit_loglog_refuses_nan():
@@ -146,7 +164,9 @@ def test_large_inputs_give_a_named_error_not_nan(method):
 
 def test_bool_arguments_accept_numpy_bools_and_refuse_strings():
     q, k, v = _qkv(1, 1, 4, 2)
-    torch.testing.assert_close(attnbook.attention(q, k, v, causal=np.bool_(True)), attnbook.attention(q, k, v, causal=True))
+    torch.testing.assert_close(
+        attnbook.attention(q, k, v, causal=np.bool_(True)), attnbook.attention(q, k, v, causal=True)
+    )
     X, W = np.ones((3, 2)), np.ones((2, 2))
     with pytest.raises(TypeError, match="causal must be a bool"):
         reference.self_attention(X, W, W, W, causal="yes")
@@ -167,13 +187,20 @@ def test_multi_head_attention_validates_at_construction():
 
 # --------------------------------------------------------------------------- layout
 def _run(code: str, **env):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_import_is_cheap_and_has_no_side_effects():
-    out = _run("import sys, attnbook; print(sorted(m for m in sys.modules if m.startswith(('matplotlib', "
-               "'attnbook.bench', 'attnbook.mechanisms', 'attnbook.models', 'attnbook.experiments'))))")
+    out = _run(
+        "import sys, attnbook; print(sorted(m for m in sys.modules if m.startswith(('matplotlib', "
+        "'attnbook.bench', 'attnbook.mechanisms', 'attnbook.models', 'attnbook.experiments'))))"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -192,8 +219,9 @@ def _imports(path: pathlib.Path) -> set[str]:
             found.add(node.module)
             for alias in node.names:  # "from attnbook.x import y" where y is a module
                 sub = f"{node.module}.{alias.name}"
-                if (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() or \
-                        (PACKAGE.parent / sub.replace(".", "/")).is_dir():
+                if (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() or (
+                    PACKAGE.parent / sub.replace(".", "/")
+                ).is_dir():
                     found.add(sub)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("attnbook")}
@@ -203,7 +231,9 @@ def _imports(path: pathlib.Path) -> set[str]:
 def test_no_import_cycles():
     modules = {}
     for path in PACKAGE.rglob("*.py"):
-        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
         modules[name] = path
     graph = {m: {i for i in _imports(p) if i in modules and i != m} for m, p in modules.items()}
     # a package's __init__ re-exporting its own submodules is not a cycle through the package
@@ -215,7 +245,7 @@ def test_no_import_cycles():
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n) :] + [n]))
             if n not in state:
                 visit(n)
         stack.pop()

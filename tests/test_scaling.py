@@ -1,20 +1,26 @@
 """Compute-optimal scaling and depth-vs-width parameter formulas (chapter 6)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from attnbook import cost
-from attnbook.models.gpt import GPT, GPTConfig
-from attnbook.measure import fit_loglog
 from attnbook.experiments import scaling
 from attnbook.experiments.scaling import LAWS, chinchilla_loss, compute_optimal
+from attnbook.measure import fit_loglog
+from attnbook.models.gpt import GPT, GPTConfig
 
 BUDGETS = np.geomspace(1e18, 1e26, 17)
 
 # Hoffmann et al. 2022, Table 3 (Approach 1): parameters, FLOPs, tokens as printed in the paper.
-CHINCHILLA_TABLE3 = [(1e9, 1.21e20, 20.2e9), (10e9, 1.23e22, 205.1e9), (67e9, 5.76e23, 1.5e12),
-                     (175e9, 3.85e24, 3.7e12), (1e12, 1.27e26, 21.2e12)]
+CHINCHILLA_TABLE3 = [
+    (1e9, 1.21e20, 20.2e9),
+    (10e9, 1.23e22, 205.1e9),
+    (67e9, 5.76e23, 1.5e12),
+    (175e9, 3.85e24, 3.7e12),
+    (1e12, 1.27e26, 21.2e12),
+]
 
 
 def test_chinchilla_rule_spends_the_budget_at_20_tokens_per_param():
@@ -24,14 +30,19 @@ def test_chinchilla_rule_spends_the_budget_at_20_tokens_per_param():
         assert a.tokens_per_param == pytest.approx(20)
     fit_n = fit_loglog(BUDGETS, [compute_optimal(c).params for c in BUDGETS])
     fit_d = fit_loglog(BUDGETS, [compute_optimal(c).tokens for c in BUDGETS])
-    assert fit_n.slope == pytest.approx(0.5, abs=1e-9) and fit_d.slope == pytest.approx(0.5, abs=1e-9)
+    assert fit_n.slope == pytest.approx(0.5, abs=1e-9) and fit_d.slope == pytest.approx(
+        0.5, abs=1e-9
+    )
 
 
-@pytest.mark.parametrize("params,flops,tokens", CHINCHILLA_TABLE3,
-                         ids=[f"N{p:.0e}" for p, _, _ in CHINCHILLA_TABLE3])
+@pytest.mark.parametrize(
+    "params,flops,tokens", CHINCHILLA_TABLE3, ids=[f"N{p:.0e}" for p, _, _ in CHINCHILLA_TABLE3]
+)
 def test_chinchilla_rule_reproduces_the_papers_table(params, flops, tokens):
     a = compute_optimal(flops, "chinchilla")
-    assert a.params == pytest.approx(params, rel=0.1)  # the table has 20 to 22.4 tokens per parameter
+    assert a.params == pytest.approx(
+        params, rel=0.1
+    )  # the table has 20 to 22.4 tokens per parameter
     assert a.tokens == pytest.approx(tokens, rel=0.1)
 
 
@@ -42,7 +53,9 @@ def test_chinchilla_fit_minimises_the_fitted_loss_on_the_budget_line():
         grid = a.params * np.geomspace(0.5, 2, 201)
         losses = chinchilla_loss(grid, c / (6 * grid))
         assert grid[np.argmin(losses)] == pytest.approx(a.params, rel=0.01)
-    slope = fit_loglog(BUDGETS, [compute_optimal(c, "chinchilla-fit").params for c in BUDGETS]).slope
+    slope = fit_loglog(
+        BUDGETS, [compute_optimal(c, "chinchilla-fit").params for c in BUDGETS]
+    ).slope
     f = scaling.CHINCHILLA_FIT
     assert slope == pytest.approx(f["beta"] / (f["alpha"] + f["beta"]), abs=1e-9)
     assert 0.44 < slope < 0.47  # the paper's Approach 3 reports a = 0.46
@@ -66,8 +79,11 @@ def test_training_flops_is_6ND():
     assert cost.training_flops(70e9, 1.4e12) == pytest.approx(5.88e23)
 
 
-@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1e20, ValueError), (float("nan"), ValueError),
-                                     ("1e20", TypeError)], ids=["zero", "negative", "nan", "string"])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [(0, ValueError), (-1e20, ValueError), (float("nan"), ValueError), ("1e20", TypeError)],
+    ids=["zero", "negative", "nan", "string"],
+)
 def test_bad_compute(bad, exc):
     with pytest.raises(exc, match="compute"):
         compute_optimal(bad)
@@ -89,20 +105,35 @@ SHAPES = [(1, 64, 65, 32), (3, 96, 65, 64), (2, 48, 100, 16), (4, 128, 65, 128)]
 @pytest.mark.parametrize("L,d,V,n", SHAPES, ids=[f"L{L}-d{d}-V{V}-n{n}" for L, d, V, n in SHAPES])
 def test_gpt_params_formula_against_numel(L, d, V, n):
     for bias in (True, False):
-        model = GPT(GPTConfig(vocab_size=V, block_size=n, n_layer=L, n_head=4, d_model=d, bias=bias))
+        model = GPT(
+            GPTConfig(vocab_size=V, block_size=n, n_layer=L, n_head=4, d_model=d, bias=bias)
+        )
         assert sum(p.numel() for p in model.parameters()) == cost.gpt_params(L, d, V, n, bias=bias)
         block = sum(p.numel() for p in model.blocks[0].parameters())
         assert block == cost.layer_params(d, bias=bias)
         for k in (1, 4):  # chapter 5's short convolution in front of each mixer
-            model = GPT(GPTConfig(vocab_size=V, block_size=n, n_layer=L, n_head=4, d_model=d, bias=bias,
-                                  short_conv=k))
-            assert sum(p.numel() for p in model.parameters()) == cost.gpt_params(L, d, V, n, bias=bias,
-                                                                                 short_conv=k)
+            model = GPT(
+                GPTConfig(
+                    vocab_size=V,
+                    block_size=n,
+                    n_layer=L,
+                    n_head=4,
+                    d_model=d,
+                    bias=bias,
+                    short_conv=k,
+                )
+            )
+            assert sum(p.numel() for p in model.parameters()) == cost.gpt_params(
+                L, d, V, n, bias=bias, short_conv=k
+            )
     assert cost.layer_params(d, bias=False) == 12 * d * d + 2 * d  # 12d² plus the LayerNorm gains
 
 
-@pytest.mark.parametrize("target,L", [(12 * 512**2, 1), (12 * 512**2, 4), (3_000_000, 7), (10**6, 64)],
-                         ids=["N3M-L1", "N3M-L4", "N3M-L7", "N1M-L64"])
+@pytest.mark.parametrize(
+    "target,L",
+    [(12 * 512**2, 1), (12 * 512**2, 4), (3_000_000, 7), (10**6, 64)],
+    ids=["N3M-L1", "N3M-L4", "N3M-L7", "N1M-L64"],
+)
 def test_width_for_params_is_the_closest_multiple(target, L):
     d = cost.width_for_params(target, L, multiple=16)
     assert d % 16 == 0

@@ -18,6 +18,7 @@ Two kinds of test live here.
 The site is ``_build/html`` or the folder in ``$ATTNBOOK_SITE`` (e.g. a build made with
 ``jupyter-book build . --path-output /tmp/site``: then ``ATTNBOOK_SITE=/tmp/site/_build/html``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,7 +41,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("ATTNBOOK_SITE", ROOT / "_build" / "html")).resolve()
 SHOTS = HTML.parent / "screenshots"
-EXECUTED = HTML.parent / "jupyter_execute"   # the notebooks as myst-nb executed them
+EXECUTED = HTML.parent / "jupyter_execute"  # the notebooks as myst-nb executed them
 MAX_LINE = 100
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.md"))
@@ -58,24 +59,35 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_shares_the_setup_cell_and_the_device_note(path):
-    reference = _code_cells((ROOT / "notebooks" / "01_self_attention.md").read_text(encoding="utf-8"))[0]
+    reference = _code_cells(
+        (ROOT / "notebooks" / "01_self_attention.md").read_text(encoding="utf-8")
+    )[0]
     text = path.read_text(encoding="utf-8")
     assert text.startswith("---\njupytext:"), f"{path.name}: missing the Jupytext header"
     cells = _code_cells(text)
-    assert cells and cells[0] == reference, f"{path.name}: the first code cell must be the shared set-up cell"
-    assert "```{include} ../book/_device_note.md\n```" in text, f"{path.name}: include book/_device_note.md"
-    assert re.match(r"0[1-9]", path.name), f"{path.name}: no chapter prefix 01..09, so no chapter lists it"
+    assert cells and cells[0] == reference, (
+        f"{path.name}: the first code cell must be the shared set-up cell"
+    )
+    assert "```{include} ../book/_device_note.md\n```" in text, (
+        f"{path.name}: include book/_device_note.md"
+    )
+    assert re.match(r"0[1-9]", path.name), (
+        f"{path.name}: no chapter prefix 01..09, so no chapter lists it"
+    )
 
 
 @pytest.mark.parametrize("nn", CHAPTERS)
 def test_chapter_has_exercises_with_gated_solutions(nn):
-    files = sorted((ROOT / "book").glob(f"ch{nn}_*.md")) + sorted((ROOT / "notebooks").glob(f"{nn}*.md"))
+    files = sorted((ROOT / "book").glob(f"ch{nn}_*.md")) + sorted(
+        (ROOT / "notebooks").glob(f"{nn}*.md")
+    )
     text = "\n".join(f.read_text(encoding="utf-8") for f in files)
     labels = re.findall(r"^```\{exercise\}.*\n:label: (\S+)", text, flags=re.M)
     assert labels, f"chapter {nn}: no exercise"
     for label in labels:
         assert re.search(r"^```\{solution-start\} %s\s*$" % re.escape(label), text, flags=re.M), (
-            f"chapter {nn}: exercise {label} has no gated solution")
+            f"chapter {nn}: exercise {label} has no gated solution"
+        )
 
 
 def test_device_note_matches_the_stored_results():
@@ -88,9 +100,13 @@ def test_device_note_matches_the_stored_results():
     assert kinds, "no stored results in attnbook/results"
     assert "live cells" in note.lower() and "stored results" in note.lower()
     if kinds - {"cpu"}:
-        assert "no gpu" not in note.lower(), f"stored results include {sorted(kinds)}: update the device note"
+        assert "no gpu" not in note.lower(), (
+            f"stored results include {sorted(kinds)}: update the device note"
+        )
     else:
-        assert "CPU" in note and "no GPU" in note, "stored results are CPU-only: the note must say so"
+        assert "CPU" in note and "no GPU" in note, (
+            "stored results are CPU-only: the note must say so"
+        )
 
 
 def test_config_keeps_math_offline_and_notebooks_runnable():
@@ -101,10 +117,16 @@ def test_config_keeps_math_offline_and_notebooks_runnable():
     assert config["execute"]["timeout"] >= 300 and config["execute"]["allow_errors"] is False
     assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
     assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert config["repository"] == {"url": "https://github.com/attnbook/attnbook", "path_to_book": "", "branch": "main"}
+    assert config["repository"] == {
+        "url": "https://github.com/attnbook/attnbook",
+        "path_to_book": "",
+        "branch": "main",
+    }
     assert config["only_build_toc_files"] is True
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    chapters = [c for part in toc["parts"] if part["caption"] == "Chapters" for c in part["chapters"]]
+    chapters = [
+        c for part in toc["parts"] if part["caption"] == "Chapters" for c in part["chapters"]
+    ]
     assert [c["sections"][0]["glob"] for c in chapters] == [f"notebooks/{nn}*" for nn in CHAPTERS]
 
 
@@ -118,8 +140,14 @@ def _toc_chapters() -> dict[str, list[str]]:
         for chapter in part["chapters"]:
             sections = []
             for entry in chapter.get("sections") or []:
-                sections += ([entry["file"]] if "file" in entry else
-                             sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in ROOT.glob(entry["glob"] + ".md")))
+                sections += (
+                    [entry["file"]]
+                    if "file" in entry
+                    else sorted(
+                        p.relative_to(ROOT).with_suffix("").as_posix()
+                        for p in ROOT.glob(entry["glob"] + ".md")
+                    )
+                )
             chapters[chapter["file"]] = sections
     return chapters
 
@@ -132,9 +160,19 @@ def test_chapter_pages_list_all_their_sections():
         if sections and not listing:
             missing.append(f"{chapter}.md has no '## Sections' list")
             continue
-        linked = {Path(m).name for m in re.findall(r"\{doc\}`(?:[^`<]*<)?([^`>]+)>?`", listing.group(1))} if listing else set()
-        missing += [f"{chapter}.md: its '## Sections' list lacks {s}" for s in sections if Path(s).name not in linked]
-    assert not missing, "chapter pages must list every section ({doc} links):\n" + "\n".join(missing)
+        linked = (
+            {Path(m).name for m in re.findall(r"\{doc\}`(?:[^`<]*<)?([^`>]+)>?`", listing.group(1))}
+            if listing
+            else set()
+        )
+        missing += [
+            f"{chapter}.md: its '## Sections' list lacks {s}"
+            for s in sections
+            if Path(s).name not in linked
+        ]
+    assert not missing, "chapter pages must list every section ({doc} links):\n" + "\n".join(
+        missing
+    )
 
 
 def test_page_titles_are_distinct():
@@ -144,7 +182,11 @@ def test_page_titles_are_distinct():
     docs = [toc["root"]] + [d for c, sections in _toc_chapters().items() for d in [c, *sections]]
     titles: dict[str, list[str]] = {}
     for doc in docs:
-        title = re.search(r"^# (.+)$", (ROOT / f"{doc}.md").read_text(encoding="utf-8"), flags=re.M).group(1).strip()
+        title = (
+            re.search(r"^# (.+)$", (ROOT / f"{doc}.md").read_text(encoding="utf-8"), flags=re.M)
+            .group(1)
+            .strip()
+        )
         titles.setdefault(title, []).append(doc)
     shared = {t: d for t, d in titles.items() if len(d) > 1}
     assert not shared, f"pages sharing a title: {shared}"
@@ -152,9 +194,13 @@ def test_page_titles_are_distinct():
 
 def test_code_lines_fit_the_page():
     """Every code line a reader sees is at most 100 characters (no scrollbar hides the end)."""
-    long = [f"{p.name}, code cell {i}: {line.strip()[:70]}... ({len(line)} chars)"
-            for p in NOTEBOOKS for i, cell in enumerate(_code_cells(p.read_text(encoding="utf-8")), 1)
-            for line in cell.splitlines() if len(line) > MAX_LINE]
+    long = [
+        f"{p.name}, code cell {i}: {line.strip()[:70]}... ({len(line)} chars)"
+        for p in NOTEBOOKS
+        for i, cell in enumerate(_code_cells(p.read_text(encoding="utf-8")), 1)
+        for line in cell.splitlines()
+        if len(line) > MAX_LINE
+    ]
     assert not long, f"{len(long)} code lines over {MAX_LINE} characters:\n" + "\n".join(long)
 
 
@@ -162,20 +208,30 @@ def test_device_note_is_folded_by_the_sphinx_extension():
     """book/_device_note.md is an admonition of class attnbook-device; the extension adds 'dropdown'."""
     note = (ROOT / "book" / "_device_note.md").read_text(encoding="utf-8")
     assert re.search(r"^:class: .*\battnbook-device\b", note, flags=re.M)
-    assert "fold_device_note" in (ROOT / "book" / "_ext" / "attnbook_sphinx.py").read_text(encoding="utf-8")
+    assert "fold_device_note" in (ROOT / "book" / "_ext" / "attnbook_sphinx.py").read_text(
+        encoding="utf-8"
+    )
 
 
 # ----------------------------------------------------------------------------- the built site
 def _pages() -> list[Path]:
-    skip = ("_static", "_sources", "_images", "print.html")  # print.html: the PDF's source, tested on its own
-    return sorted(p for p in HTML.rglob("*.html") if not p.relative_to(HTML).parts[0] in skip)
+    skip = (
+        "_static",
+        "_sources",
+        "_images",
+        "print.html",
+    )  # print.html: the PDF's source, tested on its own
+    return sorted(p for p in HTML.rglob("*.html") if p.relative_to(HTML).parts[0] not in skip)
 
 
 @pytest.fixture(scope="module")
 def site() -> Path:
     if not (HTML / "index.html").is_file():
-        pytest.fail(f"{HTML} has no index.html: build the site first (`make site`, or `make test`, "
-                    "which builds it before this test)", pytrace=False)
+        pytest.fail(
+            f"{HTML} has no index.html: build the site first (`make site`, or `make test`, "
+            "which builds it before this test)",
+            pytrace=False,
+        )
     return HTML
 
 
@@ -194,12 +250,14 @@ class _Parser(html.parser.HTMLParser):
         url = attrs.get("href") if tag in ("a", "link") else attrs.get("src")
         if url is not None and tag in ("a", "link", "img", "script", "source", "iframe"):
             self.links.append((tag, url))
-            asset = tag in ("script", "img", "iframe", "source") or (tag == "link" and "stylesheet" in (attrs.get("rel") or ""))
+            asset = tag in ("script", "img", "iframe", "source") or (
+                tag == "link" and "stylesheet" in (attrs.get("rel") or "")
+            )
             if asset and re.match(r"(https?:)?//", url):
                 self.external_assets.append(f"<{tag}> {url}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> _Parser:
     parser = _Parser()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -209,8 +267,13 @@ def _parse(path: Path) -> _Parser:
 @pytest.mark.browser
 def test_no_asset_is_loaded_from_outside_the_site(site):
     offenders = [f"{p.relative_to(site)}: {a}" for p in _pages() for a in _parse(p).external_assets]
-    assert not offenders, "scripts/styles/images from a CDN (the site must work offline):\n" + "\n".join(offenders[:20])
-    assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not shipped in _static/mathjax"
+    assert not offenders, (
+        "scripts/styles/images from a CDN (the site must work offline):\n"
+        + "\n".join(offenders[:20])
+    )
+    assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file(), (
+        "MathJax is not shipped in _static/mathjax"
+    )
 
 
 @pytest.mark.browser
@@ -222,7 +285,11 @@ def test_no_broken_internal_link(site):
             parts = urllib.parse.urlsplit(url)
             if parts.scheme or url.startswith("//") or not url.strip():
                 continue
-            target = page if not parts.path else (page.parent / urllib.parse.unquote(parts.path)).resolve()
+            target = (
+                page
+                if not parts.path
+                else (page.parent / urllib.parse.unquote(parts.path)).resolve()
+            )
             if parts.path.endswith("/"):
                 target = target / "index.html"
             checked += 1
@@ -243,16 +310,23 @@ def test_section_has_download_and_colab_buttons(site, path):
     links = [url for _, url in _parse(page).links]
     ipynb = [u for u in links if u.endswith(f"_sources/notebooks/{path.stem}.ipynb")]
     assert ipynb, f"{page.name}: no download-.ipynb button"
-    assert (page.parent / ipynb[0]).resolve().is_file(), f"{page.name}: the .ipynb download is missing"
+    assert (page.parent / ipynb[0]).resolve().is_file(), (
+        f"{page.name}: the .ipynb download is missing"
+    )
     colab = f"https://colab.research.google.com/github/attnbook/attnbook/blob/main/notebooks/{path.stem}.ipynb"
     assert colab in links, f"{page.name}: no Colab button opening notebooks/{path.stem}.ipynb"
-    assert path.with_suffix(".ipynb").is_file(), f"the Colab button opens notebooks/{path.stem}.ipynb: run `make colab`"
+    assert path.with_suffix(".ipynb").is_file(), (
+        f"the Colab button opens notebooks/{path.stem}.ipynb: run `make colab`"
+    )
     # the download is the readable notebook (the Colab copy) with the build's outputs
     download = json.loads((page.parent / ipynb[0]).resolve().read_text(encoding="utf-8"))
     committed = json.loads(path.with_suffix(".ipynb").read_text(encoding="utf-8"))
     assert [c["source"] for c in download["cells"]] == [c["source"] for c in committed["cells"]], (
-        f"{page.name}: the download-.ipynb differs from notebooks/{path.stem}.ipynb")
-    assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), f"{page.name}: download has no outputs"
+        f"{page.name}: the download-.ipynb differs from notebooks/{path.stem}.ipynb"
+    )
+    assert any(c.get("outputs") for c in download["cells"] if c["cell_type"] == "code"), (
+        f"{page.name}: download has no outputs"
+    )
 
 
 @pytest.mark.browser
@@ -260,7 +334,10 @@ def test_pages_have_edit_and_issue_buttons_and_provenance(site):
     import yaml
 
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    repo, branch = config["repository"]["url"].rstrip("/"), config["repository"].get("branch", "main")
+    repo, branch = (
+        config["repository"]["url"].rstrip("/"),
+        config["repository"].get("branch", "main"),
+    )
     problems = []
     for page in _pages():
         rel = page.relative_to(site).with_suffix("").as_posix()
@@ -272,7 +349,9 @@ def test_pages_have_edit_and_issue_buttons_and_provenance(site):
             if not any(u.startswith(f"{repo}/issues/new") for u in links):
                 problems.append(f"{rel}: no open-an-issue button")
         footer = re.search(r'<p class="attnbook-provenance">(.*?)</p>', text, flags=re.S)
-        if not footer and 'http-equiv="Refresh"' in text:  # index.html: a redirect to the landing page
+        if (
+            not footer and 'http-equiv="Refresh"' in text
+        ):  # index.html: a redirect to the landing page
             continue
         if not footer:
             problems.append(f"{rel}: no build date and commit in the footer")
@@ -290,17 +369,27 @@ def test_execution_status_page(site):
     assert page.is_file(), "no execution status page (book/execution.md in _toc.yml)"
     text = page.read_text(encoding="utf-8")
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", text, flags=re.S)
-    documented = {m for row in rows for m in re.findall(r"notebooks/(\d\w*?)(?:\.html|\.md|<|\b)", row)}
-    assert {p.stem for p in NOTEBOOKS} <= documented, f"missing from the table: {sorted({p.stem for p in NOTEBOOKS} - documented)}"
+    documented = {
+        m for row in rows for m in re.findall(r"notebooks/(\d\w*?)(?:\.html|\.md|<|\b)", row)
+    }
+    assert {p.stem for p in NOTEBOOKS} <= documented, (
+        f"missing from the table: {sorted({p.stem for p in NOTEBOOKS} - documented)}"
+    )
     failed = [re.sub(r"<[^>]+>|\s+", " ", row).strip()[:120] for row in rows if "❌" in row]
     assert not failed, f"notebooks that failed to execute: {failed}"
     assert sum("✅" in row for row in rows) >= len(NOTEBOOKS)
 
 
 _BAD_OUTPUT = [
-    (re.compile(r"<(?:Axes|Figure|matplotlib)[^>]*>|<[\w.]+ (?:object )?at 0x[0-9a-f]+>"), "stray object repr"),
+    (
+        re.compile(r"<(?:Axes|Figure|matplotlib)[^>]*>|<[\w.]+ (?:object )?at 0x[0-9a-f]+>"),
+        "stray object repr",
+    ),
     (re.compile(r"\bnp\.(?:float|int|uint|bool|complex|str)\w*\("), "NumPy scalar repr"),
-    (re.compile(r"\bUSDT\b|\bSTAGE:|^\[[WE]\d{4} |\w+Warning:|^WARNING:"), "library log or warning line"),
+    (
+        re.compile(r"\bUSDT\b|\bSTAGE:|^\[[WE]\d{4} |\w+Warning:|^WARNING:"),
+        "library log or warning line",
+    ),
 ]
 
 
@@ -312,7 +401,9 @@ def _output_texts(cell: dict) -> list[str]:
             texts.append("".join(out["text"]) if isinstance(out["text"], list) else out["text"])
         elif out.get("output_type") in ("execute_result", "display_data"):
             data = out.get("data", {})
-            if "text/plain" in data and not any(k.startswith(("image/", "text/html", "text/markdown", "text/latex")) for k in data):
+            if "text/plain" in data and not any(
+                k.startswith(("image/", "text/html", "text/markdown", "text/latex")) for k in data
+            ):
                 plain = data["text/plain"]
                 texts.append("".join(plain) if isinstance(plain, list) else plain)
         elif out.get("output_type") == "error":
@@ -332,17 +423,27 @@ def test_executed_outputs_are_clean(site):
         for number, cell in enumerate(code_cells, 1):
             where = f"{path.stem}, code cell {number}"
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            shown = "remove-cell" not in cell.get("metadata", {}).get("tags", []) and \
-                "remove-input" not in cell.get("metadata", {}).get("tags", [])
+            shown = "remove-cell" not in cell.get("metadata", {}).get(
+                "tags", []
+            ) and "remove-input" not in cell.get("metadata", {}).get("tags", [])
             if shown:
-                problems += [f"{where}: code line of {len(line)} chars: {line.strip()[:80]}"
-                             for line in source.splitlines() if len(line) > MAX_LINE]
+                problems += [
+                    f"{where}: code line of {len(line)} chars: {line.strip()[:80]}"
+                    for line in source.splitlines()
+                    if len(line) > MAX_LINE
+                ]
             for text in _output_texts(cell):
                 for line in text.splitlines():
                     if len(line) > MAX_LINE:
                         problems.append(f"{where}: output line of {len(line)} chars: {line[:80]}")
-                    problems += [f"{where}: {why}: {line.strip()[:100]}" for pattern, why in _BAD_OUTPUT if pattern.search(line)]
-    assert not problems, f"{len(problems)} problems in the executed outputs:\n" + "\n".join(problems)
+                    problems += [
+                        f"{where}: {why}: {line.strip()[:100]}"
+                        for pattern, why in _BAD_OUTPUT
+                        if pattern.search(line)
+                    ]
+    assert not problems, f"{len(problems)} problems in the executed outputs:\n" + "\n".join(
+        problems
+    )
 
 
 # ------------------------------------------------------------------ headless Chromium over CDP
@@ -373,11 +474,26 @@ class Browser:
         import websocket  # websocket-client
 
         self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-extensions", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-             "--disable-component-update", "--remote-debugging-port=0", "--remote-allow-origins=*",
-             f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-extensions",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-component-update",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                f"--user-data-dir={profile}",
+                "--window-size=1280,900",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
@@ -388,7 +504,9 @@ class Browser:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
             tab = next(t for t in json.load(response) if t["type"] == "page")
-        self.ws = websocket.create_connection(tab["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
+        self.ws = websocket.create_connection(
+            tab["webSocketDebuggerUrl"], timeout=60, suppress_origin=True
+        )
         self.events: list[dict] = []
         self._id = 0
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -424,10 +542,17 @@ class Browser:
                 self.events.append(message)
                 if message["method"] == event:
                     return message
-        raise TimeoutError(f"no {event} within {timeout} s ({len(self.events) - seen} other events)")
+        raise TimeoutError(
+            f"no {event} within {timeout} s ({len(self.events) - seen} other events)"
+        )
 
     def evaluate(self, expression: str, await_promise: bool = False):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
+        result = self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -445,7 +570,9 @@ class Browser:
         # a screenshot waits for a fresh compositor frame: allow a busy machine time for one
         self.ws.settimeout(180)
         try:
-            data = self.call("Page.captureScreenshot", format="png", fromSurface=True, **extra)["data"]
+            data = self.call("Page.captureScreenshot", format="png", fromSurface=True, **extra)[
+                "data"
+            ]
         finally:
             self.ws.settimeout(60)
         path.write_bytes(base64.b64decode(data))
@@ -466,7 +593,10 @@ class Browser:
 @pytest.fixture(scope="module")
 def browser(site):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; `make test` installs it)", pytrace=False)
+        pytest.fail(
+            f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; `make test` installs it)",
+            pytrace=False,
+        )
     server = _Server(site)
     with tempfile.TemporaryDirectory(prefix="attnbook-chromium-") as profile:
         chrome = Browser(CHROMIUM, profile)
@@ -514,20 +644,30 @@ def _problems(events: list[dict], base: str) -> list[str]:
     for e in events:
         method, p = e["method"], e.get("params", {})
         if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            text = " ".join(
+                str(a.get("value", a.get("description", ""))) for a in p.get("args", [])
+            )
             problems.append(f"console.{p['type']}: {text[:200]}")
         elif method == "Runtime.exceptionThrown":
             details = p.get("exceptionDetails", {})
-            problems.append(f"exception: {details.get('exception', {}).get('description', details.get('text'))}"[:300])
+            problems.append(
+                f"exception: {details.get('exception', {}).get('description', details.get('text'))}"[
+                    :300
+                ]
+            )
         elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-            problems.append(f"log error: {p['entry'].get('text', '')[:200]} {p['entry'].get('url', '')}")
+            problems.append(
+                f"log error: {p['entry'].get('text', '')[:200]} {p['entry'].get('url', '')}"
+            )
         elif method == "Network.requestWillBeSent":
             url = p.get("request", {}).get("url", "")
             if re.match(r"(https?|wss?)://", url) and not url.startswith(base):
                 problems.append(f"request outside the site: {url}")
         elif method == "Network.loadingFailed" and not p.get("canceled"):
             problems.append(f"failed to load: {p.get('errorText')} ({p.get('type')})")
-        elif method == "Network.responseReceived" and p.get("response", {}).get("status", 200) >= 400:
+        elif (
+            method == "Network.responseReceived" and p.get("response", {}).get("status", 200) >= 400
+        ):
             problems.append(f"HTTP {p['response']['status']}: {p['response'].get('url')}")
     return problems
 
@@ -545,32 +685,45 @@ def test_every_page_in_headless_chromium(site, browser):
         problems = _problems(browser.events, browser.base)
         problems += [f"image did not load: {i['src']}" for i in info["images"] if not i["ok"]]
         if info["untypeset"]:
-            problems.append(f"{len(info['untypeset'])} of {info['maths']} formulas not typeset, e.g. {info['untypeset'][0]!r}")
+            problems.append(
+                f"{len(info['untypeset'])} of {info['maths']} formulas not typeset, e.g. {info['untypeset'][0]!r}"
+            )
         if info["maths"]:
             typeset_pages += 1
         images += len(info["images"])
         failures += [f"{rel}: {p}" for p in problems]
-    assert not failures, f"{len(failures)} problems on {len(pages)} pages:\n" + "\n".join(failures[:40])
+    assert not failures, f"{len(failures)} problems on {len(pages)} pages:\n" + "\n".join(
+        failures[:40]
+    )
     assert typeset_pages >= 3, f"math typeset on only {typeset_pages} pages"
-    print(f"{len(pages)} pages, {typeset_pages} with math (all typeset), {images} images (all loaded)")
+    print(
+        f"{len(pages)} pages, {typeset_pages} with math (all typeset), {images} images (all loaded)"
+    )
 
 
 @pytest.mark.browser
 def test_search_finds_the_chapter_on_flashattention(site, browser):
     sources = sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md")) + NOTEBOOKS
-    expected = {p.relative_to(ROOT).with_suffix(".html").as_posix() for p in sources
-                if "FlashAttention" in p.read_text(encoding="utf-8")}
+    expected = {
+        p.relative_to(ROOT).with_suffix(".html").as_posix()
+        for p in sources
+        if "FlashAttention" in p.read_text(encoding="utf-8")
+    }
     assert expected, "no chapter or section mentions FlashAttention"
     browser.open(browser.base + "search.html?q=FlashAttention")
     deadline, hits = time.monotonic() + 30, []
     while time.monotonic() < deadline:
-        hits = browser.evaluate("[...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'))")
+        hits = browser.evaluate(
+            "[...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'))"
+        )
         done = browser.evaluate("!!document.querySelector('#search-results .search-summary')")
         if done:
             break
         time.sleep(0.2)
     found = {urllib.parse.urlsplit(h).path.lstrip("./") for h in hits}
-    assert found & expected, f"search for FlashAttention returned {sorted(found)}, expected one of {sorted(expected)}"
+    assert found & expected, (
+        f"search for FlashAttention returned {sorted(found)}, expected one of {sorted(expected)}"
+    )
     assert not _problems(browser.events, browser.base)
 
 
@@ -588,8 +741,13 @@ ASPECT_TOLERANCE = 0.02
 
 
 def _viewport(browser, width: int, height: int = 900) -> None:
-    browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                 mobile=width < 600)
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=width < 600,
+    )
 
 
 @pytest.mark.browser
@@ -605,18 +763,25 @@ def test_images_keep_their_aspect_ratio(site, browser):
                 rel = page.relative_to(site).as_posix()
                 browser.open(browser.base + rel)
                 _settle(browser)
-                browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))", await_promise=True)
+                browser.evaluate(
+                    "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+                    await_promise=True,
+                )
                 for image in browser.evaluate(ASPECT_JS):
                     measured += 1
                     if abs(image["ratio"] - 1) > abs(worst[width] - 1):
                         worst[width] = image["ratio"]
                     if abs(image["ratio"] - 1) > ASPECT_TOLERANCE:
-                        failures.append(f"{width} px, {rel}: {image['src'].rsplit('/', 1)[-1]} shown {image['w']:.0f}x{image['h']:.0f}"
-                                        f" for {image['nw']}x{image['nh']}: {image['ratio']:.2f} of its aspect ratio")
+                        failures.append(
+                            f"{width} px, {rel}: {image['src'].rsplit('/', 1)[-1]} shown {image['w']:.0f}x{image['h']:.0f}"
+                            f" for {image['nw']}x{image['nh']}: {image['ratio']:.2f} of its aspect ratio"
+                        )
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride")
     print(f"{measured} images measured; worst displayed/natural aspect: {worst}")
-    assert measured > len(pages), f"only {measured} images measured on {len(pages)} pages at two widths"
+    assert measured > len(pages), (
+        f"only {measured} images measured on {len(pages)} pages at two widths"
+    )
     assert not failures, f"{len(failures)} distorted images:\n" + "\n".join(failures[:40])
 
 
@@ -646,7 +811,9 @@ def test_one_search_box_and_a_folded_device_note(site, browser):
                 assert len(boxes) == 1, "no search box at 1400 px"
             note = browser.evaluate(NOTE_JS)
             assert note is not None, "the section has no device note"
-            assert note["hidden"] and note["height"] < 90, f"{width} px: the device note is not folded: {note}"
+            assert note["hidden"] and note["height"] < 90, (
+                f"{width} px: the device note is not folded: {note}"
+            )
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride")
 
@@ -657,13 +824,19 @@ def test_pdf_has_every_chapter(site):
     pdf = site / "attnbook.pdf"
     assert pdf.is_file(), f"no {pdf}: run `make pdf` (make build runs it)"
     landing = site / "book" / "intro.html"
-    assert any(url.endswith("attnbook.pdf") for _, url in _parse(landing).links), "the landing page does not link the PDF"
+    assert any(url.endswith("attnbook.pdf") for _, url in _parse(landing).links), (
+        "the landing page does not link the PDF"
+    )
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     pages = int(re.search(r"^Pages:\s+(\d+)", info, flags=re.M).group(1))
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
     flat = re.sub(r"\s+", " ", text)
-    chapters = [re.search(r"^# (.+)$", p.read_text(encoding="utf-8"), flags=re.M).group(1).strip()
-                for p in sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md"))]
+    chapters = [
+        re.search(r"^# (.+)$", p.read_text(encoding="utf-8"), flags=re.M).group(1).strip()
+        for p in sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md"))
+    ]
     missing = [t for t in chapters if re.sub(r"\s+", " ", t) not in flat]
     print(f"{pdf.name}: {pages} pages, {pdf.stat().st_size / 2**20:.1f} MiB")
     assert pages >= 10 * len(chapters), f"only {pages} pages for {len(chapters)} chapters"
@@ -678,7 +851,9 @@ def test_print_page_is_complete(site, browser):
     browser.open(browser.base + "print.html", timeout=120)
     browser.evaluate(SETTLE_JS, await_promise=True)
     info = browser.evaluate(INSPECT_JS)
-    assert info["images"] and all(i["ok"] for i in info["images"]), [i["src"] for i in info["images"] if not i["ok"]][:10]
+    assert info["images"] and all(i["ok"] for i in info["images"]), [
+        i["src"] for i in info["images"] if not i["ok"]
+    ][:10]
     assert info["maths"] > 100 and not info["untypeset"], info["untypeset"][:5]
 
 
@@ -689,26 +864,57 @@ def _cli_screenshot(url: str, path: Path, dark: bool = False, height: int = 1000
     headless Chromium with --disable-gpu sometimes never delivers; this mode does not hang.)
     """
     with tempfile.TemporaryDirectory() as profile:
-        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", "--hide-scrollbars",
-                f"--window-size=1280,{height}", "--virtual-time-budget=8000", f"--screenshot={path}", url]
+        args = [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--hide-scrollbars",
+            f"--window-size=1280,{height}",
+            "--virtual-time-budget=8000",
+            f"--screenshot={path}",
+            url,
+        ]
         if dark:
             args.insert(1, "--blink-settings=preferredColorScheme=0")  # 0 = dark
-        subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=True)
+        subprocess.run(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=True
+        )
 
 
 @pytest.mark.browser
 def test_screenshots(site, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    section = next((site / "notebooks" / f"{p.stem}.html" for p in NOTEBOOKS
-                    if re.search(r'<img[^>]+src="[^"]*_images/', (site / "notebooks" / f"{p.stem}.html").read_text(encoding="utf-8"))),
-                   site / "notebooks" / f"{NOTEBOOKS[0].stem}.html")
+    section = next(
+        (
+            site / "notebooks" / f"{p.stem}.html"
+            for p in NOTEBOOKS
+            if re.search(
+                r'<img[^>]+src="[^"]*_images/',
+                (site / "notebooks" / f"{p.stem}.html").read_text(encoding="utf-8"),
+            )
+        ),
+        site / "notebooks" / f"{NOTEBOOKS[0].stem}.html",
+    )
     chapter = sorted((site / "book").glob("ch02_*.html"))[0]
-    shots = {"1-landing.png": site / "index.html", "2-chapter.png": chapter, "3-section.png": section}
+    shots = {
+        "1-landing.png": site / "index.html",
+        "2-chapter.png": chapter,
+        "3-section.png": section,
+    }
     for name, page in shots.items():
         _cli_screenshot(browser.base + page.relative_to(site).as_posix(), SHOTS / name)
     # the same section in the dark theme: figures must stay readable
-    _cli_screenshot(browser.base + section.relative_to(site).as_posix(), SHOTS / "4-section-dark.png", dark=True, height=1600)
+    _cli_screenshot(
+        browser.base + section.relative_to(site).as_posix(),
+        SHOTS / "4-section-dark.png",
+        dark=True,
+        height=1600,
+    )
     for name in [*shots, "4-section-dark.png"]:
         data = (SHOTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"{name} looks empty"

@@ -8,6 +8,7 @@ state flat. No single step between consecutive sizes may be much steeper than th
 cache cliff (:data:`CLIFF`) with the bound holding on each side of it. A curve measured on a busy machine (a call that got ten times slower because another job
 took the core) fails here, so a stored result that a chapter asserts on cannot be silently broken.
 """
+
 import numpy as np
 import pytest
 
@@ -27,7 +28,13 @@ JUMP = 0.7
 #: accepted only if every later step is back within the cost model's exponent
 CLIFF = 1.2
 #: cost-model exponent in n of the forward (or forward + backward) time of each long-suite method
-LONG_EXPONENT = {"dense": 2, "sdpa": 2, "flash": 2, "flash_triton": 2, "strided": 1.5}  # others: linear in n
+LONG_EXPONENT = {
+    "dense": 2,
+    "sdpa": 2,
+    "flash": 2,
+    "flash_triton": 2,
+    "strided": 1.5,
+}  # others: linear in n
 
 #: curves of the current stored files known to be non-physical (none since the quiet re-measurement of
 #: 2026-11-29); a name here marks its curve as an expected failure until the lead re-measures it
@@ -40,36 +47,77 @@ def _curves():
     long = load_result("long", "cpu")
     if long is not None:
         for key in sorted({(r["method"], r["causal"]) for r in long["rows"]}):
-            rows = sorted((r for r in long["rows"] if (r["method"], r["causal"]) == key), key=lambda r: r["n"])
+            rows = sorted(
+                (r for r in long["rows"] if (r["method"], r["causal"]) == key), key=lambda r: r["n"]
+            )
             exponent = LONG_EXPONENT.get(key[0], 1)
-            out.append((f"long:{key[0]}:{'causal' if key[1] else 'noncausal'}", [r["n"] for r in rows],
-                        [time_of(r) for r in rows], exponent + MARGIN, None))
+            out.append(
+                (
+                    f"long:{key[0]}:{'causal' if key[1] else 'noncausal'}",
+                    [r["n"] for r in rows],
+                    [time_of(r) for r in rows],
+                    exponent + MARGIN,
+                    None,
+                )
+            )
     cost = load_result("cost", "cpu")
     if cost is not None:
         for sweep in ("n", "d"):  # a layer is 24nd² + 4n²d: at most quadratic in n and in d
             rows = sorted((r for r in cost["rows"] if r["sweep"] == sweep), key=lambda r: r[sweep])
-            out.append((f"cost:{sweep}", [r[sweep] for r in rows], [time_of(r) for r in rows], 2 + MARGIN, None))
+            out.append(
+                (
+                    f"cost:{sweep}",
+                    [r[sweep] for r in rows],
+                    [time_of(r) for r in rows],
+                    2 + MARGIN,
+                    None,
+                )
+            )
     ew = load_result("elementwise", "cpu")
     if ew is not None:
         train = [r for r in ew["rows"] if r["part"] == "train"]
         for form in sorted({r["form"] for r in train}):
             rows = sorted((r for r in train if r["form"] == form), key=lambda r: r["n"])
             exponent = 2 if form == "softmax" else 1
-            out.append((f"elementwise:train:{form}", [r["n"] for r in rows], [time_of(r) for r in rows],
-                        exponent + MARGIN, None))
+            out.append(
+                (
+                    f"elementwise:train:{form}",
+                    [r["n"] for r in rows],
+                    [time_of(r) for r in rows],
+                    exponent + MARGIN,
+                    None,
+                )
+            )
         decode = [r for r in ew["rows"] if r["part"] == "decode"]
         for form in sorted({r["form"] for r in decode}):
             rows = sorted((r for r in decode if r["form"] == form), key=lambda r: r["context"])
-            fixed_state = len({r["state_bytes"] for r in rows}) == 1  # EA: flat; a KV cache: linear in the context
-            out.append((f"elementwise:decode:{form}", [r["context"] for r in rows], [time_of(r) for r in rows],
-                        0.15 if fixed_state else 1 + MARGIN, -0.15 if fixed_state else None))
+            fixed_state = (
+                len({r["state_bytes"] for r in rows}) == 1
+            )  # EA: flat; a KV cache: linear in the context
+            out.append(
+                (
+                    f"elementwise:decode:{form}",
+                    [r["context"] for r in rows],
+                    [time_of(r) for r in rows],
+                    0.15 if fixed_state else 1 + MARGIN,
+                    -0.15 if fixed_state else None,
+                )
+            )
     gen = load_result("generative", "cpu")
     if gen is not None:
         cost_rows = [r for r in gen["rows"] if r["part"] == "cost"]
         for mixer in sorted({r["mixer"] for r in cost_rows}):
             rows = sorted((r for r in cost_rows if r["mixer"] == mixer), key=lambda r: r["n"])
             exponent = 2 if mixer == "dense" else 1
-            out.append((f"generative:{mixer}", [r["n"] for r in rows], [time_of(r) for r in rows], exponent + MARGIN, None))
+            out.append(
+                (
+                    f"generative:{mixer}",
+                    [r["n"] for r in rows],
+                    [time_of(r) for r in rows],
+                    exponent + MARGIN,
+                    None,
+                )
+            )
     return out
 
 
@@ -77,7 +125,11 @@ CURVES = _curves()
 
 
 def _param(curve):
-    marks = [pytest.mark.xfail(strict=False, reason="awaiting quiet re-measurement")] if curve[0] in AWAITING else []
+    marks = (
+        [pytest.mark.xfail(strict=False, reason="awaiting quiet re-measurement")]
+        if curve[0] in AWAITING
+        else []
+    )
     return pytest.param(*curve, id=curve[0], marks=marks)
 
 
@@ -96,10 +148,13 @@ def test_stored_curve_is_plausible(name, ns, times, max_slope, min_slope):
         assert worst >= 1 - DROP, f"{name}: time falls by {1 - worst:.0%} between consecutive n"
     local = np.diff(np.log(times)) / np.diff(np.log(ns))
     i = int(np.argmax(local))
-    cliff = local[i] <= max_slope + CLIFF and np.all(local[i + 1:] <= max_slope) and i + 1 < len(local)
-    assert local[i] <= max_slope + JUMP or cliff, \
-        f"{name}: jump from n = {ns[i]:.0f} to {ns[i + 1]:.0f} (local slope {local[i]:.2f}, allowed {max_slope + JUMP}, " \
+    cliff = (
+        local[i] <= max_slope + CLIFF and np.all(local[i + 1 :] <= max_slope) and i + 1 < len(local)
+    )
+    assert local[i] <= max_slope + JUMP or cliff, (
+        f"{name}: jump from n = {ns[i]:.0f} to {ns[i + 1]:.0f} (local slope {local[i]:.2f}, allowed {max_slope + JUMP}, "
         f"or {max_slope + CLIFF} for a cache cliff after which the curve returns to slope {max_slope})"
+    )
     # the cost model's exponent holds over the whole range, or on each side of an accepted cache cliff
     parts = [slice(0, i + 1), slice(i + 1, None)] if local[i] > max_slope + JUMP else [slice(None)]
     for part in parts:
@@ -107,10 +162,14 @@ def test_stored_curve_is_plausible(name, ns, times, max_slope, min_slope):
             continue
         fit = fit_loglog(ns[part], times[part])
         span = f"n = {ns[part][0]:.0f}..{ns[part][-1]:.0f}"
-        assert fit.slope <= max_slope, f"{name}: fitted slope {fit.slope:.2f} over {span} above {max_slope}"
+        assert fit.slope <= max_slope, (
+            f"{name}: fitted slope {fit.slope:.2f} over {span} above {max_slope}"
+        )
     fit, span = fit_loglog(ns, times), f"n = {ns[0]:.0f}..{ns[-1]:.0f}"
     if min_slope is not None:  # a fixed state: flat per token
-        assert fit.slope >= min_slope and times.max() <= 1.5 * times.min(), f"{name}: not flat over {span}"
+        assert fit.slope >= min_slope and times.max() <= 1.5 * times.min(), (
+            f"{name}: not flat over {span}"
+        )
 
 
 def test_the_check_rejects_a_non_physical_jump():
@@ -119,15 +178,23 @@ def test_the_check_rejects_a_non_physical_jump():
     with pytest.raises(AssertionError, match="jump from n = 256 to 512"):
         test_stored_curve_is_plausible("synthetic", ns, times, 2 + MARGIN, None)
     with pytest.raises(AssertionError, match="fitted slope"):
-        test_stored_curve_is_plausible("synthetic", ns, [1e-9 * n**2.8 for n in ns], 2 + MARGIN, None)
+        test_stored_curve_is_plausible(
+            "synthetic", ns, [1e-9 * n**2.8 for n in ns], 2 + MARGIN, None
+        )
     with pytest.raises(AssertionError, match="time falls"):
         test_stored_curve_is_plausible("synthetic", ns, [1e-3, 2e-3, 1e-3, 4e-3], 2 + MARGIN, None)
     test_stored_curve_is_plausible("synthetic", ns, [1e-9 * n**2 for n in ns], 2 + MARGIN, None)
     # a cache cliff (x8.4 for one doubling, as dense attention's scores leaving the L3) then slope 2: accepted
     cliff = [1e-3, 4e-3, 16e-3, 134e-3, 536e-3, 2144e-3]
-    test_stored_curve_is_plausible("synthetic", [2**i for i in range(8, 14)], cliff, 2 + MARGIN, None)
+    test_stored_curve_is_plausible(
+        "synthetic", [2**i for i in range(8, 14)], cliff, 2 + MARGIN, None
+    )
     # the same step as the last one, or followed by another steep step: rejected
     with pytest.raises(AssertionError, match="cache cliff"):
-        test_stored_curve_is_plausible("synthetic", ns, [1e-3, 4e-3, 16e-3, 134e-3], 2 + MARGIN, None)
+        test_stored_curve_is_plausible(
+            "synthetic", ns, [1e-3, 4e-3, 16e-3, 134e-3], 2 + MARGIN, None
+        )
     with pytest.raises(AssertionError, match="cache cliff"):
-        test_stored_curve_is_plausible("synthetic", ns, [1e-3, 8.4e-3, 70e-3, 400e-3], 2 + MARGIN, None)
+        test_stored_curve_is_plausible(
+            "synthetic", ns, [1e-3, 8.4e-3, 70e-3, 400e-3], 2 + MARGIN, None
+        )

@@ -5,6 +5,7 @@ The torch FlashAttention loop within 2× of fused SDPA in time (causal and not, 
 interleaved in one run) and in peak memory at n = 16384; its tile size the measured best; the linear-time
 mechanisms linear in time over n = 2048–16384 (fitted log-log slope at most 1.1).
 """
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,9 @@ def _time_rows():
 def test_flash_within_twice_sdpa_time():
     assert not FLASH["quick"]
     rows = [r for r in _time_rows() if r["block_size"] == BLOCK_SIZE]
-    assert {(r["n"], r["causal"]) for r in rows} == {(n, c) for n in (1024, 2048, 4096) for c in (False, True)}
+    assert {(r["n"], r["causal"]) for r in rows} == {
+        (n, c) for n in (1024, 2048, 4096) for c in (False, True)
+    }
     for r in rows:
         assert r["ratio_to_sdpa"] <= 2.0, r
 
@@ -49,8 +52,10 @@ def test_flash_memory_within_twice_sdpa():
 @pytest.mark.skipif(LONG is None, reason="no stored long-cpu.json")
 @pytest.mark.parametrize("method", ["sliding_window", "block_sparse", "longformer", "performer"])
 def test_linear_time_mechanisms_fit_slopes_at_most_1_1(method):
-    rows = sorted((r for r in LONG["rows"] if r["method"] == method and r["causal"] and r["n"] >= 2048),
-                  key=lambda r: r["n"])
+    rows = sorted(
+        (r for r in LONG["rows"] if r["method"] == method and r["causal"] and r["n"] >= 2048),
+        key=lambda r: r["n"],
+    )
     assert [r["n"] for r in rows] == [2048, 4096, 8192, 16384]
     fit = fit_loglog([r["n"] for r in rows], [time_of(r) for r in rows])
     assert fit.slope <= 1.1, f"{method}: slope {fit.slope:.2f} over n = 2048..16384"

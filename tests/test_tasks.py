@@ -1,12 +1,22 @@
 """Synthetic recall tasks (chapter 5): shapes, answers checked by an oracle, determinism, bad input."""
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnbook.experiments.tasks import (IGNORE, TASKS, long_range_retrieval, min_query_distance, mqar, query_accuracy,
-                            selective_copy, solve_mqar, solve_selective_copy)
+from attnbook.experiments.tasks import (
+    IGNORE,
+    TASKS,
+    long_range_retrieval,
+    min_query_distance,
+    mqar,
+    query_accuracy,
+    selective_copy,
+    solve_mqar,
+    solve_selective_copy,
+)
 
 SIZES = [(1, 16, 2, 9), (3, 40, 6, 33), (4, 64, 8, 65)]  # batch, seq_len, pairs, vocab
 
@@ -28,27 +38,54 @@ def test_shapes_dtype_and_range(name, size):
 
 
 @settings(max_examples=30, deadline=None)
-@given(batch=st.integers(1, 4), pairs=st.integers(1, 8), extra=st.integers(0, 30), vocab_extra=st.integers(0, 20),
-       seed=st.integers(0, 10_000), random_non_queries=st.booleans(), data=st.data())
-def test_mqar_targets_match_oracle(batch, pairs, extra, vocab_extra, seed, random_non_queries, data):
+@given(
+    batch=st.integers(1, 4),
+    pairs=st.integers(1, 8),
+    extra=st.integers(0, 30),
+    vocab_extra=st.integers(0, 20),
+    seed=st.integers(0, 10_000),
+    random_non_queries=st.booleans(),
+    data=st.data(),
+)
+def test_mqar_targets_match_oracle(
+    batch, pairs, extra, vocab_extra, seed, random_non_queries, data
+):
     queries = data.draw(st.integers(1, pairs))
     n = 2 * (pairs + queries) + extra
     vocab = 2 * pairs + 2 + vocab_extra
-    x, y = mqar(batch, n, pairs, vocab, seed=seed, num_queries=queries, random_non_queries=random_non_queries)
+    x, y = mqar(
+        batch,
+        n,
+        pairs,
+        vocab,
+        seed=seed,
+        num_queries=queries,
+        random_non_queries=random_non_queries,
+    )
     oracle, scored = solve_mqar(x, vocab), y != IGNORE
-    if random_non_queries:  # a random id may repeat a key: the oracle answers it, the task does not score it
+    if (
+        random_non_queries
+    ):  # a random id may repeat a key: the oracle answers it, the task does not score it
         assert torch.equal(oracle[scored], y[scored]) and bool((oracle != IGNORE)[scored].all())
     else:
         assert torch.equal(oracle, y)
     assert (scored.sum(dim=1) == queries).all()
-    keys, values = x[:, 0:2 * pairs:2], x[:, 1:2 * pairs:2]
+    keys, values = x[:, 0 : 2 * pairs : 2], x[:, 1 : 2 * pairs : 2]
     assert all(len(set(row.tolist())) == pairs for row in keys)  # distinct keys per row (Zoology)
     assert all(len(set(row.tolist())) == pairs for row in values)  # and distinct values
-    assert int(keys.min()) >= 1 and int(keys.max()) < vocab // 2 <= int(values.min()) and int(values.max()) < vocab
+    assert (
+        int(keys.min()) >= 1
+        and int(keys.max()) < vocab // 2 <= int(values.min())
+        and int(values.max()) < vocab
+    )
     rows, cols = torch.nonzero(scored, as_tuple=True)
-    assert bool(((cols - 2 * pairs) % 2 == 0).all()) and int(cols.min()) >= 2 * pairs  # even offsets of the query region
-    if not random_non_queries:  # the value does not follow its query: the region holds only the queried keys
-        region = x[:, 2 * pairs:]
+    assert (
+        bool(((cols - 2 * pairs) % 2 == 0).all()) and int(cols.min()) >= 2 * pairs
+    )  # even offsets of the query region
+    if (
+        not random_non_queries
+    ):  # the value does not follow its query: the region holds only the queried keys
+        region = x[:, 2 * pairs :]
         assert int((region != 0).sum()) == int(scored.sum())
 
 
@@ -61,8 +98,12 @@ def test_mqar_query_slots_follow_zoologys_power_law():
     ours = np.bincount(((cols - 2 * pairs) // 2).numpy(), minlength=space) / cols.numel()
     p = a * np.arange(1, space + 1) ** (a - 1)
     rng = np.random.RandomState(0)
-    ref = np.bincount(np.concatenate([rng.choice(space, pairs, replace=False, p=p / p.sum()) for _ in range(batch)]),
-                      minlength=space) / (batch * pairs)
+    ref = np.bincount(
+        np.concatenate(
+            [rng.choice(space, pairs, replace=False, p=p / p.sum()) for _ in range(batch)]
+        ),
+        minlength=space,
+    ) / (batch * pairs)
     assert np.abs(ours - ref).max() < 0.02 and ours[0] > 3 * ours[-1]  # short gaps likely
     x, y = mqar(batch, n, pairs, 64, seed=5, power_a=1.0)  # power_a = 1: uniform slots
     _, cols = torch.nonzero(y != IGNORE, as_tuple=True)
@@ -80,8 +121,13 @@ def test_mqar_non_queries_are_random_tokens_of_the_whole_vocabulary():
 
 
 @settings(max_examples=20, deadline=None)
-@given(batch=st.integers(1, 4), pairs=st.integers(1, 6), gap=st.integers(1, 40), seed=st.integers(0, 10_000),
-       data=st.data())
+@given(
+    batch=st.integers(1, 4),
+    pairs=st.integers(1, 6),
+    gap=st.integers(1, 40),
+    seed=st.integers(0, 10_000),
+    data=st.data(),
+)
 def test_long_range_answers_are_far_and_correct(batch, pairs, gap, seed, data):
     queries = data.draw(st.integers(1, pairs))
     n = 2 * (pairs + queries) + gap
@@ -91,15 +137,22 @@ def test_long_range_answers_are_far_and_correct(batch, pairs, gap, seed, data):
     dist = min_query_distance(n, pairs, queries)
     for b in range(batch):
         for i in torch.nonzero(y[b] != IGNORE).flatten().tolist():
-            j = x[b, :2 * pairs].tolist().index(int(x[b, i]))  # where the key sits in the pair block
+            j = (
+                x[b, : 2 * pairs].tolist().index(int(x[b, i]))
+            )  # where the key sits in the pair block
             assert i - (j + 1) >= dist
     # the bound is attained: some query is exactly min_query_distance after its value when it asks the last pair
     assert dist == n - 2 * queries - (2 * pairs - 1)
 
 
 @settings(max_examples=20, deadline=None)
-@given(batch=st.integers(1, 4), tokens=st.integers(1, 10), extra=st.integers(0, 20), vocab=st.integers(3, 30),
-       seed=st.integers(0, 10_000))
+@given(
+    batch=st.integers(1, 4),
+    tokens=st.integers(1, 10),
+    extra=st.integers(0, 20),
+    vocab=st.integers(3, 30),
+    seed=st.integers(0, 10_000),
+)
 def test_selective_copy_targets_match_oracle(batch, tokens, extra, vocab, seed):
     n = 2 * tokens + extra
     x, y = selective_copy(batch, n, tokens, vocab, seed=seed)
@@ -137,26 +190,55 @@ def test_query_accuracy_scores_only_targets():
     assert query_accuracy(half, y) == pytest.approx(1 - np.ceil(m / 2) / m)
 
 
-@pytest.mark.parametrize("call, exc, word", [
-    (lambda: mqar(0, 32, 4, 17), ValueError, "batch"),
-    (lambda: mqar(2, 32, 4, 17, seed=-1), ValueError, "seed"),
-    (lambda: mqar(2, 32, 4.0, 17), TypeError, "num_pairs"),
-    (lambda: mqar(2, 15, 4, 17), ValueError, "seq_len"),
-    (lambda: mqar(2, 32, 4, 8), ValueError, "vocab_size"),
-    (lambda: mqar(2, 32, 4, 17, num_queries=5), ValueError, "num_queries"),
-    (lambda: mqar(2, 32, 4, 17, power_a=0), ValueError, "power_a"),
-    (lambda: mqar(2, 32, 4, 17, random_non_queries=1), TypeError, "random_non_queries"),
-    (lambda: long_range_retrieval(2, 10, 4, 17), ValueError, "seq_len"),
-    (lambda: long_range_retrieval(2, 32, 4, 17, num_queries=0), ValueError, "num_queries"),
-    (lambda: selective_copy(2, 7, 4, 10), ValueError, "seq_len"),
-    (lambda: selective_copy(2, 16, 4, 2), ValueError, "vocab_size"),
-    (lambda: selective_copy(2, 16, 0, 10), ValueError, "num_tokens"),
-    (lambda: min_query_distance(0, 2), ValueError, "seq_len"),
-    (lambda: query_accuracy(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long)), TypeError, "logits"),
-    (lambda: query_accuracy(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)), ValueError, "y"),
-    (lambda: query_accuracy(torch.zeros(2, 3, 5), torch.full((2, 3), IGNORE)), ValueError, "y"),
-], ids=["batch", "seed", "pairs-type", "mqar-short", "vocab", "queries", "power-a", "random-type", "lr-short", "lr-queries", "copy-short",
-        "copy-vocab", "copy-tokens", "distance", "logits-dim", "y-shape", "y-empty"])
+@pytest.mark.parametrize(
+    "call, exc, word",
+    [
+        (lambda: mqar(0, 32, 4, 17), ValueError, "batch"),
+        (lambda: mqar(2, 32, 4, 17, seed=-1), ValueError, "seed"),
+        (lambda: mqar(2, 32, 4.0, 17), TypeError, "num_pairs"),
+        (lambda: mqar(2, 15, 4, 17), ValueError, "seq_len"),
+        (lambda: mqar(2, 32, 4, 8), ValueError, "vocab_size"),
+        (lambda: mqar(2, 32, 4, 17, num_queries=5), ValueError, "num_queries"),
+        (lambda: mqar(2, 32, 4, 17, power_a=0), ValueError, "power_a"),
+        (lambda: mqar(2, 32, 4, 17, random_non_queries=1), TypeError, "random_non_queries"),
+        (lambda: long_range_retrieval(2, 10, 4, 17), ValueError, "seq_len"),
+        (lambda: long_range_retrieval(2, 32, 4, 17, num_queries=0), ValueError, "num_queries"),
+        (lambda: selective_copy(2, 7, 4, 10), ValueError, "seq_len"),
+        (lambda: selective_copy(2, 16, 4, 2), ValueError, "vocab_size"),
+        (lambda: selective_copy(2, 16, 0, 10), ValueError, "num_tokens"),
+        (lambda: min_query_distance(0, 2), ValueError, "seq_len"),
+        (
+            lambda: query_accuracy(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long)),
+            TypeError,
+            "logits",
+        ),
+        (
+            lambda: query_accuracy(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)),
+            ValueError,
+            "y",
+        ),
+        (lambda: query_accuracy(torch.zeros(2, 3, 5), torch.full((2, 3), IGNORE)), ValueError, "y"),
+    ],
+    ids=[
+        "batch",
+        "seed",
+        "pairs-type",
+        "mqar-short",
+        "vocab",
+        "queries",
+        "power-a",
+        "random-type",
+        "lr-short",
+        "lr-queries",
+        "copy-short",
+        "copy-vocab",
+        "copy-tokens",
+        "distance",
+        "logits-dim",
+        "y-shape",
+        "y-empty",
+    ],
+)
 def test_bad_input_names_the_argument(call, exc, word):
     with pytest.raises(exc, match=word):
         call()

@@ -9,6 +9,7 @@ machine's load average before and after. By default it writes to the reader's ow
 never replaces a full one unless ``force=True``. Chapters read stored results with
 :func:`load_result`.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,16 @@ from tqdm import tqdm
 from attnbook.measure import environment
 from attnbook.registry import suite_info
 
-__all__ = ["RESULTS_DIR", "user_results_dir", "sweep", "run_suite", "load_result", "result_path", "time_of",
-           "stored_label"]
+__all__ = [
+    "RESULTS_DIR",
+    "user_results_dir",
+    "sweep",
+    "run_suite",
+    "load_result",
+    "result_path",
+    "time_of",
+    "stored_label",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
@@ -54,15 +63,26 @@ def _protect(path: Path, quick: bool, store: bool, force: bool) -> None:
     """Refuse to overwrite the book's stored results without ``store``, or a full run by a quick one."""
     inside = path.resolve().parent == RESULTS_DIR.resolve()
     if inside and not store:
-        raise PermissionError(f"{path} is one of the book's stored results; pass store=True (--store) to replace it")
+        raise PermissionError(
+            f"{path} is one of the book's stored results; pass store=True (--store) to replace it"
+        )
     if path.exists() and quick and not force:
         old = json.loads(path.read_text())
         if old.get("quick") is False:
-            raise PermissionError(f"{path} holds a full run; a quick run replaces it only with force=True (--force)")
+            raise PermissionError(
+                f"{path} holds a full run; a quick run replaces it only with force=True (--force)"
+            )
 
 
-def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path | str | None = "user",
-              *, store: bool = False, force: bool = False) -> dict:
+def run_suite(
+    name: str,
+    device="cpu",
+    quick: bool | None = None,
+    out_dir: Path | str | None = "user",
+    *,
+    store: bool = False,
+    force: bool = False,
+) -> dict:
     """Run suite ``name`` on ``device``; write and return the labelled result.
 
     ``quick=None`` follows :func:`attnbook.config.quick`. ``out_dir``: ``"user"`` (default) is
@@ -85,9 +105,14 @@ def run_suite(name: str, device="cpu", quick: bool | None = None, out_dir: Path 
         _protect(path, quick, store, force)
     load_start, start = _load_average(), time.perf_counter()
     rows = info.fn(device, quick)
-    meta = {**environment(device), "threads": torch.get_num_threads(), "quick": quick,
-            "load_average_start": load_start, "load_average_end": _load_average(),
-            "elapsed_s": round(time.perf_counter() - start, 1)}
+    meta = {
+        **environment(device),
+        "threads": torch.get_num_threads(),
+        "quick": quick,
+        "load_average_start": load_start,
+        "load_average_end": _load_average(),
+        "elapsed_s": round(time.perf_counter() - start, 1),
+    }
     result = {"suite": name, "description": info.doc, "quick": quick, "meta": meta, "rows": rows}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,20 +128,28 @@ def time_of(row: dict, prefix: str = "") -> float:
     return row[key] if key in row else row[prefix + "median_s"]
 
 
-def load_result(name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR) -> dict | None:
+def load_result(
+    name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR
+) -> dict | None:
     """The stored result of suite ``name`` measured on ``device_kind`` ('cuda' or 'cpu'), or None."""
     path = result_path(name, device_kind, results_dir)
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def stored_label(name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR) -> str:
+def stored_label(
+    name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR
+) -> str:
     """Two short lines for a chapter's stored-results cell: what the stored run of suite ``name`` on
     ``device_kind`` was measured on (device, torch, date, commit, quick or full), or plainly that there is none."""
     result = load_result(name, device_kind, results_dir)
     what = "GPU" if device_kind == "cuda" else device_kind.upper()
     if result is None:
-        return (f"no {what} result stored: attnbook/results has no {result_path(name, device_kind).name}\n"
-                f"(`python -m attnbook gpu` on a CUDA machine writes it)")
+        return (
+            f"no {what} result stored: attnbook/results has no {result_path(name, device_kind).name}\n"
+            f"(`python -m attnbook gpu` on a CUDA machine writes it)"
+        )
     m = result["meta"]
-    return (f"stored {what} result ({'quick' if result['quick'] else 'full'} sweep): {m['device']}\n"
-            f"torch {m['torch']}, {m['date']}, commit {m['git_commit']}")
+    return (
+        f"stored {what} result ({'quick' if result['quick'] else 'full'} sweep): {m['device']}\n"
+        f"torch {m['torch']}, {m['date']}, commit {m['git_commit']}"
+    )

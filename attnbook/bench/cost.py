@@ -1,15 +1,16 @@
 """Suite "cost" (chapter 2): time of one Transformer layer's forward pass against n and against d."""
+
 from __future__ import annotations
 
 import torch
 
 from attnbook import cost
+from attnbook.bench import sweep
+from attnbook.checks import checked
+from attnbook.measure import time_fn
 from attnbook.mechanisms.dense import dense_attention
 from attnbook.models.gpt import Block, GPTConfig
-from attnbook.measure import time_fn
 from attnbook.reference import attention as reference_attention
-from attnbook.checks import checked
-from attnbook.bench import sweep
 
 HEADS = 4
 
@@ -23,7 +24,13 @@ def _check_core(device) -> None:
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, HEADS, 96, 16, generator=g) for _ in range(3))
     fast = dense_attention(q.to(device), k.to(device), v.to(device), causal=True)
-    checked("dense attention", fast, reference_attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=True))
+    checked(
+        "dense attention",
+        fast,
+        reference_attention(
+            q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=True
+        ),
+    )
 
 
 def _row(sweep_name: str, n: int, d: int, device, repeats: int) -> dict:
@@ -31,8 +38,18 @@ def _row(sweep_name: str, n: int, d: int, device, repeats: int) -> dict:
     x = torch.randn(1, n, d, device=device)
     with torch.no_grad():
         t = time_fn(layer, x, warmup=2, repeats=repeats, device=device)
-    return {"sweep": sweep_name, "n": n, "d": d, "heads": HEADS, "min_s": t.min_s, "q10_s": t.q10_s,
-            "median_s": t.median_s, "q25_s": t.q25_s, "q75_s": t.q75_s, "flops": cost.layer_flops(n, d, HEADS, 4 * d)}
+    return {
+        "sweep": sweep_name,
+        "n": n,
+        "d": d,
+        "heads": HEADS,
+        "min_s": t.min_s,
+        "q10_s": t.q10_s,
+        "median_s": t.median_s,
+        "q25_s": t.q25_s,
+        "q75_s": t.q75_s,
+        "flops": cost.layer_flops(n, d, HEADS, 4 * d),
+    }
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:

@@ -10,6 +10,7 @@ and gradients are checked against float64 dense attention (relative error <= 1e-
 kind "pingpong" time one-way messages between two ranks, from which the chapter fits the
 latency α and bandwidth β of the link. Each process uses one torch thread.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,11 +75,16 @@ def attention_worker(rank: int, world_size: int, device_type: str, ns, repeats: 
         for causal, layout in CASES:
             check = verify(rank, world_size, method, 67, heads=H, causal=causal, layout=layout)
             if not check["ok"]:
-                raise RuntimeError(f"{method} disagrees with dense attention, refusing to time it: {check}")
+                raise RuntimeError(
+                    f"{method} disagrees with dense attention, refusing to time it: {check}"
+                )
             for n in ns:
                 lay = Layout(layout, n, world_size)
                 g = torch.Generator().manual_seed(n)
-                q, k, v = (lay.shard(torch.randn(B, H, n, D, generator=g), rank).to(device) for _ in range(3))
+                q, k, v = (
+                    lay.shard(torch.randn(B, H, n, D, generator=g), rank).to(device)
+                    for _ in range(3)
+                )
                 stats = CommStats()
 
                 def call(stats=None):
@@ -91,17 +97,33 @@ def attention_worker(rank: int, world_size: int, device_type: str, ns, repeats: 
                 mine = {"sent": stats.sent_bytes, "recv": stats.recv_bytes, "peak": peak}
                 everyone = [None] * world_size
                 dist.all_gather_object(everyone, mine)
-                rows.append({"method": method, "world_size": world_size, "n": n, "batch": B, "heads": H,
-                             "head_dim": D, "causal": causal, "layout": layout,
-                             "median_s": float(np.median(times)), "q25_s": float(np.quantile(times, 0.25)),
-                             "q75_s": float(np.quantile(times, 0.75)), "min_s": float(min(times)),
-                             "sent_bytes": [e["sent"] for e in everyone], "recv_bytes": [e["recv"] for e in everyone],
-                             "peak_bytes": [e["peak"] for e in everyone], "max_rel_error": check["max_rel_error"],
-                             "grad_max_rel_error": check["grad_max_rel_error"]})
+                rows.append(
+                    {
+                        "method": method,
+                        "world_size": world_size,
+                        "n": n,
+                        "batch": B,
+                        "heads": H,
+                        "head_dim": D,
+                        "causal": causal,
+                        "layout": layout,
+                        "median_s": float(np.median(times)),
+                        "q25_s": float(np.quantile(times, 0.25)),
+                        "q75_s": float(np.quantile(times, 0.75)),
+                        "min_s": float(min(times)),
+                        "sent_bytes": [e["sent"] for e in everyone],
+                        "recv_bytes": [e["recv"] for e in everyone],
+                        "peak_bytes": [e["peak"] for e in everyone],
+                        "max_rel_error": check["max_rel_error"],
+                        "grad_max_rel_error": check["grad_max_rel_error"],
+                    }
+                )
     return rows
 
 
-def pingpong_worker(rank: int, world_size: int, device_type: str, sizes_bytes, repeats: int) -> list[dict]:
+def pingpong_worker(
+    rank: int, world_size: int, device_type: str, sizes_bytes, repeats: int
+) -> list[dict]:
     """Rank 0 sends m bytes to rank 1, which sends them back; one-way time = round trip / 2."""
     device = _device(device_type, rank)
     rows = []
@@ -121,8 +143,15 @@ def pingpong_worker(rank: int, world_size: int, device_type: str, sizes_bytes, r
                 torch.cuda.synchronize(device)
             if i:  # the first round trip is a warm-up
                 times.append((time.perf_counter() - t0) / 2)
-        rows.append({"kind": "pingpong", "bytes": m, "median_s": float(np.median(times)),
-                     "q25_s": float(np.quantile(times, 0.25)), "min_s": float(min(times))})
+        rows.append(
+            {
+                "kind": "pingpong",
+                "bytes": m,
+                "median_s": float(np.median(times)),
+                "q25_s": float(np.quantile(times, 0.25)),
+                "min_s": float(min(times)),
+            }
+        )
     return rows
 
 
@@ -135,16 +164,36 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     rows = []
     if 2 in worlds:
         ping = [2**i for i in range(10, 23 if quick else 25, 2)]
-        for row in launch(pingpong_worker, 2, device.type, ping, 5 if quick else 10, device=device, timeout_s=600):
+        for row in launch(
+            pingpong_worker, 2, device.type, ping, 5 if quick else 10, device=device, timeout_s=600
+        ):
             rows.append({**row, "world_size": 2})
     for P in worlds:
-        got = launch(attention_worker, P, device.type, sizes(quick), repeats, device=device, timeout_s=1800)
+        got = launch(
+            attention_worker, P, device.type, sizes(quick), repeats, device=device, timeout_s=1800
+        )
         for row in got:
-            model = COSTS[row["method"]](row["n"], P, heads=row["heads"], head_dim=row["head_dim"],
-                                         causal=row["causal"], layout=row["layout"], batch=row["batch"])
+            model = COSTS[row["method"]](
+                row["n"],
+                P,
+                heads=row["heads"],
+                head_dim=row["head_dim"],
+                causal=row["causal"],
+                layout=row["layout"],
+                batch=row["batch"],
+            )
             if row["sent_bytes"] != [c.sent_forward for c in model]:
-                raise RuntimeError(f"bytes sent {row['sent_bytes']} differ from the cost model's: {row}")
-            rows.append({"kind": "attention", **row, "model_sent_bytes": [c.sent_forward for c in model],
-                         "model_kv_bytes": [c.kv_bytes for c in model],
-                         "flops_forward": [c.flops_forward for c in model], "cpu_count": os.cpu_count()})
+                raise RuntimeError(
+                    f"bytes sent {row['sent_bytes']} differ from the cost model's: {row}"
+                )
+            rows.append(
+                {
+                    "kind": "attention",
+                    **row,
+                    "model_sent_bytes": [c.sent_forward for c in model],
+                    "model_kv_bytes": [c.kv_bytes for c in model],
+                    "flops_forward": [c.flops_forward for c in model],
+                    "cpu_count": os.cpu_count(),
+                }
+            )
     return rows

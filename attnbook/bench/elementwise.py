@@ -12,59 +12,100 @@ Three parts, each row tagged with ``part``:
 
 Each form is checked against its reference before it is timed (:func:`attnbook.bench.checked`).
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-from attnbook.mechanisms import elementwise
-from attnbook.experiments import elementwise_tasks
 from attnbook import reference
-from attnbook.mechanisms.dense import dense_attention
-from attnbook.measure import time_fn
-from attnbook.checks import checked
 from attnbook.bench import sweep
+from attnbook.checks import checked
+from attnbook.experiments import elementwise_tasks
+from attnbook.measure import time_fn
+from attnbook.mechanisms import elementwise
+from attnbook.mechanisms.dense import dense_attention
 
-__all__ = ["TRAIN_SHAPE", "DECODE_SHAPE", "QUALITY", "random_qkv", "check_parallel", "train_scaling", "decode_costs",
-           "quality_sweep"]
+__all__ = [
+    "TRAIN_SHAPE",
+    "DECODE_SHAPE",
+    "QUALITY",
+    "random_qkv",
+    "check_parallel",
+    "train_scaling",
+    "decode_costs",
+    "quality_sweep",
+]
 
 TRAIN_SHAPE = {"batch": 1, "heads": 4, "head_dim": 32}
 DECODE_SHAPE = {"batch": 1, "heads": 4, "head_dim": 64}
 #: Shared budgets of the quality sweep (quick sizes; the full sweep multiplies the steps by 4).
 QUALITY = {
-    "tinyshakespeare": dict(block_size=32, steps=150, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3),
-    "mqar": dict(seq_len=24, num_pairs=4, vocab_size=17, steps=200, batch_size=32, d_model=32, n_layer=2,
-                 n_head=2, lr=3e-3),
-    "timeseries": dict(seq_len=64, steps=150, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3),
+    "tinyshakespeare": dict(
+        block_size=32, steps=150, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3
+    ),
+    "mqar": dict(
+        seq_len=24,
+        num_pairs=4,
+        vocab_size=17,
+        steps=200,
+        batch_size=32,
+        d_model=32,
+        n_layer=2,
+        n_head=2,
+        lr=3e-3,
+    ),
+    "timeseries": dict(
+        seq_len=64, steps=150, batch_size=16, d_model=32, n_layer=2, n_head=2, lr=3e-3
+    ),
 }
 
 
 def random_qkv(n: int, shape: dict, device, seed: int = 0, requires_grad: bool = False):
     """Three random (B, H, n, D) tensors with B, H, D from ``shape`` (seeded by seed + n)."""
     g = torch.Generator().manual_seed(seed + n)
-    return [torch.randn(shape["batch"], shape["heads"], n, shape["head_dim"], generator=g).to(device)
-            .requires_grad_(requires_grad) for _ in range(3)]
+    return [
+        torch.randn(shape["batch"], shape["heads"], n, shape["head_dim"], generator=g)
+        .to(device)
+        .requires_grad_(requires_grad)
+        for _ in range(3)
+    ]
 
 
 def check_parallel(order: int, device) -> None:
     """Refuse (CorrectnessError) a causal parallel form that differs from the NumPy Taylor reference."""
     q, k, v = random_qkv(96, TRAIN_SHAPE, device)
-    ref = elementwise.elementwise_taylor_numpy(*(x.double().cpu().numpy() for x in (q, k, v)), order=order, causal=True)
-    checked(f"elementwise t={order}", elementwise.elementwise_attention(q, k, v, order=order, causal=True), ref, rtol=1e-4,
-            atol=1e-5)
+    ref = elementwise.elementwise_taylor_numpy(
+        *(x.double().cpu().numpy() for x in (q, k, v)), order=order, causal=True
+    )
+    checked(
+        f"elementwise t={order}",
+        elementwise.elementwise_attention(q, k, v, order=order, causal=True),
+        ref,
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def train_scaling(device, quick: bool) -> list[dict]:
     """Forward + backward seconds of the causal attention core vs n (no model around it)."""
     ns = [256 * 2**i for i in range(5 if quick else 8)]  # 256 .. 4096 (quick) or 32768
-    forms = {"softmax": (lambda q, k, v: dense_attention(q, k, v, causal=True), 4096 if quick else 16384)}
+    forms = {
+        "softmax": (lambda q, k, v: dense_attention(q, k, v, causal=True), 4096 if quick else 16384)
+    }
     for t in (2, 6):
         check_parallel(t, device)
-        forms[f"EA t={t}"] = (lambda q, k, v, t=t: elementwise.elementwise_attention(q, k, v, order=t, causal=True), ns[-1])
+        forms[f"EA t={t}"] = (
+            lambda q, k, v, t=t: elementwise.elementwise_attention(q, k, v, order=t, causal=True),
+            ns[-1],
+        )
     q, k, v = random_qkv(96, TRAIN_SHAPE, device)
-    checked("softmax", forms["softmax"][0](q, k, v),
-            reference.attention(*(x.double().cpu().numpy() for x in (q, k, v)), causal=True))
+    checked(
+        "softmax",
+        forms["softmax"][0](q, k, v),
+        reference.attention(*(x.double().cpu().numpy() for x in (q, k, v)), causal=True),
+    )
     rows = []
     for n in sweep(ns, "train scaling"):
         q, k, v = random_qkv(n, TRAIN_SHAPE, device, requires_grad=True)
@@ -77,15 +118,25 @@ def train_scaling(device, quick: bool) -> list[dict]:
                 fn(q, k, v).sum().backward()
 
             t = time_fn(fwd_bwd, warmup=1, repeats=3 if quick else 5, device=device)
-            rows.append({"part": "train", "form": name, "n": n, **TRAIN_SHAPE, "median_s": t.median_s,
-                         "q25_s": t.q25_s, "q75_s": t.q75_s, "min_s": t.min_s})
+            rows.append(
+                {
+                    "part": "train",
+                    "form": name,
+                    "n": n,
+                    **TRAIN_SHAPE,
+                    "median_s": t.median_s,
+                    "q25_s": t.q25_s,
+                    "q75_s": t.q75_s,
+                    "min_s": t.min_s,
+                }
+            )
     return rows
 
 
 def _dense_decode(cache_k, cache_v, length: int, q_t, k_t, v_t):
     """Append (k_t, v_t) at position ``length`` of preallocated caches, attend over length+1 keys."""
     cache_k[:, :, length], cache_v[:, :, length] = k_t, v_t
-    keys, values = cache_k[:, :, :length + 1], cache_v[:, :, :length + 1]
+    keys, values = cache_k[:, :, : length + 1], cache_v[:, :, : length + 1]
     w = torch.softmax((keys @ q_t.unsqueeze(-1)).squeeze(-1) / math.sqrt(q_t.shape[-1]), dim=-1)
     return (w.unsqueeze(-2) @ values).squeeze(-2)
 
@@ -96,7 +147,9 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
     ``lengths`` defaults to 256 .. 32768 (quick) or 256 .. 131072 (full).
     """
     if lengths is None:
-        lengths = [256, 1024, 4096, 16384, 32768] if quick else [256, 1024, 4096, 16384, 65536, 131072]
+        lengths = (
+            [256, 1024, 4096, 16384, 32768] if quick else [256, 1024, 4096, 16384, 65536, 131072]
+        )
     rows = []
     with torch.no_grad():
         for L in sweep(lengths, "decode"):
@@ -104,32 +157,65 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
             # EA: the state after L tokens, checked against the parallel form's row L
             state = elementwise.elementwise_prefill(k[:, :, :L], v[:, :, :L], order=order)
             _, o = elementwise.elementwise_step(state, q[:, :, L], k[:, :, L], v[:, :, L])
-            par = elementwise.elementwise_attention(q[:, :, :L + 1], k[:, :, :L + 1], v[:, :, :L + 1], order=order, causal=True)
+            par = elementwise.elementwise_attention(
+                q[:, :, : L + 1], k[:, :, : L + 1], v[:, :, : L + 1], order=order, causal=True
+            )
             checked(f"EA step at L={L}", o, par[:, :, L], rtol=1e-3, atol=1e-4)
             # dense: the cached read at position L, checked against the NumPy reference for that query row
             cache_k = torch.zeros(q.shape[0], q.shape[1], L + tokens, q.shape[3], device=device)
             cache_v = torch.zeros_like(cache_k)
             cache_k[:, :, :L], cache_v[:, :, :L] = k[:, :, :L], v[:, :, :L]
             dense_o = _dense_decode(cache_k, cache_v, L, q[:, :, L], k[:, :, L], v[:, :, L])
-            qn, kn, vn = (x.double().cpu().numpy() for x in (q[:, :, L:L + 1], k[:, :, :L + 1], v[:, :, :L + 1]))
-            checked(f"dense decode at L={L}", dense_o, reference.scaled_dot_product_attention(qn, kn, vn)[0][:, :, 0])
+            qn, kn, vn = (
+                x.double().cpu().numpy()
+                for x in (q[:, :, L : L + 1], k[:, :, : L + 1], v[:, :, : L + 1])
+            )
+            checked(
+                f"dense decode at L={L}",
+                dense_o,
+                reference.scaled_dot_product_attention(qn, kn, vn)[0][:, :, 0],
+            )
 
             def ea_tokens(state=state):
                 for i in range(tokens):
-                    state, _ = elementwise.elementwise_step(state, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i])
+                    state, _ = elementwise.elementwise_step(
+                        state, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i]
+                    )
 
             def dense_tokens():
                 for i in range(tokens):
-                    _dense_decode(cache_k, cache_v, L + i, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i])
+                    _dense_decode(
+                        cache_k, cache_v, L + i, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i]
+                    )
 
             elem = q.element_size()
             for form, fn, state_bytes in (
-                    (f"EA t={order} (recurrent)", ea_tokens, (state.A.numel() + state.Z.numel()) * elem),
-                    ("softmax + KV cache", dense_tokens, 2 * L * q.shape[1] * q.shape[3] * q.shape[0] * elem)):
+                (
+                    f"EA t={order} (recurrent)",
+                    ea_tokens,
+                    (state.A.numel() + state.Z.numel()) * elem,
+                ),
+                (
+                    "softmax + KV cache",
+                    dense_tokens,
+                    2 * L * q.shape[1] * q.shape[3] * q.shape[0] * elem,
+                ),
+            ):
                 t = time_fn(fn, warmup=1, repeats=5 if quick else 9, device=device)
-                rows.append({"part": "decode", "form": form, "context": L, **DECODE_SHAPE, "order": order,
-                             "s_per_token": t.median_s / tokens, "q25_s": t.q25_s / tokens,
-                             "q75_s": t.q75_s / tokens, "min_s": t.min_s / tokens, "state_bytes": int(state_bytes)})
+                rows.append(
+                    {
+                        "part": "decode",
+                        "form": form,
+                        "context": L,
+                        **DECODE_SHAPE,
+                        "order": order,
+                        "s_per_token": t.median_s / tokens,
+                        "q25_s": t.q25_s / tokens,
+                        "q75_s": t.q75_s / tokens,
+                        "min_s": t.min_s / tokens,
+                        "state_bytes": int(state_bytes),
+                    }
+                )
     return rows
 
 
@@ -140,20 +226,49 @@ def quality_sweep(device, quick: bool) -> list[dict]:
     seeds = (0, 1) if quick else (0, 1, 2)
     scale = 1 if quick else 4
     corpus = CharCorpus(load_tinyshakespeare())
-    probe = corpus.get_batch("val", 16, QUALITY["tinyshakespeare"]["block_size"],
-                             generator=torch.Generator().manual_seed(123), device=device)[0]
+    probe = corpus.get_batch(
+        "val",
+        16,
+        QUALITY["tinyshakespeare"]["block_size"],
+        generator=torch.Generator().manual_seed(123),
+        device=device,
+    )[0]
     rows = []
     for method, options in sweep(elementwise_tasks.METHODS, "quality"):
         for seed in seeds:
-            budget = {**QUALITY["tinyshakespeare"], "steps": QUALITY["tinyshakespeare"]["steps"] * scale}
-            row, model = elementwise_tasks.train_char(corpus, method, options, seed=seed, device=device, **budget)
+            budget = {
+                **QUALITY["tinyshakespeare"],
+                "steps": QUALITY["tinyshakespeare"]["steps"] * scale,
+            }
+            row, model = elementwise_tasks.train_char(
+                corpus, method, options, seed=seed, device=device, **budget
+            )
             rows.append({"part": "quality", **row, **elementwise_tasks.spikiness(model, probe)})
             budget = {**QUALITY["mqar"], "steps": QUALITY["mqar"]["steps"] * scale}
             row = elementwise_tasks.train_mqar(method, options, seed=seed, device=device, **budget)
-            rows.append({"part": "quality", **{k: row[k] for k in ("task", "method", "options", "label", "seed",
-                                                                   "accuracy", "val_loss", "steps", "train_s")}})
+            rows.append(
+                {
+                    "part": "quality",
+                    **{
+                        k: row[k]
+                        for k in (
+                            "task",
+                            "method",
+                            "options",
+                            "label",
+                            "seed",
+                            "accuracy",
+                            "val_loss",
+                            "steps",
+                            "train_s",
+                        )
+                    },
+                }
+            )
             budget = {**QUALITY["timeseries"], "steps": QUALITY["timeseries"]["steps"] * scale}
-            row, _ = elementwise_tasks.train_forecast(method, options, seed=seed, device=device, **budget)
+            row, _ = elementwise_tasks.train_forecast(
+                method, options, seed=seed, device=device, **budget
+            )
             rows.append({"part": "quality", **row})
     return rows
 

@@ -6,6 +6,7 @@ fixed width (:data:`WIDTH`), and the width at a fixed number of pairs (:data:`PA
 belongs to. The rows of dense attention carry the claim the sweep is built for: dense attention is
 trained until it solves the task, and every other mechanism gets the same budget.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -31,9 +32,21 @@ from attnbook.experiments.recall import causal_problem, method_options, recall_m
 #:   ``random_non_queries=False``) remove that ambiguity, not the recall;
 #: * width 32 or 16 left dense attention below 0.95 at P = 8 within 1,500 steps, so the width sweep
 #:   goes up from :data:`WIDTH`, not down.
-BUDGET = dict(task="mqar", seq_len=64, vocab_size=64, n_layer=1, n_head=2, short_conv=4, batch_size=32,
-              lr=3e-3, warmup_steps=100, min_lr=3e-4, weight_decay=0.0, eval_size=512,
-              task_options={"random_non_queries": False})
+BUDGET = dict(
+    task="mqar",
+    seq_len=64,
+    vocab_size=64,
+    n_layer=1,
+    n_head=2,
+    short_conv=4,
+    batch_size=32,
+    lr=3e-3,
+    warmup_steps=100,
+    min_lr=3e-4,
+    weight_decay=0.0,
+    eval_size=512,
+    task_options={"random_non_queries": False},
+)
 STEPS = 1500  #: training steps of every run of the full sweep
 WIDTH = 64  #: d_model of the pairs sweep
 PAIRS = 8  #: pairs of the width sweep
@@ -47,7 +60,11 @@ def settings(quick: bool) -> tuple[list[dict], tuple[int, ...], int, list[str]]:
     ``quick`` shrinks the sweep, the seeds, the steps and the method list."""
     pairs, widths = ((2, 4), ()) if quick else ((4, 8, 16), (WIDTH, 128))
     grid = [dict(sweep="pairs", num_pairs=p, d_model=WIDTH) for p in pairs]
-    grid += [dict(sweep="width", num_pairs=PAIRS, d_model=w) for w in widths if not (PAIRS in pairs and w == WIDTH)]
+    grid += [
+        dict(sweep="width", num_pairs=PAIRS, d_model=w)
+        for w in widths
+        if not (PAIRS in pairs and w == WIDTH)
+    ]
     methods = [m for m in recall_methods() if m not in LEFT_OUT]
     if quick:
         methods = [m for m in methods if m in ("dense", "sliding_window", "linear", "retention")]
@@ -71,12 +88,25 @@ def run(device, quick: bool, workers: int | None = None) -> list[dict]:
         if reason is not None:
             skipped[method] = reason
             continue
-        jobs += [{**BUDGET, **setting, "method": method, "seed": seed, "steps": steps, "device": str(device),
-                  "eval_every": max(1, steps // 10)} for setting in grid for seed in seeds]
+        jobs += [
+            {
+                **BUDGET,
+                **setting,
+                "method": method,
+                "seed": seed,
+                "steps": steps,
+                "device": str(device),
+                "eval_every": max(1, steps // 10),
+            }
+            for setting in grid
+            for seed in seeds
+        ]
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     if workers > 1 and device.type == "cpu":
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_one, jobs))  # results in job order: the rows do not depend on scheduling
+            rows = list(
+                pool.map(_one, jobs)
+            )  # results in job order: the rows do not depend on scheduling
     else:
         threads = torch.get_num_threads()
         try:

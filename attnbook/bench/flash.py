@@ -6,6 +6,7 @@ so that both see the same machine; then the peak memory of each at n = 16384 (ca
 of the loop's tile size, which is how :data:`attnbook.mechanisms.flash.BLOCK_SIZE` was chosen. Every
 form is checked against the other before it is timed.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,10 @@ TILES = (64, 128, 256, 512)
 
 def _inputs(n: int, device):
     g = torch.Generator().manual_seed(n)
-    return [torch.randn(SHAPE["batch"], SHAPE["heads"], n, SHAPE["head_dim"], generator=g).to(device)
-            for _ in range(3)]
+    return [
+        torch.randn(SHAPE["batch"], SHAPE["heads"], n, SHAPE["head_dim"], generator=g).to(device)
+        for _ in range(3)
+    ]
 
 
 def interleaved_min(fns: dict, repeats: int, device) -> dict:
@@ -56,21 +59,51 @@ def run(device: torch.device, quick: bool) -> list[dict]:
             q, k, v = _inputs(n, device)
             for causal in (False, True):
                 ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-                checked(f"flash n={n} causal={causal}", flash_attention(q, k, v, causal=causal), ref,
-                        rtol=1e-4, atol=1e-5)
-                fns = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-                       **{f"flash-b{b}": (lambda b=b: flash_attention(q, k, v, causal=causal, block_size=b))
-                          for b in TILES}}
+                checked(
+                    f"flash n={n} causal={causal}",
+                    flash_attention(q, k, v, causal=causal),
+                    ref,
+                    rtol=1e-4,
+                    atol=1e-5,
+                )
+                fns = {
+                    "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                    **{
+                        f"flash-b{b}": (
+                            lambda b=b: flash_attention(q, k, v, causal=causal, block_size=b)
+                        )
+                        for b in TILES
+                    },
+                }
                 best = interleaved_min(fns, repeats, device)
                 for name, seconds in best.items():
-                    rows.append({"part": "time", "form": name, "n": n, "causal": causal, "min_s": seconds,
-                                 "block_size": int(name.split("-b")[1]) if "-b" in name else None,
-                                 "ratio_to_sdpa": seconds / best["sdpa"], **SHAPE})
+                    rows.append(
+                        {
+                            "part": "time",
+                            "form": name,
+                            "n": n,
+                            "causal": causal,
+                            "min_s": seconds,
+                            "block_size": int(name.split("-b")[1]) if "-b" in name else None,
+                            "ratio_to_sdpa": seconds / best["sdpa"],
+                            **SHAPE,
+                        }
+                    )
         n = 2048 if quick else 16384
         q, k, v = _inputs(n, device)
-        for name, fn in (("sdpa", lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
-                         ("flash", lambda: flash_attention(q, k, v, causal=True, block_size=BLOCK_SIZE))):
-            rows.append({"part": "memory", "form": name, "n": n, "causal": True, "block_size":
-                         BLOCK_SIZE if name == "flash" else None, "peak_bytes": int(peak_memory_bytes(fn, device=device)),
-                         **SHAPE})
+        for name, fn in (
+            ("sdpa", lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+            ("flash", lambda: flash_attention(q, k, v, causal=True, block_size=BLOCK_SIZE)),
+        ):
+            rows.append(
+                {
+                    "part": "memory",
+                    "form": name,
+                    "n": n,
+                    "causal": True,
+                    "block_size": BLOCK_SIZE if name == "flash" else None,
+                    "peak_bytes": int(peak_memory_bytes(fn, device=device)),
+                    **SHAPE,
+                }
+            )
     return rows

@@ -13,38 +13,72 @@ Suite "generative-small" trains the chapter's CPU-sized model (2 layers, width 6
 batch 16) for many more steps than the notebook can afford, to see whether the early lead of
 one mixer lasts.
 """
+
 from __future__ import annotations
 
 import torch
 
 from attnbook import cost
-from attnbook.registry import methods, mixers
+from attnbook.bench import sweep
+from attnbook.checks import checked
 from attnbook.experiments.data import CharCorpus, load_tinyshakespeare
+from attnbook.measure import peak_memory_bytes, time_fn
 from attnbook.mechanisms.dense import dense_attention
 from attnbook.mechanisms.generative import GenerativeMixer, generative_numpy
 from attnbook.models.gpt import GPT, GPTConfig, make_mixer
-from attnbook.measure import peak_memory_bytes, time_fn
-from attnbook.reference import attention as reference_attention
 from attnbook.models.train import train
-from attnbook.checks import checked
-from attnbook.bench import sweep
+from attnbook.reference import attention as reference_attention
+from attnbook.registry import methods, mixers
 
-__all__ = ["NANOGPT_SHAKESPEARE_CHAR", "SMALL_SHAPE", "comparison_mixers", "train_mixer", "mixer_cost", "final_losses"]
+__all__ = [
+    "NANOGPT_SHAKESPEARE_CHAR",
+    "SMALL_SHAPE",
+    "comparison_mixers",
+    "train_mixer",
+    "mixer_cost",
+    "final_losses",
+]
 
-NANOGPT_SHAKESPEARE_CHAR = {"n_layer": 6, "n_head": 6, "d_model": 384, "block_size": 256, "dropout": 0.2}
-SMALL_SHAPE = {"n_layer": 2, "n_head": 4, "d_model": 64, "block_size": 64}  # the chapter's CPU-sized model
+NANOGPT_SHAKESPEARE_CHAR = {
+    "n_layer": 6,
+    "n_head": 6,
+    "d_model": 384,
+    "block_size": 256,
+    "dropout": 0.2,
+}
+SMALL_SHAPE = {
+    "n_layer": 2,
+    "n_head": 4,
+    "d_model": 64,
+    "block_size": 64,
+}  # the chapter's CPU-sized model
 
 
 def comparison_mixers() -> list[str]:
     """The mixers chapter 8 compares: dense attention, every generative mixer, and one mechanism of each
     linear-time family with a decoding state (linear, element-wise) as reference points; from the registry."""
-    return ["dense", *mixers(family="generative"), *methods(family="linear", variants=False),
-            *methods(family="elementwise")]
+    return [
+        "dense",
+        *mixers(family="generative"),
+        *methods(family="linear", variants=False),
+        *methods(family="elementwise"),
+    ]
 
 
-def train_mixer(corpus: CharCorpus, mixer: str, *, batch_size: int, steps: int, seed: int = 0, device="cpu",
-                eval_every: int | None = None, eval_batches: int = 10, lr: float = 1e-3, progress: bool = False,
-                **shape):
+def train_mixer(
+    corpus: CharCorpus,
+    mixer: str,
+    *,
+    batch_size: int,
+    steps: int,
+    seed: int = 0,
+    device="cpu",
+    eval_every: int | None = None,
+    eval_batches: int = 10,
+    lr: float = 1e-3,
+    progress: bool = False,
+    **shape,
+):
     """Train a character GPT whose mixing layer is ``mixer``; returns (model, TrainResult). Chapter 8.
 
     ``shape`` holds GPTConfig fields (n_layer, n_head, d_model, block_size, d_ff, dropout, ...).
@@ -53,10 +87,20 @@ def train_mixer(corpus: CharCorpus, mixer: str, *, batch_size: int, steps: int, 
     config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, **shape)
 
     def get_batch(split, generator):
-        return corpus.get_batch(split, batch_size, config.block_size, generator=generator, device=device)
+        return corpus.get_batch(
+            split, batch_size, config.block_size, generator=generator, device=device
+        )
 
-    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=eval_every or steps,
-                   eval_batches=eval_batches, seed=seed, progress=progress)
+    result = train(
+        lambda: GPT(config).to(device),
+        get_batch,
+        steps=steps,
+        lr=lr,
+        eval_every=eval_every or steps,
+        eval_batches=eval_batches,
+        seed=seed,
+        progress=progress,
+    )
     result.config["train"]["batch_size"] = batch_size
     return result.model, result
 
@@ -65,34 +109,72 @@ def _check_mixers(device) -> None:
     """Dense attention and the generative layers must match their NumPy references before any timing."""
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 40, 8, generator=g) for _ in range(3))
-    checked("dense attention", dense_attention(q.to(device), k.to(device), v.to(device), causal=True),
-            reference_attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=True))
+    checked(
+        "dense attention",
+        dense_attention(q.to(device), k.to(device), v.to(device), causal=True),
+        reference_attention(
+            q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=True
+        ),
+    )
     x = torch.randn(2, 40, 12, generator=g)
     for avg in (False, True):
         layer = GenerativeMixer(12, 16, avg=avg).to(device)
         with torch.no_grad():
             fast = layer(x.to(device))
-        w = [t.detach().double().cpu().numpy() for t in (layer.fc.weight.T, layer.fc.bias, layer.proj.weight.T, layer.proj.bias)]
-        checked(f"generative (avg={avg})", fast, generative_numpy(x.double().numpy(), *w, avg=avg), rtol=1e-4, atol=1e-5)
+        w = [
+            t.detach().double().cpu().numpy()
+            for t in (layer.fc.weight.T, layer.fc.bias, layer.proj.weight.T, layer.proj.bias)
+        ]
+        checked(
+            f"generative (avg={avg})",
+            fast,
+            generative_numpy(x.double().numpy(), *w, avg=avg),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
-def mixer_cost(mixer: str, n: int, d_model: int = 384, heads: int = 6, *, device="cpu", repeats: int = 5,
-               memory: bool = True) -> dict:
+def mixer_cost(
+    mixer: str,
+    n: int,
+    d_model: int = 384,
+    heads: int = 6,
+    *,
+    device="cpu",
+    repeats: int = 5,
+    memory: bool = True,
+) -> dict:
     """Forward + backward time (minimum, 10 % quantile, median, quartiles) and peak memory of one mixing
     layer on (1, n, d). Chapter 8."""
-    layer = make_mixer(GPTConfig(vocab_size=2, block_size=n, n_head=heads, d_model=d_model, mixer=mixer)).to(device)
+    layer = make_mixer(
+        GPTConfig(vocab_size=2, block_size=n, n_head=heads, d_model=d_model, mixer=mixer)
+    ).to(device)
     x = torch.randn(1, n, d_model, device=device, requires_grad=True)
 
     def step():
         layer(x).sum().backward()
 
     t = time_fn(step, warmup=1, repeats=repeats, device=device)
-    row = {"mixer": mixer, "n": n, "d": d_model, "heads": heads, "min_s": t.min_s, "q10_s": t.q10_s,
-           "median_s": t.median_s, "q25_s": t.q25_s, "q75_s": t.q75_s, "params": sum(p.numel() for p in layer.parameters())}
+    row = {
+        "mixer": mixer,
+        "n": n,
+        "d": d_model,
+        "heads": heads,
+        "min_s": t.min_s,
+        "q10_s": t.q10_s,
+        "median_s": t.median_s,
+        "q25_s": t.q25_s,
+        "q75_s": t.q75_s,
+        "params": sum(p.numel() for p in layer.parameters()),
+    }
     row["peak_bytes"] = peak_memory_bytes(step, device=device) if memory else None
-    row["flops_forward"] = (cost.mha_flops(n, d_model, heads) if mixer == "dense" else
-                            cost.generative_flops(n, d_model, avg=mixer == "generative+avg") if mixer.startswith("generative")
-                            else None)
+    row["flops_forward"] = (
+        cost.mha_flops(n, d_model, heads)
+        if mixer == "dense"
+        else cost.generative_flops(n, d_model, avg=mixer == "generative+avg")
+        if mixer.startswith("generative")
+        else None
+    )
     return row
 
 
@@ -102,17 +184,37 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     batch, steps, eval_every, eval_batches = (8, 12, 6, 3) if quick else (64, 2000, 250, 20)
     rows = []
     for mixer in sweep(comparison_mixers(), "train"):
-        _, result = train_mixer(corpus, mixer, batch_size=batch, steps=steps, eval_every=eval_every,
-                                eval_batches=eval_batches, device=device, **NANOGPT_SHAKESPEARE_CHAR)
-        rows.append({"part": "train", "mixer": mixer, "label": f"nanoGPT shakespeare_char shape, batch {batch}, "
-                     f"{steps} iterations" + (" (quick: a short slice, not converged)" if quick else ""),
-                     "params": result.params, "batch_size": batch, "steps": steps, "history": result.history,
-                     "final_val_loss": result.final_val_loss, "time_per_iter_s": result.time_per_iter_s,
-                     "peak_memory_bytes": result.peak_memory_bytes})
+        _, result = train_mixer(
+            corpus,
+            mixer,
+            batch_size=batch,
+            steps=steps,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+            device=device,
+            **NANOGPT_SHAKESPEARE_CHAR,
+        )
+        rows.append(
+            {
+                "part": "train",
+                "mixer": mixer,
+                "label": f"nanoGPT shakespeare_char shape, batch {batch}, "
+                f"{steps} iterations" + (" (quick: a short slice, not converged)" if quick else ""),
+                "params": result.params,
+                "batch_size": batch,
+                "steps": steps,
+                "history": result.history,
+                "final_val_loss": result.final_val_loss,
+                "time_per_iter_s": result.time_per_iter_s,
+                "peak_memory_bytes": result.peak_memory_bytes,
+            }
+        )
     ns = [64, 128, 256, 512, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096, 8192, 16384]
     for n in sweep(ns, "cost vs n"):
         for mixer in ("dense", "generative", "generative+avg"):
-            rows.append({"part": "cost", **mixer_cost(mixer, n, device=device, repeats=3 if quick else 10)})
+            rows.append(
+                {"part": "cost", **mixer_cost(mixer, n, device=device, repeats=3 if quick else 10)}
+            )
     return rows
 
 
@@ -121,16 +223,38 @@ def final_losses(rows: list[dict]) -> dict[str, float]:
     return {r["mixer"]: r["final_val_loss"] for r in rows if r["part"] == "train"}
 
 
-
 def run_small(device: torch.device, quick: bool) -> list[dict]:
     corpus = CharCorpus(load_tinyshakespeare())
-    steps, every, mixers = (800, 100, ["dense", "generative", "generative+avg"]) if quick else (5000, 250, comparison_mixers())
+    steps, every, mixers = (
+        (800, 100, ["dense", "generative", "generative+avg"])
+        if quick
+        else (5000, 250, comparison_mixers())
+    )
     rows = []
     for mixer in sweep(mixers, "train"):
-        _, result = train_mixer(corpus, mixer, batch_size=16, steps=steps, eval_every=every, eval_batches=10,
-                                lr=3e-3, device=device, **SMALL_SHAPE)
-        rows.append({"part": "train", "mixer": mixer, "label": f"2 layers, width 64, context 64, batch 16, {steps} steps",
-                     "params": result.params, "batch_size": 16, "steps": steps, "history": result.history,
-                     "final_val_loss": result.final_val_loss, "time_per_iter_s": result.time_per_iter_s,
-                     "peak_memory_bytes": result.peak_memory_bytes})
+        _, result = train_mixer(
+            corpus,
+            mixer,
+            batch_size=16,
+            steps=steps,
+            eval_every=every,
+            eval_batches=10,
+            lr=3e-3,
+            device=device,
+            **SMALL_SHAPE,
+        )
+        rows.append(
+            {
+                "part": "train",
+                "mixer": mixer,
+                "label": f"2 layers, width 64, context 64, batch 16, {steps} steps",
+                "params": result.params,
+                "batch_size": 16,
+                "steps": steps,
+                "history": result.history,
+                "final_val_loss": result.final_val_loss,
+                "time_per_iter_s": result.time_per_iter_s,
+                "peak_memory_bytes": result.peak_memory_bytes,
+            }
+        )
     return rows

@@ -13,6 +13,7 @@ generative mixer with its running mean again at context 256 (the same 768 tokens
 peak memory of one training iteration per mixer and context length, and the paper's ×4 inner
 dimension of the generative function as ratios.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,12 +30,28 @@ from attnbook.models.gpt import GPT, GPTConfig
 from attnbook.models.train import split_loss, train
 from attnbook.registry import methods, mixers
 
-__all__ = ["SHAPE", "SCHEDULE", "LONG_STEPS", "converged_mixers", "train_row", "iteration_cost", "run",
-           "run_long", "run_cost"]
+__all__ = [
+    "SHAPE",
+    "SCHEDULE",
+    "LONG_STEPS",
+    "converged_mixers",
+    "train_row",
+    "iteration_cost",
+    "run",
+    "run_long",
+    "run_cost",
+]
 
 SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 128, "block_size": 64, "dropout": 0.0}
-SCHEDULE = {"steps": 2000, "batch_size": 12, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100,
-            "eval_every": 100, "eval_batches": 20}
+SCHEDULE = {
+    "steps": 2000,
+    "batch_size": 12,
+    "lr": 1e-3,
+    "min_lr": 1e-4,
+    "warmup_steps": 100,
+    "eval_every": 100,
+    "eval_batches": 20,
+}
 CONTEXTS = (64, 256, 1024)
 TOKENS_PER_BATCH = 768  # 12 × 64: the main runs' batch, kept fixed across context lengths
 LONG_STEPS = 12_000  # part "long": 9.2 M training tokens, about 9 passes over the training split
@@ -44,7 +61,9 @@ LONG_EVAL_EVERY = 500
 def converged_mixers() -> dict[str, int]:
     """{mixer: seeds}: dense and the generative mixers with 3 seeds, the linear-time references with 1."""
     seeds = {"dense": 3, **{m: 3 for m in mixers(family="generative")}}
-    seeds.update({m: 1 for m in methods(family="linear", variants=False) + methods(family="elementwise")})
+    seeds.update(
+        {m: 1 for m in methods(family="linear", variants=False) + methods(family="elementwise")}
+    )
     return seeds
 
 
@@ -61,38 +80,85 @@ def _get_batch(corpus: CharCorpus, batch_size: int, block: int, device):
     return get_batch
 
 
-def train_row(corpus: CharCorpus, mixer: str, seed: int, device, schedule: dict, shape: dict, *,
-              return_model: bool = False, full_val: bool = False, **mixer_options):
+def train_row(
+    corpus: CharCorpus,
+    mixer: str,
+    seed: int,
+    device,
+    schedule: dict,
+    shape: dict,
+    *,
+    return_model: bool = False,
+    full_val: bool = False,
+    **mixer_options,
+):
     """Train one model and return its row: best and final losses, curve, time, FLOPs per iteration
     (``(row, model)`` with ``return_model``)."""
-    config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape)
+    config = GPTConfig(
+        vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape
+    )
     s = dict(schedule)
     batch_size = s.pop("batch_size")
     get_batch = _get_batch(corpus, batch_size, config.block_size, device)
-    val_loss_fn = (lambda model: split_loss(model, corpus.val, config.block_size)) if full_val else None
-    result = train(lambda: GPT(config).to(device), get_batch, progress=False, seed=seed,
-                   val_loss_fn=val_loss_fn, **s)
+    val_loss_fn = (
+        (lambda model: split_loss(model, corpus.val, config.block_size)) if full_val else None
+    )
+    result = train(
+        lambda: GPT(config).to(device),
+        get_batch,
+        progress=False,
+        seed=seed,
+        val_loss_fn=val_loss_fn,
+        **s,
+    )
     x, y = get_batch("train", torch.Generator().manual_seed(seed))
-    flops = count_flops(lambda: result.model(x, y)[1].backward())  # one iteration, forward and backward
+    flops = count_flops(
+        lambda: result.model(x, y)[1].backward()
+    )  # one iteration, forward and backward
     best = result.best
-    row = {"part": "converged", "mixer": mixer, "seed": seed, "steps": result.steps, "best_step": best["step"],
-            "val_loss": best["val_loss"], "train_loss": best["train_loss"],
-            "final_val_loss": result.final_val_loss, "history": result.history, "params": result.params,
-            "batch_size": batch_size, "block_size": config.block_size, "mixer_options": mixer_options,
-            "time_per_iter_s": result.time_per_iter_s, "train_s": result.train_s, "flops_per_iter": flops,
-            "peak_memory_bytes": result.peak_memory_bytes, "full_val": full_val,
-            "tokens_per_iter": batch_size * config.block_size}
+    row = {
+        "part": "converged",
+        "mixer": mixer,
+        "seed": seed,
+        "steps": result.steps,
+        "best_step": best["step"],
+        "val_loss": best["val_loss"],
+        "train_loss": best["train_loss"],
+        "final_val_loss": result.final_val_loss,
+        "history": result.history,
+        "params": result.params,
+        "batch_size": batch_size,
+        "block_size": config.block_size,
+        "mixer_options": mixer_options,
+        "time_per_iter_s": result.time_per_iter_s,
+        "train_s": result.train_s,
+        "flops_per_iter": flops,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "full_val": full_val,
+        "tokens_per_iter": batch_size * config.block_size,
+    }
     return (row, result.model) if return_model else row
 
 
-def iteration_cost(corpus: CharCorpus, mixer: str, device, shape: dict, batch_size: int, repeats: int = 5,
-                   **mixer_options) -> dict:
+def iteration_cost(
+    corpus: CharCorpus,
+    mixer: str,
+    device,
+    shape: dict,
+    batch_size: int,
+    repeats: int = 5,
+    **mixer_options,
+) -> dict:
     """Time (minimum of ``repeats``) and peak memory of one training iteration (forward, backward, AdamW)."""
     torch.manual_seed(0)
-    config = GPTConfig(vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape)
+    config = GPTConfig(
+        vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape
+    )
     model = GPT(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = _get_batch(corpus, batch_size, config.block_size, device)("train", torch.Generator().manual_seed(0))
+    x, y = _get_batch(corpus, batch_size, config.block_size, device)(
+        "train", torch.Generator().manual_seed(0)
+    )
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -100,9 +166,16 @@ def iteration_cost(corpus: CharCorpus, mixer: str, device, shape: dict, batch_si
         opt.step()
 
     t = time_fn(step, warmup=1, repeats=repeats, device=device)
-    return {"mixer": mixer, "block_size": config.block_size, "batch_size": batch_size, "min_s": t.min_s,
-            "median_s": t.median_s, "peak_bytes": int(peak_memory_bytes(step, device=device)),
-            "params": sum(p.numel() for p in model.parameters()), "mixer_options": mixer_options}
+    return {
+        "mixer": mixer,
+        "block_size": config.block_size,
+        "batch_size": batch_size,
+        "min_s": t.min_s,
+        "median_s": t.median_s,
+        "peak_bytes": int(peak_memory_bytes(step, device=device)),
+        "params": sum(p.numel() for p in model.parameters()),
+        "mixer_options": mixer_options,
+    }
 
 
 def _sizes(quick: bool) -> tuple[dict, dict]:
@@ -118,13 +191,29 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     corpus = _corpus()
     rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
     schedule, shape = _sizes(quick)
-    jobs = [("converged", m, s, schedule, shape, False)
-            for m, seeds in converged_mixers().items() for s in range(1 if quick else seeds)]
-    context_schedule = {**schedule, "steps": 40 if quick else 400, "eval_every": 20 if quick else 100,
-                        "warmup_steps": 5 if quick else 50}
-    jobs += [("context", m, 0, {**context_schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
-              {**shape, "block_size": block}, False)
-             for block in (CONTEXTS[:2] if quick else CONTEXTS) for m in ["dense", *mixers(family="generative")]]
+    jobs = [
+        ("converged", m, s, schedule, shape, False)
+        for m, seeds in converged_mixers().items()
+        for s in range(1 if quick else seeds)
+    ]
+    context_schedule = {
+        **schedule,
+        "steps": 40 if quick else 400,
+        "eval_every": 20 if quick else 100,
+        "warmup_steps": 5 if quick else 50,
+    }
+    jobs += [
+        (
+            "context",
+            m,
+            0,
+            {**context_schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
+            {**shape, "block_size": block},
+            False,
+        )
+        for block in (CONTEXTS[:2] if quick else CONTEXTS)
+        for m in ["dense", *mixers(family="generative")]
+    ]
     return rows + _run_jobs(device, quick, jobs + long_jobs(quick))
 
 
@@ -133,10 +222,23 @@ def long_jobs(quick: bool) -> list[tuple]:
     schedule, shape = _sizes(quick)
     schedule.update(steps=60 if quick else LONG_STEPS, eval_every=30 if quick else LONG_EVAL_EVERY)
     block = 2 * shape["block_size"] if quick else 256
-    wide = [("long", m, 0, {**schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
-             {**shape, "block_size": block}, True) for m in ("dense", "generative+avg")]
+    wide = [
+        (
+            "long",
+            m,
+            0,
+            {**schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
+            {**shape, "block_size": block},
+            True,
+        )
+        for m in ("dense", "generative+avg")
+    ]
     # the longest run first, so that two workers finish together
-    return wide[:1] + [("long", m, 0, schedule, shape, True) for m in ["dense", *mixers(family="generative")]] + wide[1:]
+    return (
+        wide[:1]
+        + [("long", m, 0, schedule, shape, True) for m in ["dense", *mixers(family="generative")]]
+        + wide[1:]
+    )
 
 
 def run_long(device: torch.device, quick: bool) -> list[dict]:
@@ -145,7 +247,9 @@ def run_long(device: torch.device, quick: bool) -> list[dict]:
 
 
 def _run_jobs(device: torch.device, quick: bool, jobs: list[tuple]) -> list[dict]:
-    if device.type == "cpu" and not quick:  # independent runs: one process per core, one thread each
+    if (
+        device.type == "cpu" and not quick
+    ):  # independent runs: one process per core, one thread each
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(processes=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
             return pool.map(_job, [(device.type, *job) for job in jobs])
@@ -158,7 +262,9 @@ def _job(args) -> dict:
     device_type, part, mixer, seed, schedule, shape, full_val = args
     if device_type == "cpu":
         torch.set_num_threads(1)
-    row = train_row(_corpus(), mixer, seed, torch.device(device_type), schedule, shape, full_val=full_val)
+    row = train_row(
+        _corpus(), mixer, seed, torch.device(device_type), schedule, shape, full_val=full_val
+    )
     return {**row, "part": part}
 
 
@@ -171,15 +277,44 @@ def run_cost(device: torch.device, quick: bool) -> list[dict]:
     for block in sweep(CONTEXTS[:2] if quick else CONTEXTS, "context length"):
         for mixer in converged_mixers():
             batch = max(1, TOKENS_PER_BATCH // block)
-            rows.append({"part": "context", **iteration_cost(corpus, mixer, device, {**shape, "block_size": block},
-                                                             batch, repeats=3 if quick else 10)})
-    paper_shape = {"n_layer": 6, "n_head": 6, "d_model": 384, "block_size": 256, "dropout": 0.0}  # nanoGPT's
+            rows.append(
+                {
+                    "part": "context",
+                    **iteration_cost(
+                        corpus,
+                        mixer,
+                        device,
+                        {**shape, "block_size": block},
+                        batch,
+                        repeats=3 if quick else 10,
+                    ),
+                }
+            )
+    paper_shape = {
+        "n_layer": 6,
+        "n_head": 6,
+        "d_model": 384,
+        "block_size": 256,
+        "dropout": 0.0,
+    }  # nanoGPT's
     if quick:
         paper_shape.update(n_layer=1, d_model=48, block_size=32)
     for mixer in mixers(family="generative"):
         d = paper_shape["d_model"]
         for hidden in (d, 4 * d):
-            rows.append({"part": "inner-dimension", "hidden": hidden,
-                         **iteration_cost(corpus, mixer, device, paper_shape, 4, repeats=3 if quick else 5,
-                                          hidden=hidden)})
+            rows.append(
+                {
+                    "part": "inner-dimension",
+                    "hidden": hidden,
+                    **iteration_cost(
+                        corpus,
+                        mixer,
+                        device,
+                        paper_shape,
+                        4,
+                        repeats=3 if quick else 5,
+                        hidden=hidden,
+                    ),
+                }
+            )
     return rows

@@ -7,6 +7,7 @@ the labelled ``attnbook/results/NAME-cuda.json``), in a process of its own, at t
 one H100/H200-class GPU every suite is expected to finish well inside its allowance. A suite that
 is stopped writes nothing (``run_suite`` writes only a finished run) and is reported as such.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,15 +44,27 @@ PLAN: dict[str, tuple[bool, float, str]] = {
     "memory": (False, 20, "full"),
     "long": (False, 85, "full: every method, n = 256 .. 16384"),
     "flash": (False, 15, "full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384"),
-    "expressivity": (True, 30, "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps"),
+    "expressivity": (
+        True,
+        30,
+        "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps",
+    ),
     "design": (False, 25, "full"),
     "elementwise": (True, 30, "quick: the full sweep trains every form on three tasks at 4x scale"),
-    "generative": (True, 25, "quick: the full sweep trains nanoGPT shakespeare_char for 2000 iterations"),
+    "generative": (
+        True,
+        25,
+        "quick: the full sweep trains nanoGPT shakespeare_char for 2000 iterations",
+    ),
     "generative-small": (True, 30, "quick: the full sweep trains 5000 steps per mixer"),
     "generative-converged": (True, 25, "quick: the full sweep trains to convergence"),
     "generative-cost": (False, 30, "full: one training iteration per mixer and context length"),
     "kernels": (False, 95, "full: n = 1024 .. 16384, D = 64, 128, causal and not, fp16 and bf16"),
-    "distributed": (False, 25, "full at the world sizes that fit the GPUs present (P = 1 on one GPU)"),
+    "distributed": (
+        False,
+        25,
+        "full at the world sizes that fit the GPUs present (P = 1 on one GPU)",
+    ),
 }
 
 
@@ -61,7 +74,9 @@ def plan() -> list[Step]:
 
     steps = []
     for name in suites():
-        quick, allowance, why = PLAN.get(name, (True, DEFAULT_ALLOWANCE_S, "quick: a suite the plan does not know"))
+        quick, allowance, why = PLAN.get(
+            name, (True, DEFAULT_ALLOWANCE_S, "quick: a suite the plan does not know")
+        )
         steps.append(Step(name, quick, float(allowance), why))
     return steps
 
@@ -69,14 +84,21 @@ def plan() -> list[Step]:
 def format_plan(steps: list[Step], device: str) -> str:
     """The plan as printed before anything runs: suites, sweeps, allowances and the total."""
     total = sum(s.allowance_s for s in steps)
-    lines = [f"attnbook GPU edition on {device}: {len(steps)} suites, stored in attnbook/results/*-cuda.json",
-             f"each suite runs in its own process and is stopped at its allowance; at most {total / 60:.1f} min "
-             f"in all (budget {BUDGET_S / 60:.0f} min)", ""]
+    lines = [
+        f"attnbook GPU edition on {device}: {len(steps)} suites, stored in attnbook/results/*-cuda.json",
+        f"each suite runs in its own process and is stopped at its allowance; at most {total / 60:.1f} min "
+        f"in all (budget {BUDGET_S / 60:.0f} min)",
+        "",
+    ]
     for s in steps:
-        lines.append(f"  {s.suite:22s} {'quick' if s.quick else 'full ':5s} <= {s.allowance_s:4.0f} s  {s.why}")
+        lines.append(
+            f"  {s.suite:22s} {'quick' if s.quick else 'full ':5s} <= {s.allowance_s:4.0f} s  {s.why}"
+        )
     if total > BUDGET_S - START_STOP_S:
-        lines.append(f"warning: the allowances add up to {total:.0f} s, above the {BUDGET_S - START_STOP_S:.0f} s "
-                     "they share (suites were added to the registry that the plan does not know)")
+        lines.append(
+            f"warning: the allowances add up to {total:.0f} s, above the {BUDGET_S - START_STOP_S:.0f} s "
+            "they share (suites were added to the registry that the plan does not know)"
+        )
     return "\n".join(lines)
 
 
@@ -89,11 +111,22 @@ def _environment() -> dict:
 
 
 def _command(step: Step, device: str, force: bool) -> list[str]:
-    return [sys.executable, "-m", "attnbook", "bench", step.suite, "--device", device,
-            "--quick" if step.quick else "--full", "--store"] + (["--force"] if force else [])
+    return [
+        sys.executable,
+        "-m",
+        "attnbook",
+        "bench",
+        step.suite,
+        "--device",
+        device,
+        "--quick" if step.quick else "--full",
+        "--store",
+    ] + (["--force"] if force else [])
 
 
-def run_plan(steps: list[Step], device: str = "cuda", force: bool = False, out=sys.stdout) -> list[dict]:
+def run_plan(
+    steps: list[Step], device: str = "cuda", force: bool = False, out=sys.stdout
+) -> list[dict]:
     """Run each step as ``python -m attnbook bench SUITE --device DEVICE --store`` under its allowance.
 
     Returns one record per suite: suite, status ("stored", "failed" or "stopped"), seconds, message.
@@ -101,10 +134,20 @@ def run_plan(steps: list[Step], device: str = "cuda", force: bool = False, out=s
     records = []
     for s in steps:
         cmd = _command(s, device, force)
-        print(f"== {s.suite} ({'quick' if s.quick else 'full'}, at most {s.allowance_s:.0f} s)", file=out, flush=True)
+        print(
+            f"== {s.suite} ({'quick' if s.quick else 'full'}, at most {s.allowance_s:.0f} s)",
+            file=out,
+            flush=True,
+        )
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             text, _ = proc.communicate(timeout=s.allowance_s)
             status = "stored" if proc.returncode == 0 else "failed"
@@ -114,7 +157,11 @@ def run_plan(steps: list[Step], device: str = "cuda", force: bool = False, out=s
             status = "stopped"
         seconds = time.perf_counter() - start
         last = (text or "").strip().splitlines()[-1:] or [""]
-        message = f"passed its {s.allowance_s:.0f} s allowance; nothing stored" if status == "stopped" else last[0]
+        message = (
+            f"passed its {s.allowance_s:.0f} s allowance; nothing stored"
+            if status == "stopped"
+            else last[0]
+        )
         print(f"   {status} in {seconds:.0f} s: {message}", file=out, flush=True)
         records.append({"suite": s.suite, "status": status, "seconds": seconds, "message": message})
     return records

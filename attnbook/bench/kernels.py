@@ -15,6 +15,7 @@ roofline section can draw the stored points under them.
 but thousands of times slower than compiled code, so a timing there says nothing about the kernel;
 they are tested there, on small odd shapes, by ``tests/test_kernels.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,8 @@ from attnbook.measure import time_fn
 
 __all__ = ["TOKENS", "WIDTH", "sizes", "shape", "kernel_flops", "run", "ratios"]
 
-TOKENS = 16384   # batch · n
-WIDTH = 2048     # heads · D
+TOKENS = 16384  # batch · n
+WIDTH = 2048  # heads · D
 SAMPLE_ROWS = 48
 #: margin of the checks against float64, times max(1, |reference|) (as tests/test_kernels.py)
 _ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -36,8 +37,12 @@ _ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 def sizes(quick: bool) -> dict:
     """The grid: {'n': ..., 'head_dim': ..., 'causal': ..., 'dtype': ...}; quick: n = 1024, 4096, float16 only."""
-    return {"n": [1024, 4096] if quick else [1024, 2048, 4096, 8192, 16384], "head_dim": [64, 128],
-            "causal": [False, True], "dtype": ["float16"] if quick else ["float16", "bfloat16"]}
+    return {
+        "n": [1024, 4096] if quick else [1024, 2048, 4096, 8192, 16384],
+        "head_dim": [64, 128],
+        "causal": [False, True],
+        "dtype": ["float16"] if quick else ["float16", "bfloat16"],
+    }
 
 
 def shape(n: int, head_dim: int) -> tuple[int, int, int, int]:
@@ -46,7 +51,9 @@ def shape(n: int, head_dim: int) -> tuple[int, int, int, int]:
     return max(1, TOKENS // n), max(1, WIDTH // head_dim), n, head_dim
 
 
-def kernel_flops(n: int, head_dim: int, causal: bool, backward: bool, *, heads: int = 1, batch: int = 1) -> int:
+def kernel_flops(
+    n: int, head_dim: int, causal: bool, backward: bool, *, heads: int = 1, batch: int = 1
+) -> int:
     """FLOPs of attention in the FlashAttention-2 paper's convention (Dao 2023), chapter 4.
 
     Forward: QKᵀ and PV, 4·n²·D per head, halved when causal (the pairs j <= i). Forward plus
@@ -67,14 +74,19 @@ def _forms():
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
-    return {"triton": lambda q, k, v, causal: flash_attention_triton(q, k, v, causal=causal), "sdpa_flash": sdpa_flash}
+    return {
+        "triton": lambda q, k, v, causal: flash_attention_triton(q, k, v, causal=causal),
+        "sdpa_flash": sdpa_flash,
+    }
 
 
 def _check_forward(forms, q, k, v, causal) -> dict:
     """Each form's output on sampled rows of batch 0, heads 0-1, against the float64 reference."""
     n = q.shape[2]
     rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).astype(int))
-    allowed = np.arange(n)[None, :] <= rows[:, None] if causal else np.ones((rows.size, n), dtype=bool)
+    allowed = (
+        np.arange(n)[None, :] <= rows[:, None] if causal else np.ones((rows.size, n), dtype=bool)
+    )
     qn, kn, vn = (x[:1, :2].double().cpu().numpy() for x in (q, k, v))
     ref = reference.scaled_dot_product_attention(qn[:, :, rows], kn, vn, mask=allowed)[0]
     margin = _ATOL[q.dtype] * max(1.0, float(np.abs(ref).max()))
@@ -82,7 +94,9 @@ def _check_forward(forms, q, k, v, causal) -> dict:
     for name, f in forms.items():
         with torch.no_grad():
             out = f(q, k, v, causal)[:1, :2, torch.as_tensor(rows, device=q.device)]
-        errors[name] = checked(f"{name} forward, n={n}, causal={causal}, {q.dtype}", out, ref, rtol=0, atol=2 * margin)
+        errors[name] = checked(
+            f"{name} forward, n={n}, causal={causal}, {q.dtype}", out, ref, rtol=0, atol=2 * margin
+        )
     return errors
 
 
@@ -94,13 +108,20 @@ def _check_backward(forms, q, k, v, causal) -> None:
     x64 = [x.detach().double().requires_grad_() for x in (q, k, v)]
     o64 = torch.nn.functional.scaled_dot_product_attention(*x64, is_causal=causal)
     exact = torch.autograd.grad(o64, x64, do.double())
-    grads = {name: torch.autograd.grad(f(q, k, v, causal), (q, k, v), do) for name, f in forms.items()}
+    grads = {
+        name: torch.autograd.grad(f(q, k, v, causal), (q, k, v), do) for name, f in forms.items()
+    }
     for i, wrt in enumerate(("dq", "dk", "dv")):
         margin = _ATOL[q.dtype] * max(1.0, exact[i].abs().max().item())
         sdpa_err = (grads["sdpa_flash"][i].double() - exact[i]).abs().max().item()
         checked(f"sdpa_flash {wrt}", grads["sdpa_flash"][i], exact[i], rtol=0, atol=4 * margin)
-        checked(f"triton {wrt}, n={q.shape[2]}, causal={causal}, {q.dtype}", grads["triton"][i], exact[i], rtol=0,
-                atol=2 * sdpa_err + margin)
+        checked(
+            f"triton {wrt}, n={q.shape[2]}, causal={causal}, {q.dtype}",
+            grads["triton"][i],
+            exact[i],
+            rtol=0,
+            atol=2 * sdpa_err + margin,
+        )
 
 
 def _roof_rows(device, dtype_name: str) -> list[dict]:
@@ -108,16 +129,26 @@ def _roof_rows(device, dtype_name: str) -> list[dict]:
 
     peak = peak_matmul(device, 8192, dtype=getattr(torch, dtype_name), repeats=10)
     bw = peak_bandwidth(device, 2**30, repeats=10)
-    return [{"kind": "roof", "dtype": dtype_name, "peak_flops": peak.value, "matmul_size": peak.size,
-             "bandwidth": bw.value, "copy_bytes": bw.size}]
+    return [
+        {
+            "kind": "roof",
+            "dtype": dtype_name,
+            "peak_flops": peak.value,
+            "matmul_size": peak.size,
+            "bandwidth": bw.value,
+            "copy_bytes": bw.size,
+        }
+    ]
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:
     device = torch.device(device)
     if device.type != "cuda":
-        raise ValueError(f"suite 'kernels' times compiled Triton kernels against SDPA's flash backend and needs "
-                         f"device 'cuda', got {device.type!r}; on a CPU the kernels run only in Triton's "
-                         f"interpreter, which tests them (tests/test_kernels.py) but cannot time them")
+        raise ValueError(
+            f"suite 'kernels' times compiled Triton kernels against SDPA's flash backend and needs "
+            f"device 'cuda', got {device.type!r}; on a CPU the kernels run only in Triton's "
+            f"interpreter, which tests them (tests/test_kernels.py) but cannot time them"
+        )
     grid = sizes(quick)
     forms = _forms()
     rows = [r for name in grid["dtype"] for r in _roof_rows(device, name)]
@@ -128,13 +159,16 @@ def run(device: torch.device, quick: bool) -> list[dict]:
         for i, n in enumerate(grid["n"]):
             B, H, _, _ = shape(n, d)
             g = torch.Generator(device=device).manual_seed(n + d)
-            q, k, v = (torch.randn(B, H, n, d, device=device, dtype=dtype, generator=g) for _ in range(3))
+            q, k, v = (
+                torch.randn(B, H, n, d, device=device, dtype=dtype, generator=g) for _ in range(3)
+            )
             errors = _check_forward(forms, q, k, v, causal)
             if i == 0:
                 _check_backward(forms, q, k, v, causal)
             do = torch.randn_like(q)
             qg, kg, vg = (x.detach().clone().requires_grad_() for x in (q, k, v))
             for name, f in forms.items():
+
                 def forward(f=f):
                     with torch.no_grad():
                         return f(q, k, v, causal)
@@ -145,10 +179,25 @@ def run(device: torch.device, quick: bool) -> list[dict]:
                 for direction, fn in (("forward", forward), ("forward+backward", both)):
                     t = time_fn(fn, warmup=2, repeats=repeats, device=device)
                     flops = kernel_flops(n, d, causal, direction != "forward", heads=H, batch=B)
-                    rows.append({"kind": "kernel", "form": name, "direction": direction, "n": n, "batch": B,
-                                 "heads": H, "head_dim": d, "causal": causal, "dtype": dtype_name, "flops": flops,
-                                 "min_s": t.min_s, "q10_s": t.q10_s, "median_s": t.median_s,
-                                 "tflops": flops / t.min_s / 1e12, "rel_error": errors[name]})
+                    rows.append(
+                        {
+                            "kind": "kernel",
+                            "form": name,
+                            "direction": direction,
+                            "n": n,
+                            "batch": B,
+                            "heads": H,
+                            "head_dim": d,
+                            "causal": causal,
+                            "dtype": dtype_name,
+                            "flops": flops,
+                            "min_s": t.min_s,
+                            "q10_s": t.q10_s,
+                            "median_s": t.median_s,
+                            "tflops": flops / t.min_s / 1e12,
+                            "rel_error": errors[name],
+                        }
+                    )
     return rows
 
 
@@ -158,11 +207,24 @@ def ratios(result: dict, min_n: int = 4096) -> list[dict]:
     if not isinstance(result, dict) or result.get("suite") != "kernels":
         raise ValueError("result must be a stored result of the suite 'kernels'")
     rows = [r for r in result["rows"] if r["kind"] == "kernel" and r["n"] >= min_n]
-    by = {(r["direction"], r["head_dim"], r["causal"], r["dtype"], r["n"], r["form"]): r["tflops"] for r in rows}
+    by = {
+        (r["direction"], r["head_dim"], r["causal"], r["dtype"], r["n"], r["form"]): r["tflops"]
+        for r in rows
+    }
     out = []
     for (direction, d, causal, dtype, n, form), tflops in sorted(by.items()):
         if form == "triton" and (direction, d, causal, dtype, n, "sdpa_flash") in by:
             sdpa = by[(direction, d, causal, dtype, n, "sdpa_flash")]
-            out.append({"direction": direction, "head_dim": d, "causal": causal, "dtype": dtype, "n": n,
-                        "triton_tflops": tflops, "sdpa_flash_tflops": sdpa, "ratio": tflops / sdpa})
+            out.append(
+                {
+                    "direction": direction,
+                    "head_dim": d,
+                    "causal": causal,
+                    "dtype": dtype,
+                    "n": n,
+                    "triton_tflops": tflops,
+                    "sdpa_flash_tflops": sdpa,
+                    "ratio": tflops / sdpa,
+                }
+            )
     return out

@@ -13,6 +13,7 @@ stored label says so): on the shared 2-core machine where the book's stored
 results were made, two OpenMP threads spin-waiting against other jobs made the
 same call 5 to 60 times slower and far noisier.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,14 +22,22 @@ import numpy as np
 import torch
 
 from attnbook import reference
-from attnbook.registry import attention, method_info, methods
-from attnbook.mechanisms.sparse import method_pattern
-from attnbook.measure import fit_loglog, peak_memory_bytes, time_fn
-from attnbook.checks import CorrectnessError, checked, rel_error
 from attnbook.bench import sweep, time_of
+from attnbook.checks import CorrectnessError, checked, rel_error
+from attnbook.measure import fit_loglog, peak_memory_bytes, time_fn
+from attnbook.mechanisms.sparse import method_pattern
+from attnbook.registry import attention, method_info, methods
 
-__all__ = ["SHAPE", "sizes", "measure_method", "supports_causal", "sweep_method", "slopes", "crossovers",
-           "comparison_table"]
+__all__ = [
+    "SHAPE",
+    "sizes",
+    "measure_method",
+    "supports_causal",
+    "sweep_method",
+    "slopes",
+    "crossovers",
+    "comparison_table",
+]
 
 SHAPE = {"batch": 1, "heads": 2, "head_dim": 64}
 SAMPLE_ROWS = 48
@@ -63,7 +72,9 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
         out = attention(q, k, v, method=method, causal=causal)
     rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).astype(int))
     keys = np.arange(n)
-    exact_allowed = keys[None, :] <= rows[:, None] if causal else np.ones((rows.size, n), dtype=bool)
+    exact_allowed = (
+        keys[None, :] <= rows[:, None] if causal else np.ones((rows.size, n), dtype=bool)
+    )
     ref = _row_reference(q, k, v, rows, exact_allowed)
     fast = out[:, :, torch.as_tensor(rows, device=out.device)]
     scale = float(np.abs(ref).max())
@@ -73,7 +84,13 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
     if info.family == "sparse":
         pattern, _ = method_pattern(method, n, causal)
         own = _row_reference(q, k, v, rows, pattern.allowed(rows[:, None], keys[None, :], n))
-        checked(f"{method} against its masked reference", fast, own, rtol=1e-3, atol=1e-4 * float(np.abs(own).max()))
+        checked(
+            f"{method} against its masked reference",
+            fast,
+            own,
+            rtol=1e-3,
+            atol=1e-4 * float(np.abs(own).max()),
+        )
 
     def call():
         with torch.no_grad():
@@ -81,9 +98,21 @@ def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) 
 
     t = time_fn(call, warmup=1, repeats=repeats, device=device)
     peak = peak_memory_bytes(call, device=device) if device.type in ("cpu", "cuda") else None
-    return {"method": method, "n": n, "batch": SHAPE["batch"], "heads": SHAPE["heads"], "head_dim": SHAPE["head_dim"],
-            "causal": causal, "min_s": t.min_s, "q10_s": t.q10_s, "median_s": t.median_s, "q25_s": t.q25_s,
-            "q75_s": t.q75_s, "peak_bytes": None if peak is None else int(peak), "rel_error": error}
+    return {
+        "method": method,
+        "n": n,
+        "batch": SHAPE["batch"],
+        "heads": SHAPE["heads"],
+        "head_dim": SHAPE["head_dim"],
+        "causal": causal,
+        "min_s": t.min_s,
+        "q10_s": t.q10_s,
+        "median_s": t.median_s,
+        "q25_s": t.q25_s,
+        "q75_s": t.q75_s,
+        "peak_bytes": None if peak is None else int(peak),
+        "rel_error": error,
+    }
 
 
 def supports_causal(method: str) -> bool:
@@ -91,7 +120,9 @@ def supports_causal(method: str) -> bool:
     return method_info(method).causal != "noncausal"
 
 
-def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: float) -> list[dict]:
+def sweep_method(
+    method: str, causal: bool, ns, device, repeats: int, budget_s: float
+) -> list[dict]:
     """Rows of ``method`` for growing n, until its predicted time per call passes ``budget_s``;
     a method failing its correctness check is refused (a warning, no row)."""
     rows = []
@@ -99,14 +130,19 @@ def sweep_method(method: str, causal: bool, ns, device, repeats: int, budget_s: 
         if len(rows) >= 2:  # predict the next time from the last two points, stop past the budget
             a, b = rows[-2], rows[-1]
             slope = np.log(time_of(b) / time_of(a)) / np.log(b["n"] / a["n"])
-            if time_of(b) * (n / b["n"]) ** float(np.clip(slope, 1.0, 2.0)) > budget_s:  # steeper than n²: noise
+            if (
+                time_of(b) * (n / b["n"]) ** float(np.clip(slope, 1.0, 2.0)) > budget_s
+            ):  # steeper than n²: noise
                 break
         try:
             rows.append(measure_method(method, n, causal, device, repeats))
         except CorrectnessError as err:
             warnings.warn(f"not timed: {err}")
             break
-        except (RuntimeError, MemoryError) as err:  # out of memory, or a form that cannot run at this n
+        except (
+            RuntimeError,
+            MemoryError,
+        ) as err:  # out of memory, or a form that cannot run at this n
             warnings.warn(f"{method} stopped at n={n}: {err}")
             break
     return rows
@@ -131,7 +167,11 @@ def slopes(rows, min_n: int = 1024, value=time_of) -> dict:
     over n >= min_n (needs two points)."""
     out = {}
     for key in sorted({(r["method"], r["causal"]) for r in rows}):
-        pts = sorted((r["n"], value(r)) for r in rows if (r["method"], r["causal"]) == key and r["n"] >= min_n)
+        pts = sorted(
+            (r["n"], value(r))
+            for r in rows
+            if (r["method"], r["causal"]) == key and r["n"] >= min_n
+        )
         if len(pts) >= 2:
             out[key] = fit_loglog(*map(np.array, zip(*pts)))
     return out
@@ -142,8 +182,11 @@ def crossovers(rows, baseline: str = "sdpa") -> dict:
     base = {(r["n"], r["causal"]): time_of(r) for r in rows if r["method"] == baseline}
     out = {}
     for key in sorted({(r["method"], r["causal"]) for r in rows if r["method"] != baseline}):
-        common = sorted((r["n"], time_of(r) < base[(r["n"], r["causal"])]) for r in rows
-                        if (r["method"], r["causal"]) == key and (r["n"], r["causal"]) in base)
+        common = sorted(
+            (r["n"], time_of(r) < base[(r["n"], r["causal"])])
+            for r in rows
+            if (r["method"], r["causal"]) == key and (r["n"], r["causal"]) in base
+        )
         first = None
         for n, faster in common:
             first = (first or n) if faster else None
@@ -160,10 +203,18 @@ def comparison_table(rows, baseline: str = "sdpa", min_n: int = 1024) -> list[di
     for key in sorted({(r["method"], r["causal"]) for r in rows}):
         mine = [r for r in rows if (r["method"], r["causal"]) == key]
         top = max(mine, key=lambda r: r["n"])
-        table.append({"method": key[0], "causal": key[1], "exact": method_info(key[0]).exact,
-                      "time_slope": fits[key].slope if key in fits else None,
-                      "memory_slope": mem[key].slope if key in mem else None,
-                      "max_rel_error": max(r["rel_error"] for r in mine),
-                      "crossover_n": cross.get(key), "largest_n": top["n"], "time_at_largest_s": time_of(top),
-                      "peak_bytes_at_largest": top["peak_bytes"]})
+        table.append(
+            {
+                "method": key[0],
+                "causal": key[1],
+                "exact": method_info(key[0]).exact,
+                "time_slope": fits[key].slope if key in fits else None,
+                "memory_slope": mem[key].slope if key in mem else None,
+                "max_rel_error": max(r["rel_error"] for r in mine),
+                "crossover_n": cross.get(key),
+                "largest_n": top["n"],
+                "time_at_largest_s": time_of(top),
+                "peak_bytes_at_largest": top["peak_bytes"],
+            }
+        )
     return table

@@ -1,13 +1,14 @@
 """Suite "memory" (chapter 3): activation bytes, formula vs measured, and the checkpointing sweep."""
+
 from __future__ import annotations
 
 import torch
 
 from attnbook import cost
+from attnbook.bench import sweep
+from attnbook.measure import peak_memory_bytes, saved_tensor_bytes, sync, time_fn
 from attnbook.models.checkpointing import CheckpointedStack
 from attnbook.models.gpt import Block, GPTConfig
-from attnbook.measure import peak_memory_bytes, saved_tensor_bytes, sync, time_fn
-from attnbook.bench import sweep
 
 
 def _cuda_retained_bytes(block, x) -> int:
@@ -28,12 +29,23 @@ def activation_rows(device, quick: bool) -> list[dict]:
     rows = []
     for b, n, d, H in sweep(shapes, "activations"):
         for mixer in ("dense", "sdpa"):
-            block = Block(GPTConfig(vocab_size=2, block_size=n, n_head=H, d_model=d, mixer=mixer)).to(device).train()
+            block = (
+                Block(GPTConfig(vocab_size=2, block_size=n, n_head=H, d_model=d, mixer=mixer))
+                .to(device)
+                .train()
+            )
             x = torch.randn(b, n, d, device=device, requires_grad=True)
-            row = {"kind": "activations", "mixer": mixer, "batch": b, "n": n, "d": d, "heads": H,
-                   "formula_bytes": cost.block_saved_bytes(b, n, d, H, fused=mixer == "sdpa"),
-                   "saved_bytes": saved_tensor_bytes(block, x),
-                   "korthikanti_16bit_bytes": cost.korthikanti_layer_bytes(n, b, d, H)}
+            row = {
+                "kind": "activations",
+                "mixer": mixer,
+                "batch": b,
+                "n": n,
+                "d": d,
+                "heads": H,
+                "formula_bytes": cost.block_saved_bytes(b, n, d, H, fused=mixer == "sdpa"),
+                "saved_bytes": saved_tensor_bytes(block, x),
+                "korthikanti_16bit_bytes": cost.korthikanti_layer_bytes(n, b, d, H),
+            }
             if device.type == "cuda":
                 row["cuda_retained_bytes"] = _cuda_retained_bytes(block, x)
             rows.append(row)
@@ -51,11 +63,25 @@ def checkpoint_rows(device, quick: bool) -> list[dict]:
     rows = []
     for k in sweep(range(0, layers + 1), "checkpoint every k"):
         stack.every = k
-        peak = (peak_memory_bytes(step, device=device) if device.type in ("cpu", "cuda") else None)
+        peak = peak_memory_bytes(step, device=device) if device.type in ("cpu", "cuda") else None
         t = time_fn(step, warmup=1, repeats=3 if quick else 5, device=device)
-        rows.append({"kind": "checkpoint", "every": k, "layers": layers, "batch": b, "n": n, "d": d, "heads": H,
-                     "saved_bytes": saved_tensor_bytes(stack, x), "peak_bytes": peak,
-                     "step_median_s": t.median_s, "step_q25_s": t.q25_s, "step_q75_s": t.q75_s, "step_min_s": t.min_s})
+        rows.append(
+            {
+                "kind": "checkpoint",
+                "every": k,
+                "layers": layers,
+                "batch": b,
+                "n": n,
+                "d": d,
+                "heads": H,
+                "saved_bytes": saved_tensor_bytes(stack, x),
+                "peak_bytes": peak,
+                "step_median_s": t.median_s,
+                "step_q25_s": t.q25_s,
+                "step_q75_s": t.q75_s,
+                "step_min_s": t.min_s,
+            }
+        )
     return rows
 
 

@@ -5,6 +5,7 @@ Every formula is checked in the tests against a count nobody here wrote: ``FlopC
 ``numel()`` of real modules, bytes saved for the backward pass. Convention: a multiply-add is 2 FLOPs.
 All functions are re-exported here: ``attnbook.cost.mha_flops(n, d, heads)``.
 """
+
 from attnbook.cost.bounds import *  # noqa: F401,F403
 from attnbook.cost.flops import *  # noqa: F401,F403
 from attnbook.cost.io import *  # noqa: F401,F403

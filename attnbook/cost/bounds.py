@@ -4,6 +4,7 @@ All logarithms are natural unless a function says otherwise. A bound on the
 gap between test and training 0-1 error is *vacuous* when it is >= 1, since
 that gap can never exceed 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,10 +39,18 @@ def vc_bound(d_vc: float, n: float, delta: float = 0.05) -> float:
     With probability >= 1-δ, every h in a class of VC dimension d_vc <= n satisfies
     R(h) - R̂(h) <= sqrt(2·d·ln(e·n/d) / n) + sqrt(ln(1/δ) / (2n)). Chapter 5.
     """
-    d_vc, n, delta = check_positive_float("d_vc", d_vc), check_positive_float("n", n), _check_delta(delta)
+    d_vc, n, delta = (
+        check_positive_float("d_vc", d_vc),
+        check_positive_float("n", n),
+        _check_delta(delta),
+    )
     if d_vc > n:
-        raise ValueError(f"d_vc must be <= n for this bound (n={n:g}), got {d_vc:g}; with d_vc > n it says nothing")
-    return math.sqrt(2 * d_vc * math.log(math.e * n / d_vc) / n) + math.sqrt(math.log(1 / delta) / (2 * n))
+        raise ValueError(
+            f"d_vc must be <= n for this bound (n={n:g}), got {d_vc:g}; with d_vc > n it says nothing"
+        )
+    return math.sqrt(2 * d_vc * math.log(math.e * n / d_vc) / n) + math.sqrt(
+        math.log(1 / delta) / (2 * n)
+    )
 
 
 @exact_ints
@@ -64,7 +73,11 @@ def occam_bound(bits: float, n: float, delta: float = 0.05) -> float:
     R(h) - R̂(h) <= sqrt((bits·ln 2 + ln(1/δ)) / (2n)) for a [0, 1]-bounded loss
     (Hoeffding plus a union bound with prior 2^-bits). Chapter 5.
     """
-    bits, n, delta = check_positive_float("bits", bits), check_positive_float("n", n), _check_delta(delta)
+    bits, n, delta = (
+        check_positive_float("bits", bits),
+        check_positive_float("n", n),
+        _check_delta(delta),
+    )
     return math.sqrt((bits * math.log(2) + math.log(1 / delta)) / (2 * n))
 
 
@@ -102,7 +115,9 @@ def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) 
     check_positive_int("bits_per_number", bits_per_number)
     check_positive_int("num_values", num_values)
     if num_values < 2:
-        raise ValueError(f"num_values must be >= 2 (one value carries no information), got {num_values}")
+        raise ValueError(
+            f"num_values must be >= 2 (one value carries no information), got {num_values}"
+        )
     return math.floor(state_numbers * bits_per_number / math.log2(num_values))
 
 
@@ -122,7 +137,9 @@ def _head_dim(d_model: int, heads: int) -> int:
 
 def _features(method: str, d_k: int, features: int, order: int) -> int:
     if method not in FIXED_STATE:
-        raise ValueError(f"method must be one of the fixed-state mechanisms {FIXED_STATE}, got {method!r}")
+        raise ValueError(
+            f"method must be one of the fixed-state mechanisms {FIXED_STATE}, got {method!r}"
+        )
     if method == "performer":
         return check_positive_int("features", features)
     if method == "elementwise":
@@ -132,7 +149,9 @@ def _features(method: str, d_k: int, features: int, order: int) -> int:
     return d_k
 
 
-def state_numbers(method: str, d_model: int, heads: int, features: int = 256, order: int = 2) -> int:
+def state_numbers(
+    method: str, d_model: int, heads: int, features: int = 256, order: int = 2
+) -> int:
     """Numbers in one layer's decoding state of a fixed-state mechanism, whatever the context length. Chapter 5.
 
     Per head, with d_k = d_model / heads: linear attention S (d_k × d_k) and z (d_k); the Performer
@@ -141,12 +160,19 @@ def state_numbers(method: str, d_model: int, heads: int, features: int = 256, or
     """
     d_k = _head_dim(d_model, heads)
     r = _features(method, d_k, features, order)
-    per_head = {"linear": r * d_k + r, "performer": r * d_k + r, "retention": d_k * d_k,
-                "selective_scan": d_k * d_k, "elementwise": 2 * r * d_k}[method]
+    per_head = {
+        "linear": r * d_k + r,
+        "performer": r * d_k + r,
+        "retention": d_k * d_k,
+        "selective_scan": d_k * d_k,
+        "elementwise": 2 * r * d_k,
+    }[method]
     return heads * per_head
 
 
-def exact_recall_pairs(method: str, d_model: int, heads: int, features: int = 256, order: int = 2) -> int:
+def exact_recall_pairs(
+    method: str, d_model: int, heads: int, features: int = 256, order: int = 2
+) -> int:
     """Most pairs one head's linear read-out can return exactly: its feature dimension r. Chapter 5.
 
     The read-out φ(q)ᵀS is linear in r features, so P > r values (in general position) cannot all be

@@ -7,19 +7,36 @@ A message of m bytes takes α + m/β seconds (latency α, bandwidth β); a ring 
 of its compute and its transfer, because the transfer of the next block overlaps the computation
 on this one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..distributed.layout import make_layout, pair_kind
 
-__all__ = ["INTERCONNECTS", "H100_BF16_FLOPS", "RankCost", "attention_pair_flops", "ring_cost", "allgather_cost",
-           "ulysses_cost", "message_time", "ring_time", "overlap_block_size"]
+__all__ = [
+    "INTERCONNECTS",
+    "H100_BF16_FLOPS",
+    "RankCost",
+    "attention_pair_flops",
+    "ring_cost",
+    "allgather_cost",
+    "ulysses_cost",
+    "message_time",
+    "ring_time",
+    "overlap_block_size",
+]
 
 # Peak bandwidth per direction, bytes/s. NVLink 4: 900 GB/s in both directions together per H100
 # SXM (NVIDIA H100 datasheet); InfiniBand NDR: 400 Gb/s per port; Ethernet: 100 Gb/s per port.
-INTERCONNECTS = {"NVLink 4 (H100)": 450e9, "InfiniBand NDR (400 Gb/s)": 50e9, "Ethernet (100 Gb/s)": 12.5e9}
-H100_BF16_FLOPS = 989e12  # dense BF16 tensor-core peak of an H100 SXM (the datasheet's 1979 is with sparsity)
+INTERCONNECTS = {
+    "NVLink 4 (H100)": 450e9,
+    "InfiniBand NDR (400 Gb/s)": 50e9,
+    "Ethernet (100 Gb/s)": 12.5e9,
+}
+H100_BF16_FLOPS = (
+    989e12  # dense BF16 tensor-core peak of an H100 SXM (the datasheet's 1979 is with sparsity)
+)
 
 
 @dataclass(frozen=True)
@@ -52,19 +69,34 @@ class RankCost:
         return self.recv_forward + self.recv_backward
 
 
-def attention_pair_flops(q_pieces, k_pieces, causal: bool, heads: int, head_dim: int, batch: int = 1):
+def attention_pair_flops(
+    q_pieces, k_pieces, causal: bool, heads: int, head_dim: int, batch: int = 1
+):
     """(forward, backward) FLOPs of queries ``q_pieces`` attending to keys ``k_pieces`` (chapter 9).
 
     Each piece pair a causal mask does not hide entirely is computed whole: forward q kᵀ and p v,
     4·B·H·|q|·|k|·D; backward recomputes q kᵀ and forms dV, dP, dQ, dK, 10·B·H·|q|·|k|·D.
     """
-    pairs = sum(len(qp.positions) * len(kp.positions) for qp in q_pieces for kp in k_pieces
-                if pair_kind(qp, kp, causal) != "skip")
+    pairs = sum(
+        len(qp.positions) * len(kp.positions)
+        for qp in q_pieces
+        for kp in k_pieces
+        if pair_kind(qp, kp, causal) != "skip"
+    )
     return 4 * batch * heads * pairs * head_dim, 10 * batch * heads * pairs * head_dim
 
 
-def ring_cost(n: int, world_size: int, *, heads: int, head_dim: int, causal: bool, layout="contiguous",
-              batch: int = 1, dtype_bytes: int = 4) -> list[RankCost]:
+def ring_cost(
+    n: int,
+    world_size: int,
+    *,
+    heads: int,
+    head_dim: int,
+    causal: bool,
+    layout="contiguous",
+    batch: int = 1,
+    dtype_bytes: int = 4,
+) -> list[RankCost]:
     """Per-rank cost of ring attention (chapter 9).
 
     Forward: P steps; at steps 0..P-2 rank r sends the K/V block it holds (of rank r - s) and
@@ -73,24 +105,52 @@ def ring_cost(n: int, world_size: int, *, heads: int, head_dim: int, causal: boo
     and those of ranks r - 2, ..., r - P + 1 arriving).
     """
     lay = make_layout(layout, n, world_size)
-    P, blk = world_size, lambda owner: 2 * batch * heads * lay.sizes[owner % P] * head_dim * dtype_bytes
+    P, blk = (
+        world_size,
+        lambda owner: 2 * batch * heads * lay.sizes[owner % P] * head_dim * dtype_bytes,
+    )
     out = []
     for r in range(P):
-        fl = [attention_pair_flops(lay.pieces(r), lay.pieces((r - s) % P), causal, heads, head_dim, batch)
-              for s in range(P)]
+        fl = [
+            attention_pair_flops(
+                lay.pieces(r), lay.pieces((r - s) % P), causal, heads, head_dim, batch
+            )
+            for s in range(P)
+        ]
         kv_sent = sum(blk(r - s) for s in range(P - 1))
         kv_recv = sum(blk(r - s - 1) for s in range(P - 1))
         grad_sent = sum(blk(r - s) for s in range(1, P))
         grad_recv = sum(blk(r - s) for s in range(2, P)) + (blk(r) if P > 1 else 0)
-        out.append(RankCost(r, sum(f for f, _ in fl), sum(b for _, b in fl), kv_sent, kv_recv,
-                            kv_sent + grad_sent, kv_recv + grad_recv, P - 1, P,
-                            blk(r) + (max(blk(o) for o in range(P)) if P > 1 else 0),
-                            tuple(f for f, _ in fl), tuple(blk(r - s) if s < P - 1 else 0 for s in range(P))))
+        out.append(
+            RankCost(
+                r,
+                sum(f for f, _ in fl),
+                sum(b for _, b in fl),
+                kv_sent,
+                kv_recv,
+                kv_sent + grad_sent,
+                kv_recv + grad_recv,
+                P - 1,
+                P,
+                blk(r) + (max(blk(o) for o in range(P)) if P > 1 else 0),
+                tuple(f for f, _ in fl),
+                tuple(blk(r - s) if s < P - 1 else 0 for s in range(P)),
+            )
+        )
     return out
 
 
-def allgather_cost(n: int, world_size: int, *, heads: int, head_dim: int, causal: bool, layout="contiguous",
-                   batch: int = 1, dtype_bytes: int = 4) -> list[RankCost]:
+def allgather_cost(
+    n: int,
+    world_size: int,
+    *,
+    heads: int,
+    head_dim: int,
+    causal: bool,
+    layout="contiguous",
+    batch: int = 1,
+    dtype_bytes: int = 4,
+) -> list[RankCost]:
     """Per-rank cost of all-gather attention (chapter 9).
 
     Forward: an all-gather of K/V shards padded to the longest, n_max; a ring all-gather moves P - 1
@@ -109,8 +169,17 @@ def allgather_cost(n: int, world_size: int, *, heads: int, head_dim: int, causal
     return out
 
 
-def ulysses_cost(n: int, world_size: int, *, heads: int, head_dim: int, causal: bool, layout="contiguous",
-                 batch: int = 1, dtype_bytes: int = 4) -> list[RankCost]:
+def ulysses_cost(
+    n: int,
+    world_size: int,
+    *,
+    heads: int,
+    head_dim: int,
+    causal: bool,
+    layout="contiguous",
+    batch: int = 1,
+    dtype_bytes: int = 4,
+) -> list[RankCost]:
     """Per-rank cost of DeepSpeed-Ulysses attention (chapter 9).
 
     Forward: an all-to-all of q, k, v (3·D channels) from the sequence split to H/P heads of all n
@@ -119,9 +188,15 @@ def ulysses_cost(n: int, world_size: int, *, heads: int, head_dim: int, causal: 
     of the output (D channels) back. Backward: the same two all-to-alls in reverse order and direction.
     """
     if heads % world_size:
-        raise ValueError(f"ulysses needs heads divisible by the world size, got H={heads}, P={world_size}")
+        raise ValueError(
+            f"ulysses needs heads divisible by the world size, got H={heads}, P={world_size}"
+        )
     lay = make_layout(layout, n, world_size)
-    P, h, unit = world_size, heads // world_size, batch * (heads // world_size) * head_dim * dtype_bytes
+    P, h, unit = (
+        world_size,
+        heads // world_size,
+        batch * (heads // world_size) * head_dim * dtype_bytes,
+    )
     everyone = lay.gathered_pieces()
     f, b = attention_pair_flops(everyone, everyone, causal, h, head_dim, batch)
     out = []
@@ -151,8 +226,14 @@ def ring_time(cost: RankCost, flops_per_s: float, alpha_s: float, bandwidth: flo
     return total
 
 
-def overlap_block_size(flops_per_s: float, bandwidth: float, dtype_bytes: int = 2, work_fraction: float = 1.0,
-                       alpha_s: float = 0.0, batch_heads_dim: int = 128) -> float:
+def overlap_block_size(
+    flops_per_s: float,
+    bandwidth: float,
+    dtype_bytes: int = 2,
+    work_fraction: float = 1.0,
+    alpha_s: float = 0.0,
+    batch_heads_dim: int = 128,
+) -> float:
     """Smallest block c = n/P at which a ring step's compute hides the transfer of the next block (chapter 9).
 
     A step computes 4·w·B·H·D·c² FLOPs (w = ``work_fraction``: 1 without a mask, 1/2 for a balanced

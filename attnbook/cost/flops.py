@@ -9,6 +9,7 @@ products only; ``attnbook.measure.count_flops`` runs it). Sparse patterns: QKᵀ
 PV each cost 2·d_k per allowed pair. Every function takes ``batch=1`` as a keyword.
 Integer arguments are computed as Python integers, exact at any size.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,6 @@ __all__ = [
     "generative_flops",
     "running_mean_flops",
 ]
-
 
 
 @exact_ints
@@ -104,8 +104,12 @@ def mha_flops(n: int, d_model: int, heads: int, *, batch: int = 1) -> int:
     Q/K/V projections + scores + weighted sum of V + output projection
     = 8nd² + 4n²d per sequence (biases and softmax excluded). Chapter 2.
     """
-    return (qkv_flops(n, d_model, batch=batch) + scores_flops(n, d_model, heads, batch=batch)
-            + av_flops(n, d_model, heads, batch=batch) + out_proj_flops(n, d_model, batch=batch))
+    return (
+        qkv_flops(n, d_model, batch=batch)
+        + scores_flops(n, d_model, heads, batch=batch)
+        + av_flops(n, d_model, heads, batch=batch)
+        + out_proj_flops(n, d_model, batch=batch)
+    )
 
 
 @exact_ints
@@ -129,8 +133,16 @@ def lm_head_flops(n: int, d_model: int, vocab_size: int, *, batch: int = 1) -> i
 
 
 @exact_ints
-def model_flops(n: int, d_model: int, heads: int, d_ff: int, layers: int, vocab_size: int | None = None,
-                *, batch: int = 1) -> int:
+def model_flops(
+    n: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    layers: int,
+    vocab_size: int | None = None,
+    *,
+    batch: int = 1,
+) -> int:
     """Forward FLOPs of L layers (plus the LM head when ``vocab_size`` is given). Chapter 2."""
     check_sizes(layers=layers)
     total = layers * layer_flops(n, d_model, heads, d_ff, batch=batch)
@@ -140,8 +152,16 @@ def model_flops(n: int, d_model: int, heads: int, d_ff: int, layers: int, vocab_
 
 
 @exact_ints
-def decode_token_flops(context: int, d_model: int, heads: int, d_ff: int, layers: int,
-                       vocab_size: int | None = None, *, batch: int = 1) -> int:
+def decode_token_flops(
+    context: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    layers: int,
+    vocab_size: int | None = None,
+    *,
+    batch: int = 1,
+) -> int:
     """FLOPs to generate one token with a KV cache holding ``context`` earlier tokens.
 
     Per layer: projections and FFN for one token (8d² + 4d·d_ff) plus attention of
@@ -151,9 +171,16 @@ def decode_token_flops(context: int, d_model: int, heads: int, d_ff: int, layers
     if d_model % heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
     n_keys = context + 1
-    per_layer = (qkv_flops(1, d_model, batch=batch) + out_proj_flops(1, d_model, batch=batch)
-                 + ffn_flops(1, d_model, d_ff, batch=batch)
-                 + heads * (matmul_flops(1, d_model // heads, n_keys, batch) + matmul_flops(1, n_keys, d_model // heads, batch)))
+    per_layer = (
+        qkv_flops(1, d_model, batch=batch)
+        + out_proj_flops(1, d_model, batch=batch)
+        + ffn_flops(1, d_model, d_ff, batch=batch)
+        + heads
+        * (
+            matmul_flops(1, d_model // heads, n_keys, batch)
+            + matmul_flops(1, n_keys, d_model // heads, batch)
+        )
+    )
     total = layers * per_layer
     if vocab_size is not None:
         total += lm_head_flops(1, d_model, vocab_size, batch=batch)
@@ -209,7 +236,9 @@ def longformer_nnz(n: int, window: int, global_tokens, causal: bool = False) -> 
         raise ValueError(f"global_tokens must lie in [0, {n}), got {g}")
     total = sliding_window_nnz(n, w, causal)
     for t in g:
-        if causal:  # row t: keys 0..t; column t: queries t..n-1; the band already holds min(., w) of each
+        if (
+            causal
+        ):  # row t: keys 0..t; column t: queries t..n-1; the band already holds min(., w) of each
             total += (t + 1 - min(t + 1, w)) + (n - t - min(n - t, w))
         else:  # row and column t have n entries, min(t, w-1) + min(n-1-t, w-1) + 1 of them in the band
             total += 2 * (n - (min(t, w - 1) + min(n - 1 - t, w - 1) + 1))
@@ -260,20 +289,32 @@ def sliding_window_tiles(n: int, window: int, block_size: int, causal: bool = Fa
 
 
 @exact_ints
-def blockwise_flops(tiles: int, block_size: int, d_k: int, *, heads: int = 1, batch: int = 1) -> int:
+def blockwise_flops(
+    tiles: int, block_size: int, d_k: int, *, heads: int = 1, batch: int = 1
+) -> int:
     """FLOPs a block-wise kernel spends on ``tiles`` full b×b tiles: 4·tiles·b²·d_k per head. Chapter 4."""
-    tiles, b, d_k, heads, batch = check_sizes(tiles=tiles, block_size=block_size, d_k=d_k, heads=heads, batch=batch)
+    tiles, b, d_k, heads, batch = check_sizes(
+        tiles=tiles, block_size=block_size, d_k=d_k, heads=heads, batch=batch
+    )
     return 4 * tiles * b * b * d_k * heads * batch
 
 
 @exact_ints
-def flash_flops(n: int, d_k: int, block_size: int, causal: bool = False, *, heads: int = 1, batch: int = 1) -> int:
+def flash_flops(
+    n: int, d_k: int, block_size: int, causal: bool = False, *, heads: int = 1, batch: int = 1
+) -> int:
     """Matrix-product FLOPs of the torch FlashAttention loop (``mechanisms.flash.flash_attention``): 4n²d_k;
     causal, query tile [r0, r1) meets keys [0, r1) only: Σ_tiles 4·(r1 − r0)·r1·d_k. Chapter 4."""
-    n, d_k, b, heads, batch = check_sizes(n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch)
+    n, d_k, b, heads, batch = check_sizes(
+        n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch
+    )
     if not causal:
         return 4 * n * n * d_k * heads * batch
-    return sum(4 * (min(r0 + b, n) - r0) * min(r0 + b, n) * d_k for r0 in range(0, n, b)) * heads * batch
+    return (
+        sum(4 * (min(r0 + b, n) - r0) * min(r0 + b, n) * d_k for r0 in range(0, n, b))
+        * heads
+        * batch
+    )
 
 
 @exact_ints
@@ -305,7 +346,9 @@ def _hidden(d_model: int, hidden: int | None) -> int:
 
 
 @exact_ints
-def generative_flops(n: int, d_model: int, hidden: int | None = None, *, avg: bool = False, batch: int = 1) -> int:
+def generative_flops(
+    n: int, d_model: int, hidden: int | None = None, *, avg: bool = False, batch: int = 1
+) -> int:
     """Forward FLOPs of the generative layer on n tokens: 2·n·k·d·h + 2·n·h·d.
 
     With h = d: 6nd² (k = 2) or 8nd² (k = 3), linear in n; attention costs 8nd² + 4n²d.

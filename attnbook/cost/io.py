@@ -2,6 +2,7 @@
 (HBM) and fast memory (SRAM) by standard and by tiled attention, and the Θ(n²d²/M) lower bound.
 Counts are in elements of one head of one sequence unless ``heads``/``batch`` say otherwise.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,15 +26,27 @@ def standard_attention_io(n: int, d_k: int, *, heads: int = 1, batch: int = 1) -
 
 
 @exact_ints
-def tiled_attention_io(n: int, d_k: int, block_size: int, block_size_k: int | None = None, causal: bool = False,
-                       *, heads: int = 1, batch: int = 1) -> int:
+def tiled_attention_io(
+    n: int,
+    d_k: int,
+    block_size: int,
+    block_size_k: int | None = None,
+    causal: bool = False,
+    *,
+    heads: int = 1,
+    batch: int = 1,
+) -> int:
     """Elements the tiled loop moves: Q and O once (2nd), the log-sum-exp (n), and K and V once per
     query tile: 2d·n·ceil(n/B_r), about 2n²d/B_r (causal: only tiles up to the diagonal). Chapter 4."""
-    n, d_k, br, heads, batch = check_sizes(n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch)
+    n, d_k, br, heads, batch = check_sizes(
+        n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch
+    )
     bc = br if block_size_k is None else check_positive_int("block_size_k", block_size_k)
     keys = 0
     for r0 in range(0, n, br):
-        last = min(r0 + br, n) if causal else n  # keys needed: positions < last, loaded in whole tiles
+        last = (
+            min(r0 + br, n) if causal else n
+        )  # keys needed: positions < last, loaded in whole tiles
         keys += min(n, math.ceil(last / bc) * bc)
     return (2 * n * d_k + n + 2 * d_k * keys) * heads * batch
 

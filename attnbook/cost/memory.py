@@ -5,11 +5,12 @@ Sizes are in bytes unless a name says otherwise; bytes are reported in binary un
 (1 GiB = 2**30 bytes) throughout the book. ``bytes_per_element`` is 4 for float32, 2 for
 float16/bfloat16.
 """
+
 from __future__ import annotations
 
 import math
 
-from attnbook.checks import check_nonnegative_int, check_positive_int, check_sizes, exact_ints
+from attnbook.checks import check_positive_int, check_sizes, exact_ints
 
 __all__ = [
     "param_bytes",
@@ -42,22 +43,44 @@ def training_state_bytes(params: int) -> int:
 
 
 @exact_ints
-def activation_bytes_coarse(layers: int, batch: int, n: int, d_model: int, heads: int,
-                            bytes_per_element: int = 4, per_token_widths: int = 16) -> dict:
+def activation_bytes_coarse(
+    layers: int,
+    batch: int,
+    n: int,
+    d_model: int,
+    heads: int,
+    bytes_per_element: int = 4,
+    per_token_widths: int = 16,
+) -> dict:
     """The coarse O(Lbnd + LbHn²) activation estimate, its two terms separately. Chapter 3.
 
     ``per_token_widths`` is how many width-d vectors a layer keeps per token (16 for
     attnbook's block with d_ff = 4d: see :func:`block_saved_bytes`).
     """
-    check_sizes(layers=layers, batch=batch, n=n, d_model=d_model, heads=heads, bytes_per_element=bytes_per_element)
+    check_sizes(
+        layers=layers,
+        batch=batch,
+        n=n,
+        d_model=d_model,
+        heads=heads,
+        bytes_per_element=bytes_per_element,
+    )
     linear = layers * batch * n * d_model * per_token_widths * bytes_per_element
     scores = layers * batch * heads * n * n * bytes_per_element
     return {"linear": linear, "scores": scores, "total": linear + scores}
 
 
 @exact_ints
-def block_saved_bytes(batch: int, n: int, d_model: int, heads: int, d_ff: int | None = None,
-                      bytes_per_element: int = 4, fused: bool = False, causal: bool = True) -> int:
+def block_saved_bytes(
+    batch: int,
+    n: int,
+    d_model: int,
+    heads: int,
+    d_ff: int | None = None,
+    bytes_per_element: int = 4,
+    fused: bool = False,
+    causal: bool = True,
+) -> int:
     """Exact bytes autograd saves for backward in one ``attnbook.models.gpt.Block`` (no dropout). Chapter 3.
 
     Eight (b, n, d) tensors (two LayerNorm inputs and outputs, q, k, v, the attention output),
@@ -83,7 +106,9 @@ def korthikanti_layer_bytes(s: int, b: int, h: int, a: int) -> int:
 
 
 @exact_ints
-def checkpoint_saved_bytes(layers: int, every: int, batch: int, n: int, d_model: int, bytes_per_element: int = 4) -> int:
+def checkpoint_saved_bytes(
+    layers: int, every: int, batch: int, n: int, d_model: int, bytes_per_element: int = 4
+) -> int:
     """Bytes kept after a forward pass checkpointed every ``every`` layers: one (b, n, d) input per segment. Chapter 3."""
     check_sizes(layers=layers, every=every, batch=batch, n=n, d_model=d_model)
     return math.ceil(layers / every) * batch * n * d_model * bytes_per_element
@@ -104,18 +129,35 @@ def checkpoint_peak_bytes(layers: int, every: int, layer_bytes: int, boundary_by
 def best_checkpoint_every(layers: int, layer_bytes: int, boundary_bytes: int) -> int:
     """The k in 1..L minimising :func:`checkpoint_peak_bytes`. Chapter 3."""
     check_sizes(layers=layers)
-    return min(range(1, layers + 1), key=lambda k: (checkpoint_peak_bytes(layers, k, layer_bytes, boundary_bytes), k))
+    return min(
+        range(1, layers + 1),
+        key=lambda k: (checkpoint_peak_bytes(layers, k, layer_bytes, boundary_bytes), k),
+    )
 
 
 @exact_ints
-def kv_cache_bytes(layers: int, d_model: int, tokens: int, heads: int, kv_heads: int | None = None,
-                   bytes_per_element: int = 2, batch: int = 1) -> int:
+def kv_cache_bytes(
+    layers: int,
+    d_model: int,
+    tokens: int,
+    heads: int,
+    kv_heads: int | None = None,
+    bytes_per_element: int = 2,
+    batch: int = 1,
+) -> int:
     """KV cache: 2 (K and V) · L · tokens · batch · kv_heads · d_k · bytes. Chapter 3.
 
     Multi-head attention (kv_heads = H) needs 2·L·d bytes-per-element per token;
     multi-query (kv_heads = 1) and grouped-query attention divide that by H / kv_heads.
     """
-    check_sizes(layers=layers, d_model=d_model, tokens=tokens, heads=heads, bytes_per_element=bytes_per_element, batch=batch)
+    check_sizes(
+        layers=layers,
+        d_model=d_model,
+        tokens=tokens,
+        heads=heads,
+        bytes_per_element=bytes_per_element,
+        batch=batch,
+    )
     kv_heads = heads if kv_heads is None else check_positive_int("kv_heads", kv_heads)
     if d_model % heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")

@@ -5,11 +5,18 @@ A block (layer) of :class:`attnbook.models.gpt.GPT` is pre-norm: LayerNorm, mult
 (fused QKV d→3d plus output projection d→d), LayerNorm, FFN d→d_ff→d. With d_ff = 4d and no biases
 a block holds 12d², the usual 12·L·d² count; every lower-order term is counted here exactly.
 """
+
 from __future__ import annotations
 
 import math
 
-from attnbook.checks import check_bool, check_nonnegative_int, check_positive_int, check_sizes, exact_ints
+from attnbook.checks import (
+    check_bool,
+    check_nonnegative_int,
+    check_positive_int,
+    check_sizes,
+    exact_ints,
+)
 
 __all__ = [
     "attention_params",
@@ -50,8 +57,17 @@ def layer_params(d_model: int, d_ff: int | None = None, *, bias: bool = True) ->
 
 
 @exact_ints
-def gpt_params(layers: int, d_model: int, vocab_size: int, block_size: int = 0, d_ff: int | None = None, *,
-               bias: bool = True, tied: bool = True, short_conv: int = 0) -> int:
+def gpt_params(
+    layers: int,
+    d_model: int,
+    vocab_size: int,
+    block_size: int = 0,
+    d_ff: int | None = None,
+    *,
+    bias: bool = True,
+    tied: bool = True,
+    short_conv: int = 0,
+) -> int:
     """Exact parameters of a GPT: L layers, token (and, if ``block_size``, learned position) embeddings,
     a final LayerNorm, and an LM head tied to the token embedding unless ``tied=False``; ``short_conv``
     adds each layer's depthwise convolution of that kernel size (k·d weights, d biases).
@@ -86,7 +102,9 @@ def moe_active_params(d_model: int, d_ff: int, n_experts: int, k: int, *, bias: 
 
 
 @exact_ints
-def generative_params(d_model: int, hidden: int | None = None, *, avg: bool = False, bias: bool = True) -> int:
+def generative_params(
+    d_model: int, hidden: int | None = None, *, avg: bool = False, bias: bool = True
+) -> int:
     """Parameters of the generative layer: k·d·h + h·d (+ h + d biases), k = 3 with the average. Chapter 8."""
     (d,) = check_sizes(d_model=d_model)
     h = d if hidden is None else check_positive_int("hidden", hidden)
@@ -100,5 +118,8 @@ def width_for_params(n_params: int, layers: int, multiple: int = 8) -> int:
     (12·L·d² + 13·L·d with biases and d_ff = 4d). Chapter 6."""
     n_params, layers, multiple = check_sizes(n_params=n_params, layers=layers, multiple=multiple)
     d = (-13 + math.sqrt(169 + 48 * n_params / layers)) / 24
-    candidates = {max(multiple, multiple * math.floor(d / multiple)), multiple * math.ceil(d / multiple)}
+    candidates = {
+        max(multiple, multiple * math.floor(d / multiple)),
+        multiple * math.ceil(d / multiple),
+    }
     return min(candidates, key=lambda w: abs(layers * layer_params(w) - n_params))

@@ -7,6 +7,7 @@ softmax attention on this rank's shard, forward and backward, with gloo on CPU a
 function on P local processes from a notebook; ``python -m attnbook.distributed.check`` under
 torchrun checks a cluster. Importing this package starts nothing.
 """
+
 from .allgather import allgather_attention
 from .common import CommStats, DistributedAttentionError, backend_for
 from .launch import LaunchError, launch
@@ -14,5 +15,16 @@ from .layout import LAYOUTS, Layout, make_layout
 from .ring import ring_attention
 from .ulysses import ulysses_attention
 
-__all__ = ["ring_attention", "allgather_attention", "ulysses_attention", "Layout", "LAYOUTS", "make_layout",
-           "CommStats", "DistributedAttentionError", "LaunchError", "backend_for", "launch"]
+__all__ = [
+    "ring_attention",
+    "allgather_attention",
+    "ulysses_attention",
+    "Layout",
+    "LAYOUTS",
+    "make_layout",
+    "CommStats",
+    "DistributedAttentionError",
+    "LaunchError",
+    "backend_for",
+    "launch",
+]

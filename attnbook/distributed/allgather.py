@@ -4,6 +4,7 @@ The form of the Llama 3 paper (Dubey et al. 2024): one all-gather of K and V (sh
 largest), then local attention of this rank's queries to every key; the backward pass returns each
 K/V gradient to its owner with a reduce-scatter. Memory per rank O(N): the whole K/V is resident.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,11 +23,13 @@ class _GatherSequence(torch.autograd.Function):
     def forward(ctx, x, plan):
         sizes, P, longest = plan.layout.sizes, plan.world_size, max(plan.layout.sizes)
         padded = x.new_zeros(*x.shape[:-2], longest, x.shape[-1])
-        padded[..., :x.shape[-2], :] = x
+        padded[..., : x.shape[-2], :] = x
         parts = [torch.empty_like(padded) for _ in range(P)]
         work = dist.all_gather(parts, padded, group=plan.group, async_op=True)
         # a bandwidth-optimal (ring) all-gather moves P - 1 shards in and out of every rank
-        plan.stats.add("forward", (P - 1) * nbytes(padded), (P - 1) * nbytes(padded), messages=P - 1)
+        plan.stats.add(
+            "forward", (P - 1) * nbytes(padded), (P - 1) * nbytes(padded), messages=P - 1
+        )
         _wait(plan, work, "all-gathering K/V")
         ctx.plan = plan
         return torch.cat([part[..., :size, :] for part, size in zip(parts, sizes)], dim=-2)
@@ -42,7 +45,7 @@ class _GatherSequence(torch.autograd.Function):
         work = dist.reduce_scatter(mine, parts, group=plan.group, async_op=True)
         plan.stats.add("backward", (P - 1) * nbytes(mine), (P - 1) * nbytes(mine), messages=P - 1)
         _wait(plan, work, "reduce-scattering K/V gradients")
-        return mine[..., :sizes[plan.rank], :], None
+        return mine[..., : sizes[plan.rank], :], None
 
 
 def _wait(plan, work, what):
@@ -57,8 +60,17 @@ def gather_sequence(x, plan):
     return _GatherSequence.apply(x, plan)
 
 
-def allgather_attention(q, k, v, *, causal: bool = False, layout="contiguous", group=None, stats=None,
-                        timeout_s: float = DEFAULT_TIMEOUT_S):
+def allgather_attention(
+    q,
+    k,
+    v,
+    *,
+    causal: bool = False,
+    layout="contiguous",
+    group=None,
+    stats=None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+):
     """Exact attention with the sequence split over ``group``, by all-gathering K/V (chapter 9).
 
     Arguments and result as :func:`~attnbook.distributed.ring.ring_attention`: q, k (B, H, N_r, D),
@@ -69,5 +81,11 @@ def allgather_attention(q, k, v, *, causal: bool = False, layout="contiguous", g
     D = k.shape[-1]
     kv = gather_sequence(torch.cat([k, v], dim=-1), plan)
     plan.stats.steps += 1
-    return LocalAttention.apply(q, kv[..., :D], kv[..., D:], plan.layout.pieces(plan.rank),
-                                plan.layout.gathered_pieces(), causal)
+    return LocalAttention.apply(
+        q,
+        kv[..., :D],
+        kv[..., D:],
+        plan.layout.pieces(plan.rank),
+        plan.layout.gathered_pieces(),
+        causal,
+    )

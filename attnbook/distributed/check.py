@@ -10,6 +10,7 @@ dense attention computed in float64 on one device. Rank 0 prints one JSON line (
 world_size, n, causal, max_rel_error, grad_max_rel_error, ...); every rank exits with status 1 if
 either error exceeds 1e-5. Uses NCCL and one GPU per rank with ``--device cuda``, gloo otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def dense_attention(q, k, v, causal: bool = False):
     s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
     if causal:
         n = q.shape[-2]
-        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+        s = s.masked_fill(
+            torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf")
+        )
     return torch.softmax(s, dim=-1) @ v
 
 
@@ -48,8 +51,18 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def verify(rank: int, world_size: int, method: str, n: int, heads: int = 2, causal: bool = False,
-           layout: str = "zigzag", batch: int = 1, head_dim: int = 16, seed: int = 0) -> dict:
+def verify(
+    rank: int,
+    world_size: int,
+    method: str,
+    n: int,
+    heads: int = 2,
+    causal: bool = False,
+    layout: str = "zigzag",
+    batch: int = 1,
+    head_dim: int = 16,
+    seed: int = 0,
+) -> dict:
     """Run ``method`` on this rank's shard (float32) and compare with float64 dense attention.
 
     Call on every rank of an initialised process group. Returns the report: errors relative to the
@@ -60,7 +73,9 @@ def verify(rank: int, world_size: int, method: str, n: int, heads: int = 2, caus
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     device = _device()
     g = torch.Generator().manual_seed(seed)
-    full = [torch.randn(batch, heads, n, head_dim, generator=g, dtype=torch.float64) for _ in range(4)]
+    full = [
+        torch.randn(batch, heads, n, head_dim, generator=g, dtype=torch.float64) for _ in range(4)
+    ]
     ref_in = [x.clone().requires_grad_() for x in full[:3]]
     ref = dense_attention(*ref_in, causal=causal)
     ref.backward(full[3])
@@ -77,11 +92,22 @@ def verify(rank: int, world_size: int, method: str, n: int, heads: int = 2, caus
     errs = torch.stack([err(out, ref)] + [err(x.grad, r.grad) for x, r in zip(mine, ref_in)])
     dist.all_reduce(errs, op=dist.ReduceOp.MAX)
     rel = (errs[:, 0] / errs[:, 1]).tolist()
-    return {"method": method, "world_size": world_size, "n": n, "heads": heads, "head_dim": head_dim,
-            "batch": batch, "causal": causal, "layout": layout, "max_rel_error": rel[0],
-            "grad_max_rel_error": max(rel[1:]), "sent_bytes": stats.sent_bytes, "recv_bytes": stats.recv_bytes,
-            "phases": {k: list(v) for k, v in stats.phases.items()},
-            "ok": max(rel) <= TOLERANCE}
+    return {
+        "method": method,
+        "world_size": world_size,
+        "n": n,
+        "heads": heads,
+        "head_dim": head_dim,
+        "batch": batch,
+        "causal": causal,
+        "layout": layout,
+        "max_rel_error": rel[0],
+        "grad_max_rel_error": max(rel[1:]),
+        "sent_bytes": stats.sent_bytes,
+        "recv_bytes": stats.recv_bytes,
+        "phases": {k: list(v) for k, v in stats.phases.items()},
+        "ok": max(rel) <= TOLERANCE,
+    }
 
 
 def verify_many(rank: int, world_size: int, cases) -> list[list[dict]]:
@@ -98,25 +124,41 @@ def verify_many(rank: int, world_size: int, cases) -> list[list[dict]]:
 
 def main(argv=None) -> int:
     """Command line: see the module docstring. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m attnbook.distributed.check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m attnbook.distributed.check", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--seq-len", type=int, required=True, help="sequence length n (any n >= 2P)")
+    parser.add_argument(
+        "--seq-len", type=int, required=True, help="sequence length n (any n >= 2P)"
+    )
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=16)
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--layout", choices=LAYOUTS, default="zigzag")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds any collective may wait")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds any collective may wait"
+    )
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
-        parser.error("run under torchrun, e.g. torchrun --standalone --nproc-per-node 2 -m attnbook.distributed.check ...")
+        parser.error(
+            "run under torchrun, e.g. torchrun --standalone --nproc-per-node 2 -m attnbook.distributed.check ..."
+        )
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend_for(device), timeout=datetime.timedelta(seconds=args.timeout))
     try:
-        report = verify(dist.get_rank(), dist.get_world_size(), args.method, args.seq_len, heads=args.heads,
-                        causal=args.causal, layout=args.layout, head_dim=args.head_dim)
+        report = verify(
+            dist.get_rank(),
+            dist.get_world_size(),
+            args.method,
+            args.seq_len,
+            heads=args.heads,
+            causal=args.causal,
+            layout=args.layout,
+            head_dim=args.head_dim,
+        )
         if dist.get_rank() == 0:
             print(json.dumps(report), flush=True)
     finally:

@@ -2,6 +2,7 @@
 backend for a device, the per-rank byte counter, the check that all ranks were handed consistent
 inputs, and point-to-point transfers that fail with a clear error instead of hanging.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -12,8 +13,17 @@ import torch.distributed as dist
 
 from .layout import Layout, make_layout
 
-__all__ = ["DEFAULT_TIMEOUT_S", "CommStats", "DistributedAttentionError", "Plan", "backend_for", "make_plan",
-           "post", "wait", "nbytes"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "CommStats",
+    "DistributedAttentionError",
+    "Plan",
+    "backend_for",
+    "make_plan",
+    "post",
+    "wait",
+    "nbytes",
+]
 
 DEFAULT_TIMEOUT_S = 60.0
 _DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -78,29 +88,44 @@ class Plan:
 
     @property
     def next(self) -> int:
-        return dist.get_global_rank(self.group, (self.rank + 1) % self.world_size) if self.group else (self.rank + 1) % self.world_size
+        return (
+            dist.get_global_rank(self.group, (self.rank + 1) % self.world_size)
+            if self.group
+            else (self.rank + 1) % self.world_size
+        )
 
     @property
     def prev(self) -> int:
-        return dist.get_global_rank(self.group, (self.rank - 1) % self.world_size) if self.group else (self.rank - 1) % self.world_size
+        return (
+            dist.get_global_rank(self.group, (self.rank - 1) % self.world_size)
+            if self.group
+            else (self.rank - 1) % self.world_size
+        )
 
     def fail(self, what: str, error: Exception) -> DistributedAttentionError:
         return DistributedAttentionError(
             f"{self.method} attention, rank {self.rank} of {self.world_size}: {what} failed or timed out after "
-            f"{self.timeout.total_seconds():g} s; a peer rank has probably died or stopped ({error})")
+            f"{self.timeout.total_seconds():g} s; a peer rank has probably died or stopped ({error})"
+        )
 
 
 def _check_shapes(q, k, v):
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"{name} must be a 4-D tensor (B, H, N_local, D), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+            raise ValueError(
+                f"{name} must be a 4-D tensor (B, H, N_local, D), got "
+                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
     if k.shape != q.shape:
         raise ValueError(f"k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}")
     if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must have the (B, H, N_local) of q {tuple(q.shape[:3])}, got {tuple(v.shape)}")
+        raise ValueError(
+            f"v must have the (B, H, N_local) of q {tuple(q.shape[:3])}, got {tuple(v.shape)}"
+        )
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in _DTYPES:
-        raise ValueError(f"q, k, v must share one floating dtype of {_DTYPES}, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise ValueError(
+            f"q, k, v must share one floating dtype of {_DTYPES}, got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
 
@@ -114,8 +139,10 @@ def make_plan(method: str, q, k, v, causal: bool, layout, group, stats, timeout_
     """
     _check_shapes(q, k, v)
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(f"{method} attention needs torch.distributed initialised "
-                           "(torchrun, or attnbook.distributed.launch.launch)")
+        raise RuntimeError(
+            f"{method} attention needs torch.distributed initialised "
+            "(torchrun, or attnbook.distributed.launch.launch)"
+        )
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {causal!r}")
     if not timeout_s > 0:
@@ -123,29 +150,53 @@ def make_plan(method: str, q, k, v, causal: bool, layout, group, stats, timeout_
     stats = CommStats() if stats is None else stats
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     B, H, n_local, D = q.shape
-    mine = torch.tensor([B, H, n_local, D, v.shape[-1], _DTYPES.index(q.dtype), int(causal),
-                         _METHODS.index(method)], dtype=torch.int64, device=q.device)
+    mine = torch.tensor(
+        [
+            B,
+            H,
+            n_local,
+            D,
+            v.shape[-1],
+            _DTYPES.index(q.dtype),
+            int(causal),
+            _METHODS.index(method),
+        ],
+        dtype=torch.int64,
+        device=q.device,
+    )
     everyone = [torch.empty_like(mine) for _ in range(world)]
     work = dist.all_gather(everyone, mine, group=group, async_op=True)
     timeout = datetime.timedelta(seconds=timeout_s)
     try:
         work.wait(timeout=timeout)
     except RuntimeError as e:
-        raise DistributedAttentionError(f"{method} attention, rank {rank}: exchanging input shapes failed or timed out "
-                                        f"after {timeout_s:g} s; a peer rank has probably died ({e})") from e
+        raise DistributedAttentionError(
+            f"{method} attention, rank {rank}: exchanging input shapes failed or timed out "
+            f"after {timeout_s:g} s; a peer rank has probably died ({e})"
+        ) from e
     stats.control_bytes += 2 * (world - 1) * nbytes(mine)
     names = ["batch B", "heads H", "", "head dim D", "value dim Dv", "dtype", "causal", "method"]
     for r, theirs in enumerate(everyone):
         for i, name in enumerate(names):
             if name and int(theirs[i]) != int(mine[i]):
-                show = (lambda x: _DTYPES[x]) if name == "dtype" else (lambda x: _METHODS[x]) if name == "method" else (lambda x: x)
-                raise ValueError(f"{method} attention: rank {r} has {name} = {show(int(theirs[i]))} but rank {rank} "
-                                 f"has {show(int(mine[i]))}; every rank must pass the same shapes, dtype and options")
+                show = (
+                    (lambda x: _DTYPES[x])
+                    if name == "dtype"
+                    else (lambda x: _METHODS[x])
+                    if name == "method"
+                    else (lambda x: x)
+                )
+                raise ValueError(
+                    f"{method} attention: rank {r} has {name} = {show(int(theirs[i]))} but rank {rank} "
+                    f"has {show(int(mine[i]))}; every rank must pass the same shapes, dtype and options"
+                )
     sizes = [int(t[2]) for t in everyone]
     lay = make_layout(layout, sum(sizes), world)
     if sizes != lay.sizes:
-        raise ValueError(f"{method} attention: the ranks hold {sizes} tokens, but the {lay.kind} layout of "
-                         f"n={lay.n} over {world} ranks gives them {lay.sizes}; shard with Layout.shard")
+        raise ValueError(
+            f"{method} attention: the ranks hold {sizes} tokens, but the {lay.kind} layout of "
+            f"n={lay.n} over {world} ranks gives them {lay.sizes}; shard with Layout.shard"
+        )
     return Plan(method, rank, world, lay, causal, group, stats, timeout)
 
 
@@ -162,8 +213,12 @@ def post(plan: Plan, phase: str, send=None, recv=None, src=None, dst=None, tag: 
         ops.append(dist.P2POp(dist.irecv, recv, src, group=plan.group, tag=tag))
     if not ops:
         return []
-    plan.stats.add(phase, nbytes(send) if send is not None else 0, nbytes(recv) if recv is not None else 0,
-                   messages=int(send is not None))
+    plan.stats.add(
+        phase,
+        nbytes(send) if send is not None else 0,
+        nbytes(recv) if recv is not None else 0,
+        messages=int(send is not None),
+    )
     return dist.batch_isend_irecv(ops)
 
 

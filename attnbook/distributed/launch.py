@@ -6,6 +6,7 @@ No torchrun needed. A rank that raises, dies or overruns the timeout stops the l
 error that names it; the other ranks are terminated. ``fn`` must be importable (defined in a
 module, not in the notebook), because each process imports it afresh.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -44,9 +45,14 @@ def _worker(rank, world_size, port, device_type, fn, args, results, timeout_s, t
         if device.type == "cuda":
             torch.cuda.set_device(rank)
             device = torch.device("cuda", rank)
-        dist.init_process_group(backend_for(device), init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s),
-                                **({"device_id": device} if device.type == "cuda" else {}))
+        dist.init_process_group(
+            backend_for(device),
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": device} if device.type == "cuda" else {}),
+        )
         value = fn(rank, world_size, *args)
         results.put((rank, "ok", pickle.dumps(value)))
         dist.destroy_process_group()
@@ -67,18 +73,29 @@ def launch(fn, world_size: int, *args, device="cpu", timeout_s: float = 120.0, t
     device = torch.device(device)
     backend_for(device)
     if device.type == "cuda" and torch.cuda.device_count() < world_size:
-        raise ValueError(f"world_size={world_size} needs as many GPUs, found {torch.cuda.device_count()}")
+        raise ValueError(
+            f"world_size={world_size} needs as many GPUs, found {torch.cuda.device_count()}"
+        )
     try:
         pickle.dumps(fn)
     except (pickle.PicklingError, AttributeError, TypeError) as e:
-        raise TypeError(f"fn must be importable by name (a module-level function), got {fn!r}: {e}") from None
+        raise TypeError(
+            f"fn must be importable by name (a module-level function), got {fn!r}: {e}"
+        ) from None
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    inner_timeout = max(5.0, min(DEFAULT_TIMEOUT_S, timeout_s / 2))  # collectives give up before the launch does
-    procs = [ctx.Process(target=_worker, daemon=True,
-                         args=(r, world_size, port, device.type, fn, args, results, inner_timeout, threads))
-             for r in range(world_size)]
+    inner_timeout = max(
+        5.0, min(DEFAULT_TIMEOUT_S, timeout_s / 2)
+    )  # collectives give up before the launch does
+    procs = [
+        ctx.Process(
+            target=_worker,
+            daemon=True,
+            args=(r, world_size, port, device.type, fn, args, results, inner_timeout, threads),
+        )
+        for r in range(world_size)
+    ]
     env_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
@@ -95,17 +112,25 @@ def launch(fn, world_size: int, *args, device="cpu", timeout_s: float = 120.0, t
             try:
                 rank, status, payload = results.get(timeout=0.2)
             except _queue.Empty:
-                dead = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in values]
+                dead = [
+                    (r, p.exitcode)
+                    for r, p in enumerate(procs)
+                    if p.exitcode not in (None, 0) and r not in values
+                ]
                 if dead:
                     time.sleep(0.5)  # its report, if it wrote one, may still be in the queue
                     try:
                         rank, status, payload = results.get(timeout=0.5)
                     except _queue.Empty:
                         r, code = dead[0]
-                        raise LaunchError(f"rank {r} of {world_size} died (exit code {code}) without reporting") from None
+                        raise LaunchError(
+                            f"rank {r} of {world_size} died (exit code {code}) without reporting"
+                        ) from None
                 elif time.monotonic() > deadline:
                     missing = [r for r in range(world_size) if r not in values]
-                    raise LaunchError(f"ranks {missing} of {world_size} did not finish within {timeout_s:g} s") from None
+                    raise LaunchError(
+                        f"ranks {missing} of {world_size} did not finish within {timeout_s:g} s"
+                    ) from None
                 else:
                     continue
             if status == "error":

@@ -10,6 +10,7 @@ list of :class:`Piece` objects, runs of its local rows with the global positions
   and of Llama 3's context parallelism).
 - ``striped``: rank r holds positions r, r+P, r+2P, ... (Brandon et al.'s striped attention).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class Piece:
     def hi(self) -> int:
         return int(self.positions.max())
 
-    def shifted(self, offset: int) -> "Piece":
+    def shifted(self, offset: int) -> Piece:
         """The same positions, at local rows start+offset..stop+offset."""
         return Piece(self.start + offset, self.stop + offset, self.positions)
 
@@ -74,7 +75,9 @@ class Layout:
         check_positive_int("n", self.n)
         need = 2 * self.world_size if self.kind == "zigzag" else self.world_size
         if self.n < need:
-            raise ValueError(f"the {self.kind} layout over {self.world_size} ranks needs n >= {need} tokens, got n={self.n}")
+            raise ValueError(
+                f"the {self.kind} layout over {self.world_size} ranks needs n >= {need} tokens, got n={self.n}"
+            )
 
     @cached_property
     def _pieces(self) -> list[list[Piece]]:
@@ -138,7 +141,9 @@ def make_layout(kind, n: int, world_size: int) -> Layout:
     """A :class:`Layout` from its name (or return ``kind`` itself if it is one and fits n, world_size)."""
     if isinstance(kind, Layout):
         if (kind.n, kind.world_size) != (n, world_size):
-            raise ValueError(f"layout is for n={kind.n} over {kind.world_size} ranks, but the inputs have "
-                             f"n={n} over {world_size} ranks")
+            raise ValueError(
+                f"layout is for n={kind.n} over {kind.world_size} ranks, but the inputs have "
+                f"n={n} over {world_size} ranks"
+            )
         return kind
     return Layout(kind, n, world_size)

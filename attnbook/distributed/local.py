@@ -8,6 +8,7 @@ from the saved log-sum-exp. Every distributed form in :mod:`attnbook.distributed
 Queries are processed in tiles of at most ``Q_TILE`` rows, so the score workspace is
 ``Q_TILE × keys`` whatever the number of queries.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,14 +33,14 @@ def _select(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """x[..., rows, :] without a copy when rows is one contiguous run."""
     first, last = int(rows[0]), int(rows[-1])
     if last - first + 1 == len(rows):
-        return x[..., first:last + 1, :]
+        return x[..., first : last + 1, :]
     return x.index_select(-2, rows.to(x.device))
 
 
 def _tiles(q: Piece):
     for t0 in range(q.start, q.stop, Q_TILE):
         t1 = min(t0 + Q_TILE, q.stop)
-        yield t0, t1, q.positions[t0 - q.start:t1 - q.start]
+        yield t0, t1, q.positions[t0 - q.start : t1 - q.start]
 
 
 def attend(q, k, v, q_pieces, k_pieces, causal: bool, scale: float):
@@ -60,7 +61,9 @@ def attend(q, k, v, q_pieces, k_pieces, causal: bool, scale: float):
         for t0, t1, q_pos in _tiles(qp):
             s = (q[..., t0:t1, :] @ kk.transpose(-1, -2)) * scale
             if masked:
-                s = s.masked_fill(q_pos.to(s.device)[:, None] < k_pos.to(s.device)[None, :], float("-inf"))
+                s = s.masked_fill(
+                    q_pos.to(s.device)[:, None] < k_pos.to(s.device)[None, :], float("-inf")
+                )
             m = s.amax(-1, keepdim=True)
             m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
             e = torch.exp(s - m)
@@ -89,7 +92,9 @@ def attend_backward(q, k, v, do, lse, delta, dq, q_pieces, k_pieces, causal: boo
     gradients of these keys and values (shapes of k and v).
     """
     dk, dv = torch.zeros_like(k), torch.zeros_like(v)
-    lse = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)  # a row that sees no key: p = 0, not NaN
+    lse = torch.where(
+        torch.isinf(lse), torch.zeros_like(lse), lse
+    )  # a row that sees no key: p = 0, not NaN
     for qp in q_pieces:
         rows, k_pos, masked = _keys(k_pieces, qp, causal)
         if rows is None:
@@ -100,7 +105,9 @@ def attend_backward(q, k, v, do, lse, delta, dq, q_pieces, k_pieces, causal: boo
             qt, dot = q[..., t0:t1, :], do[..., t0:t1, :]
             s = (qt @ kk.transpose(-1, -2)) * scale
             if masked:
-                s = s.masked_fill(q_pos.to(s.device)[:, None] < k_pos.to(s.device)[None, :], float("-inf"))
+                s = s.masked_fill(
+                    q_pos.to(s.device)[:, None] < k_pos.to(s.device)[None, :], float("-inf")
+                )
             p = torch.exp(s - lse[..., t0:t1, None])
             dvv += p.transpose(-1, -2) @ dot
             ds = p * (dot @ vv.transpose(-1, -2) - delta[..., t0:t1, None])
@@ -132,5 +139,7 @@ class LocalAttention(torch.autograd.Function):
         q_pieces, k_pieces, causal, scale = ctx.args
         do = do.contiguous()
         dq = torch.zeros_like(q)
-        dk, dv = attend_backward(q, k, v, do, lse, (do * o).sum(-1), dq, q_pieces, k_pieces, causal, scale)
+        dk, dv = attend_backward(
+            q, k, v, do, lse, (do * o).sum(-1), dq, q_pieces, k_pieces, causal, scale
+        )
         return dq, dk, dv, None, None, None

@@ -6,6 +6,7 @@ queries to the block in hand while the transfer runs, merges the partial result 
 softmax, and waits. The backward pass sends the blocks around again; the gradient of each block
 travels with it and arrives back at its owner after P - 1 hops.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,11 +28,17 @@ def ring_forward(plan, q, k, v):
         if step < P - 1:  # start moving the next block before computing on this one
             incoming = kv.new_empty(*kv.shape[:2], lay.sizes[(owner - 1) % P], kv.shape[-1])
             works = post(plan, "forward", send=kv, dst=plan.next, recv=incoming, src=plan.prev)
-        o_b, lse_b = attend(q, kv[..., :D], kv[..., D:], lay.pieces(r), lay.pieces(owner), plan.causal, scale)
+        o_b, lse_b = attend(
+            q, kv[..., :D], kv[..., D:], lay.pieces(r), lay.pieces(owner), plan.causal, scale
+        )
         o, lse = (o_b, lse_b) if o is None else merge(o, lse, o_b, lse_b)
         plan.stats.steps += 1
         if step < P - 1:
-            wait(plan, works, f"step {step}: passing K/V on (to rank {plan.next}, from rank {plan.prev})")
+            wait(
+                plan,
+                works,
+                f"step {step}: passing K/V on (to rank {plan.next}, from rank {plan.prev})",
+            )
             kv = incoming
     return o, lse
 
@@ -52,30 +59,55 @@ def ring_backward(plan, q, k, v, o, lse, do):
     for step in range(P):
         owner = (r - step) % P
         works = []
-        if step >= 2:  # the gradient of this block so far: rank r - 1 sent it before its next K/V block
+        if (
+            step >= 2
+        ):  # the gradient of this block so far: rank r - 1 sent it before its next K/V block
             acc = kv.new_empty(kv.shape)
             works_acc = post(plan, "backward", recv=acc, src=plan.prev, tag=1)
         if step < P - 1:
             incoming = kv.new_empty(*kv.shape[:2], lay.sizes[(owner - 1) % P], kv.shape[-1])
             works += post(plan, "backward", send=kv, dst=plan.next, recv=incoming, src=plan.prev)
-        dk, dv = attend_backward(q, kv[..., :D], kv[..., D:], do, lse, delta, dq,
-                                 lay.pieces(r), lay.pieces(owner), plan.causal, scale)
+        dk, dv = attend_backward(
+            q,
+            kv[..., :D],
+            kv[..., D:],
+            do,
+            lse,
+            delta,
+            dq,
+            lay.pieces(r),
+            lay.pieces(owner),
+            plan.causal,
+            scale,
+        )
         plan.stats.steps += 1
         grad = torch.cat([dk, dv], dim=-1)
         if step == 0:
             own = grad
         else:
             if step >= 2:
-                wait(plan, works_acc, f"backward step {step}: receiving a K/V gradient from rank {plan.prev}")
+                wait(
+                    plan,
+                    works_acc,
+                    f"backward step {step}: receiving a K/V gradient from rank {plan.prev}",
+                )
                 grad = grad + acc
             sent += post(plan, "backward", send=grad, dst=plan.next, tag=1)
             keep.append(grad)
         if works:
-            wait(plan, works, f"backward step {step}: passing K/V on (to rank {plan.next}, from rank {plan.prev})")
+            wait(
+                plan,
+                works,
+                f"backward step {step}: passing K/V on (to rank {plan.next}, from rank {plan.prev})",
+            )
             kv = incoming
     if P > 1:  # our block's gradient, from every other rank, arrives from rank r - 1
         acc = torch.empty_like(own)
-        wait(plan, post(plan, "backward", recv=acc, src=plan.prev, tag=1), f"receiving our K/V gradient from rank {plan.prev}")
+        wait(
+            plan,
+            post(plan, "backward", recv=acc, src=plan.prev, tag=1),
+            f"receiving our K/V gradient from rank {plan.prev}",
+        )
         own = own + acc
     wait(plan, sent, f"sending K/V gradients to rank {plan.next}")
     return dq, own[..., :D], own[..., D:]
@@ -96,8 +128,17 @@ class _Ring(torch.autograd.Function):
         return dq, dk, dv, None
 
 
-def ring_attention(q, k, v, *, causal: bool = False, layout="contiguous", group=None, stats=None,
-                   timeout_s: float = DEFAULT_TIMEOUT_S):
+def ring_attention(
+    q,
+    k,
+    v,
+    *,
+    causal: bool = False,
+    layout="contiguous",
+    group=None,
+    stats=None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+):
     """Exact attention with the sequence split over the ranks of ``group``, by a ring (chapter 9).
 
     q, k: (B, H, N_r, D), v: (B, H, N_r, Dv): this rank's shard, the rows ``Layout.shard`` gives it

@@ -4,6 +4,7 @@ Jacobs et al. (2023). Each rank holds all H heads of its N/P tokens; an all-to-a
 heads of all N tokens, it attends locally, and a second all-to-all brings the output back to the
 sequence split. Heads must be divisible by P.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,12 @@ def _all_to_all(plan, x_parts, out_sizes, phase, what):
     in_sizes = [p.numel() for p in x_parts]
     work = dist.all_to_all_single(recv, send, out_sizes, in_sizes, group=plan.group, async_op=True)
     r, elt = plan.rank, send.element_size()
-    plan.stats.add(phase, elt * (sum(in_sizes) - in_sizes[r]), elt * (sum(out_sizes) - out_sizes[r]),
-                   messages=plan.world_size - 1)
+    plan.stats.add(
+        phase,
+        elt * (sum(in_sizes) - in_sizes[r]),
+        elt * (sum(out_sizes) - out_sizes[r]),
+        messages=plan.world_size - 1,
+    )
     try:
         work.wait(timeout=plan.timeout)
     except RuntimeError as e:
@@ -34,16 +39,26 @@ def _all_to_all(plan, x_parts, out_sizes, phase, what):
 def _to_heads(x, plan, phase):
     B, H, n_r, C = x.shape
     h = H // plan.world_size
-    parts = _all_to_all(plan, list(x.split(h, dim=1)), [B * h * s * C for s in plan.layout.sizes], phase,
-                        "all-to-all from sequence to heads")
+    parts = _all_to_all(
+        plan,
+        list(x.split(h, dim=1)),
+        [B * h * s * C for s in plan.layout.sizes],
+        phase,
+        "all-to-all from sequence to heads",
+    )
     return torch.cat([p.view(B, h, s, C) for p, s in zip(parts, plan.layout.sizes)], dim=-2)
 
 
 def _to_seq(x, plan, phase):
     B, h, _, C = x.shape
     sizes, P = plan.layout.sizes, plan.world_size
-    parts = _all_to_all(plan, list(x.split(sizes, dim=-2)), [B * h * sizes[plan.rank] * C] * P, phase,
-                        "all-to-all from heads to sequence")
+    parts = _all_to_all(
+        plan,
+        list(x.split(sizes, dim=-2)),
+        [B * h * sizes[plan.rank] * C] * P,
+        phase,
+        "all-to-all from heads to sequence",
+    )
     return torch.cat([p.view(B, h, sizes[plan.rank], C) for p in parts], dim=1)
 
 
@@ -79,8 +94,17 @@ def heads_to_seq(x, plan):
     return _HeadsToSeq.apply(x, plan)
 
 
-def ulysses_attention(q, k, v, *, causal: bool = False, layout="contiguous", group=None, stats=None,
-                      timeout_s: float = DEFAULT_TIMEOUT_S):
+def ulysses_attention(
+    q,
+    k,
+    v,
+    *,
+    causal: bool = False,
+    layout="contiguous",
+    group=None,
+    stats=None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+):
     """Exact attention with the sequence split over ``group``, by all-to-all over heads (chapter 9).
 
     Arguments and result as :func:`~attnbook.distributed.ring.ring_attention`: q, k (B, H, N_r, D),
@@ -90,11 +114,15 @@ def ulysses_attention(q, k, v, *, causal: bool = False, layout="contiguous", gro
     plan = make_plan("ulysses", q, k, v, causal, layout, group, stats, timeout_s)
     H, P = q.shape[1], plan.world_size
     if H % P:
-        raise ValueError(f"ulysses attention splits the H={H} heads over the {P} ranks: H must be a multiple "
-                         f"of the world size, got H % P = {H % P}; use ring or allgather attention instead")
+        raise ValueError(
+            f"ulysses attention splits the H={H} heads over the {P} ranks: H must be a multiple "
+            f"of the world size, got H % P = {H % P}; use ring or allgather attention instead"
+        )
     D = q.shape[-1]
     qkv = seq_to_heads(torch.cat([q, k, v], dim=-1), plan)
     plan.stats.steps += 1
     pieces = plan.layout.gathered_pieces()
-    o = LocalAttention.apply(qkv[..., :D], qkv[..., D:2 * D], qkv[..., 2 * D:], pieces, pieces, causal)
+    o = LocalAttention.apply(
+        qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :], pieces, pieces, causal
+    )
     return heads_to_seq(o, plan)

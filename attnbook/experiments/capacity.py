@@ -14,6 +14,7 @@ The keys are as orthogonal as r dimensions allow: P <= r keys are orthonormal, m
 stacked orthonormal bases (as the Performer's orthogonal features). The error that no linear-readout
 state of r features can avoid is the Eckart–Young bound (:func:`rank_bound`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,11 +23,20 @@ from attnbook.checks import check_nonnegative_int, check_positive_float, check_p
 from attnbook.mechanisms.linear import elu_feature
 from attnbook.mechanisms.performer import feature_map, random_features
 
-__all__ = ["CAPACITY_METHODS", "orthogonal_keys", "store_and_read", "recall_errors", "rank_bound", "capacity_sweep"]
+__all__ = [
+    "CAPACITY_METHODS",
+    "orthogonal_keys",
+    "store_and_read",
+    "recall_errors",
+    "rank_bound",
+    "capacity_sweep",
+]
 
 #: Memories compared: three feature maps of a fixed r × d state, softmax over the cache, a window.
 CAPACITY_METHODS = ("identity", "elu", "performer", "softmax", "window")
-_FEATURE_SEED = 7_919  # offsets the Performer's Ω from the keys' seed (same seed would align Ω with the keys)
+_FEATURE_SEED = (
+    7_919  # offsets the Performer's Ω from the keys' seed (same seed would align Ω with the keys)
+)
 
 
 def orthogonal_keys(num_pairs: int, r: int, seed: int = 0) -> np.ndarray:
@@ -41,8 +51,9 @@ def orthogonal_keys(num_pairs: int, r: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(blocks)[:num_pairs]
 
 
-def store_and_read(keys, values, method: str, *, scale: float = 8.0, window: int | None = None,
-                   seed: int = 0) -> np.ndarray:
+def store_and_read(
+    keys, values, method: str, *, scale: float = 8.0, window: int | None = None, seed: int = 0
+) -> np.ndarray:
     """Write the pairs into ``method``'s memory and read every value back with its own key. Chapter 5.
 
     keys: (P, r) unit rows, values: (P, d) -> retrieved (P, d). ``scale`` multiplies the query-key
@@ -53,7 +64,9 @@ def store_and_read(keys, values, method: str, *, scale: float = 8.0, window: int
     keys = np.asarray(keys, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     if keys.ndim != 2 or values.ndim != 2 or keys.shape[0] != values.shape[0]:
-        raise ValueError(f"keys and values must be (P, r) and (P, d), got {keys.shape} and {values.shape}")
+        raise ValueError(
+            f"keys and values must be (P, r) and (P, d), got {keys.shape} and {values.shape}"
+        )
     if method not in CAPACITY_METHODS:
         raise ValueError(f"method must be one of {CAPACITY_METHODS}, got {method!r}")
     scale = check_positive_float("scale", scale)
@@ -62,7 +75,11 @@ def store_and_read(keys, values, method: str, *, scale: float = 8.0, window: int
         return keys @ (keys.T @ values)  # φ(q)ᵀ S with S = Kᵀ V: r × d numbers
     if method in ("elu", "performer"):
         x = np.sqrt(scale) * keys  # exp(s q·k) = exp((√s q)·(√s k)); elu + 1 gets the same inputs
-        phi = elu_feature(x) if method == "elu" else feature_map(x, random_features(r, r, _FEATURE_SEED + seed))
+        phi = (
+            elu_feature(x)
+            if method == "elu"
+            else feature_map(x, random_features(r, r, _FEATURE_SEED + seed))
+        )
         state, norm = phi.T @ values, phi.sum(0)  # S: (r, d), z: (r,)
         return (phi @ state) / (phi @ norm)[:, None]
     scores = scale * keys @ keys.T
@@ -80,10 +97,15 @@ def recall_errors(retrieved, values) -> tuple[float, float]:
     The accuracy counts the rows whose retrieved vector lies closest (Euclidean) to their own value
     among all P stored values; chance is 1/P.
     """
-    retrieved, values = np.asarray(retrieved, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    retrieved, values = (
+        np.asarray(retrieved, dtype=np.float64),
+        np.asarray(values, dtype=np.float64),
+    )
     if retrieved.shape != values.shape:
-        raise ValueError(f"retrieved must have the shape of values {values.shape}, got {retrieved.shape}")
-    nmse = float(((retrieved - values) ** 2).sum() / (values ** 2).sum())
+        raise ValueError(
+            f"retrieved must have the shape of values {values.shape}, got {retrieved.shape}"
+        )
+    nmse = float(((retrieved - values) ** 2).sum() / (values**2).sum())
     dist = ((retrieved[:, None, :] - values[None, :, :]) ** 2).sum(-1)
     accuracy = float((dist.argmin(1) == np.arange(len(values))).mean())
     return nmse, accuracy
@@ -101,8 +123,9 @@ def rank_bound(values, r: int) -> float:
     return float(sigma2[r:].sum() / sigma2.sum())
 
 
-def capacity_sweep(ratios=(0.25, 0.5, 1, 2, 4, 8), r: int = 32, d: int = 64, seeds=(0, 1, 2),
-                   scale: float = 8.0) -> list[dict]:
+def capacity_sweep(
+    ratios=(0.25, 0.5, 1, 2, 4, 8), r: int = 32, d: int = 64, seeds=(0, 1, 2), scale: float = 8.0
+) -> list[dict]:
     """Retrieval error of every memory in :data:`CAPACITY_METHODS` against P / r, with the rank bound. Chapter 5.
 
     For each ratio and seed: P = round(ratio · r) orthogonal-as-possible unit keys (:func:`orthogonal_keys`)
@@ -115,11 +138,26 @@ def capacity_sweep(ratios=(0.25, 0.5, 1, 2, 4, 8), r: int = 32, d: int = 64, see
         num_pairs = max(1, round(check_positive_float("ratio", ratio) * r))
         for seed in seeds:
             keys = orthogonal_keys(num_pairs, r, seed)
-            values = np.random.default_rng(10_000 + check_nonnegative_int("seed", seed)).standard_normal((num_pairs, d))
+            values = np.random.default_rng(
+                10_000 + check_nonnegative_int("seed", seed)
+            ).standard_normal((num_pairs, d))
             bound = rank_bound(values, r)
             for method in CAPACITY_METHODS:
-                nmse, accuracy = recall_errors(store_and_read(keys, values, method, scale=scale, seed=seed), values)
-                rows.append({"method": method, "num_pairs": num_pairs, "r": r, "d": d, "ratio": num_pairs / r,
-                             "seed": seed, "nmse": nmse, "accuracy": accuracy, "rank_bound": bound,
-                             "scale": scale})
+                nmse, accuracy = recall_errors(
+                    store_and_read(keys, values, method, scale=scale, seed=seed), values
+                )
+                rows.append(
+                    {
+                        "method": method,
+                        "num_pairs": num_pairs,
+                        "r": r,
+                        "d": d,
+                        "ratio": num_pairs / r,
+                        "seed": seed,
+                        "nmse": nmse,
+                        "accuracy": accuracy,
+                        "rank_bound": bound,
+                        "scale": scale,
+                    }
+                )
     return rows

@@ -9,6 +9,7 @@ between the measured lengths (extrapolation from the two nearest ones outside th
 scales both linearly by batch × heads, drops the methods over the memory budget or
 over the error tolerance, and picks the fastest. The result explains itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,16 +20,29 @@ from pathlib import Path
 import torch
 
 from attnbook.bench import RESULTS_DIR, load_result
-from attnbook.checks import CorrectnessError, check_bool
-from attnbook.checks import check_positive_float, check_positive_int
+from attnbook.checks import CorrectnessError, check_bool, check_positive_float, check_positive_int
 from attnbook.measure import fit_loglog
 from attnbook.registry import methods
 
-__all__ = ["RULE_OF_THUMB", "RULE_FAMILIES", "family_methods", "default_live_methods", "Estimate", "Recommendation", "rule_of_thumb",
-           "estimate", "recommend"]
+__all__ = [
+    "RULE_OF_THUMB",
+    "RULE_FAMILIES",
+    "family_methods",
+    "default_live_methods",
+    "Estimate",
+    "Recommendation",
+    "rule_of_thumb",
+    "estimate",
+    "recommend",
+]
 
 # The classic table: upper bound of n (exclusive) -> family.
-RULE_OF_THUMB = ((2048, "dense"), (8192, "flash"), (65536, "sparse/linformer"), (math.inf, "performer/hierarchical"))
+RULE_OF_THUMB = (
+    (2048, "dense"),
+    (8192, "flash"),
+    (65536, "sparse/linformer"),
+    (math.inf, "performer/hierarchical"),
+)
 #: Registry families behind each family of the rule (the method lists are read from the records).
 RULE_FAMILIES = {
     "dense": ("dense",),  # dense, sdpa and flash: every exact form of softmax attention
@@ -50,9 +64,21 @@ def default_live_methods(device="cpu") -> tuple[str, ...]:
     other family."""
     families = dict.fromkeys(fam for fams in RULE_FAMILIES.values() for fam in fams)
     return tuple(methods(family="dense", device=device)) + tuple(
-        methods(family=fam, device=device)[0] for fam in families if fam != "dense")
+        methods(family=fam, device=device)[0] for fam in families if fam != "dense"
+    )
 
-ROW_KEYS = ("method", "n", "batch", "heads", "head_dim", "causal", "median_s", "peak_bytes", "rel_error")
+
+ROW_KEYS = (
+    "method",
+    "n",
+    "batch",
+    "heads",
+    "head_dim",
+    "causal",
+    "median_s",
+    "peak_bytes",
+    "rel_error",
+)
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 _LIVE_CACHE: dict = {}
 
@@ -115,15 +141,21 @@ def _interp(n: int, pts: list[tuple[int, float]]) -> tuple[float, bool]:
     return float(fit.predict(n)), True
 
 
-def estimate(rows: list[dict], method: str, n: int, causal: bool, scale: float = 1.0) -> Estimate | None:
+def estimate(
+    rows: list[dict], method: str, n: int, causal: bool, scale: float = 1.0
+) -> Estimate | None:
     """Predicted time and memory of ``method`` at n from its measured rows (None when it has none)."""
-    mine = sorted((r for r in rows if r["method"] == method and r["causal"] == causal), key=lambda r: r["n"])
+    mine = sorted(
+        (r for r in rows if r["method"] == method and r["causal"] == causal), key=lambda r: r["n"]
+    )
     if not mine:
         return None
     measured = tuple(r["n"] for r in mine)
     nearest = min(mine, key=lambda r: abs(math.log(r["n"] / n)))
     if len(mine) < 2 and n != mine[0]["n"]:
-        return Estimate(method, None, None, nearest["rel_error"], measured, True, "measured at one length only")
+        return Estimate(
+            method, None, None, nearest["rel_error"], measured, True, "measured at one length only"
+        )
     time_s, extra = _interp(n, [(r["n"], r["median_s"]) for r in mine])
     mem = [(r["n"], r["peak_bytes"]) for r in mine if r["peak_bytes"]]
     peak = None
@@ -137,7 +169,9 @@ def _check_device(device) -> torch.device:
         try:
             device = torch.device(device)
         except RuntimeError:
-            raise ValueError(f"device must be one of {DEVICE_KINDS} (optionally with an index), got {device!r}") from None
+            raise ValueError(
+                f"device must be one of {DEVICE_KINDS} (optionally with an index), got {device!r}"
+            ) from None
     if not isinstance(device, torch.device):
         raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
     if device.type not in DEVICE_KINDS:
@@ -148,7 +182,9 @@ def _check_device(device) -> torch.device:
 def _check_rows(result: dict) -> list[dict]:
     rows = result.get("rows") if isinstance(result, dict) else None
     if not isinstance(rows, list) or not rows:
-        raise ValueError("results must be a dict with a non-empty list 'rows' (the 'long' suite's output)")
+        raise ValueError(
+            "results must be a dict with a non-empty list 'rows' (the 'long' suite's output)"
+        )
     for row in rows:
         missing = [key for key in ROW_KEYS if key not in row]
         if missing:
@@ -167,7 +203,11 @@ def _live_rows(device: torch.device, causal: bool, sizes: tuple, live_methods: t
             for n in sizes:
                 try:
                     rows.append(measure_method(method, n, causal, device))
-                except (ValueError, NotImplementedError, CorrectnessError):  # no causal form, or refused
+                except (
+                    ValueError,
+                    NotImplementedError,
+                    CorrectnessError,
+                ):  # no causal form, or refused
                     break
         _LIVE_CACHE[key] = rows
     return _LIVE_CACHE[key]
@@ -177,10 +217,21 @@ def _mib(x: float) -> str:
     return f"{x / 2**20:,.0f} MiB"
 
 
-def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool = True,
-              max_rel_error: float = 1e-3, batch: int = 1, heads: int | None = None,
-              results: dict | None = None, results_dir: Path | str = RESULTS_DIR, live: bool = True,
-              live_sizes: tuple = (256, 512, 1024), live_methods: tuple | None = None) -> Recommendation:
+def recommend(
+    n: int,
+    memory_budget_bytes: float,
+    device="cpu",
+    *,
+    causal: bool = True,
+    max_rel_error: float = 1e-3,
+    batch: int = 1,
+    heads: int | None = None,
+    results: dict | None = None,
+    results_dir: Path | str = RESULTS_DIR,
+    live: bool = True,
+    live_sizes: tuple = (256, 512, 1024),
+    live_methods: tuple | None = None,
+) -> Recommendation:
     """Recommend the fastest mechanism for attention over n tokens within a memory budget. Chapter 6.
 
     n: sequence length; memory_budget_bytes: peak bytes the attention call may use; device: 'cpu',
@@ -194,7 +245,11 @@ def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool 
     budget = check_positive_float("memory_budget_bytes", memory_budget_bytes)
     device = _check_device(device)
     causal = check_bool("causal", causal)
-    if isinstance(max_rel_error, bool) or not isinstance(max_rel_error, numbers.Real) or not max_rel_error >= 0:
+    if (
+        isinstance(max_rel_error, bool)
+        or not isinstance(max_rel_error, numbers.Real)
+        or not max_rel_error >= 0
+    ):
         raise ValueError(f"max_rel_error must be a number >= 0, got {max_rel_error!r}")
     batch = check_positive_int("batch", batch)
     if heads is not None:
@@ -203,17 +258,25 @@ def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool 
     if results is None:
         results = load_result("long", device.type, results_dir)
         if results is not None:
-            source = f"stored result long-{device.type}.json ({results.get('meta', {}).get('device', '?')}, " \
-                     f"{results.get('meta', {}).get('date', '?')})"
+            source = (
+                f"stored result long-{device.type}.json ({results.get('meta', {}).get('device', '?')}, "
+                f"{results.get('meta', {}).get('date', '?')})"
+            )
     else:
         source = "results given by the caller"
     if results is None:
         if not live:
-            raise ValueError(f"no stored 'long' result for device {device.type!r} in {results_dir}, and live=False")
+            raise ValueError(
+                f"no stored 'long' result for device {device.type!r} in {results_dir}, and live=False"
+            )
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' has no stored 'long' result and CUDA is not available to measure live")
+            raise ValueError(
+                "device 'cuda' has no stored 'long' result and CUDA is not available to measure live"
+            )
         sizes = tuple(check_positive_int("live_sizes", s) for s in live_sizes)
-        rows = _live_rows(device, causal, sizes, tuple(live_methods or default_live_methods(device)))
+        rows = _live_rows(
+            device, causal, sizes, tuple(live_methods or default_live_methods(device))
+        )
         source = f"live mini-benchmark on {device} at n = {', '.join(map(str, sizes))}"
         if not rows:
             raise ValueError(f"the live mini-benchmark measured nothing for causal={causal}")
@@ -239,16 +302,30 @@ def recommend(n: int, memory_budget_bytes: float, device="cpu", *, causal: bool 
         raise ValueError(f"the results hold no measurement with causal={causal}")
     ok = sorted((e for e in estimates if not e.rejected), key=lambda e: e.time_s)
     method = ok[0].method if ok else None
-    head = f"n={n:,}, {'causal' if causal else 'bidirectional'}, b={batch}, H={heads or ref['heads']}, " \
-           f"d_k={ref['head_dim']}, budget {_mib(budget)}, device {device.type}; from the {source}."
+    head = (
+        f"n={n:,}, {'causal' if causal else 'bidirectional'}, b={batch}, H={heads or ref['heads']}, "
+        f"d_k={ref['head_dim']}, budget {_mib(budget)}, device {device.type}; from the {source}."
+    )
     if ok:
         best = ok[0]
-        how = (f"extrapolated from n={best.measured_n[0] if n < best.measured_n[0] else best.measured_n[-1]:,}"
-               if best.extrapolated else f"interpolated within n={best.measured_n[0]:,}..{best.measured_n[-1]:,}")
-        lines = [f"Recommended: {best.method} — predicted {best.time_s * 1e3:,.2f} ms and {_mib(best.peak_bytes)} "
-                 f"({how}), error {best.rel_error:.1e} against exact attention."]
-        lines += [f"  also within limits: {e.method} ({e.time_s / best.time_s:.2f}× its time)" for e in ok[1:4]]
+        how = (
+            f"extrapolated from n={best.measured_n[0] if n < best.measured_n[0] else best.measured_n[-1]:,}"
+            if best.extrapolated
+            else f"interpolated within n={best.measured_n[0]:,}..{best.measured_n[-1]:,}"
+        )
+        lines = [
+            f"Recommended: {best.method} — predicted {best.time_s * 1e3:,.2f} ms and {_mib(best.peak_bytes)} "
+            f"({how}), error {best.rel_error:.1e} against exact attention."
+        ]
+        lines += [
+            f"  also within limits: {e.method} ({e.time_s / best.time_s:.2f}× its time)"
+            for e in ok[1:4]
+        ]
     else:
-        lines = ["Nothing fits: every measured method is over the memory budget or the error tolerance."]
+        lines = [
+            "Nothing fits: every measured method is over the memory budget or the error tolerance."
+        ]
     lines += [f"  rejected: {e.method} ({e.rejected})" for e in estimates if e.rejected]
-    return Recommendation(method, n, budget, device.type, causal, source, estimates, head + "\n" + "\n".join(lines))
+    return Recommendation(
+        method, n, budget, device.type, causal, source, estimates, head + "\n" + "\n".join(lines)
+    )

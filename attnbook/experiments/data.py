@@ -4,6 +4,7 @@ The loader looks in ``$ATTNBOOK_DATA``, then ``~/.cache/attnbook``, and only
 then downloads the file from its public source; the SHA-256 checksum is
 verified every time, so a truncated or altered file fails loudly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,9 @@ def load_tinyshakespeare(download: bool = True) -> str:
             return path.read_text(encoding="utf-8")
     searched = ", ".join(str(d) for d in data_dirs())
     if not download:
-        raise FileNotFoundError(f"{spec['filename']} not found in {searched}; set ATTNBOOK_DATA to its folder")
+        raise FileNotFoundError(
+            f"{spec['filename']} not found in {searched}; set ATTNBOOK_DATA to its folder"
+        )
     cache = data_dirs()[-1]
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / (spec["filename"] + ".part")
@@ -98,15 +101,23 @@ class CharCorpus:
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
-    def get_batch(self, split: str, batch_size: int, block_size: int, generator: torch.Generator | None = None,
-                  device="cpu"):
+    def get_batch(
+        self,
+        split: str,
+        batch_size: int,
+        block_size: int,
+        generator: torch.Generator | None = None,
+        device="cpu",
+    ):
         """Random windows: x: (batch_size, block_size) token ids, y: x shifted by one."""
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         data = self.train if split == "train" else self.val
         if block_size >= len(data):
-            raise ValueError(f"block_size must be < {len(data)} (the {split} split length), got {block_size}")
+            raise ValueError(
+                f"block_size must be < {len(data)} (the {split} split length), got {block_size}"
+            )
         ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-        x = torch.stack([data[i:i + block_size] for i in ix.tolist()])
-        y = torch.stack([data[i + 1:i + 1 + block_size] for i in ix.tolist()])
+        x = torch.stack([data[i : i + block_size] for i in ix.tolist()])
+        y = torch.stack([data[i + 1 : i + 1 + block_size] for i in ix.tolist()])
         return x.to(device), y.to(device)

@@ -6,8 +6,8 @@ and a synthetic multivariate forecasting task generated here (:func:`make_series
 :class:`Forecaster`, :func:`train_forecast`). :func:`spikiness` measures how peaked
 the attention distributions of a trained model are.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -17,12 +17,23 @@ from attnbook.checks import check_nonnegative_int, check_positive_float, check_p
 from attnbook.config import DEVICE
 from attnbook.mechanisms.dense import attention_weights
 from attnbook.mechanisms.elementwise import elementwise_weights
-from attnbook.models.gpt import GPT, Block, GPTConfig
 from attnbook.mechanisms.linear import linear_attention_numpy
+from attnbook.models.gpt import GPT, Block, GPTConfig
 from attnbook.models.train import train
 
-__all__ = ["METHODS", "method_label", "make_series", "persistence_mse", "Forecaster", "train_forecast",
-           "train_char", "train_mqar", "attention_inputs", "spikiness", "summarize"]
+__all__ = [
+    "METHODS",
+    "method_label",
+    "make_series",
+    "persistence_mse",
+    "Forecaster",
+    "train_forecast",
+    "train_char",
+    "train_mqar",
+    "attention_inputs",
+    "spikiness",
+    "summarize",
+]
 
 #: (mixer, options) pairs the chapter compares: softmax, linear, and element-wise attention at t = 2, 4, 6, 8.
 METHODS = [("dense", {}), ("linear", {})] + [("elementwise", {"order": t}) for t in (2, 4, 6, 8)]
@@ -30,11 +41,19 @@ METHODS = [("dense", {}), ("linear", {})] + [("elementwise", {"order": t}) for t
 
 def method_label(method: str, options: dict) -> str:
     """'softmax', 'linear' or 'EA t=4'."""
-    return {"dense": "softmax"}.get(method, f"EA t={options['order']}" if method == "elementwise" else method)
+    return {"dense": "softmax"}.get(
+        method, f"EA t={options['order']}" if method == "elementwise" else method
+    )
 
 
-def make_series(batch: int, seq_len: int, channels: int = 4, components: int = 2, noise: float = 0.2,
-                seed: int = 0) -> torch.Tensor:
+def make_series(
+    batch: int,
+    seq_len: int,
+    channels: int = 4,
+    components: int = 2,
+    noise: float = 0.2,
+    seed: int = 0,
+) -> torch.Tensor:
     """Synthetic multivariate series: (B, seq_len, channels) float32. Chapter 7.
 
     Each sequence draws ``components`` sinusoids (frequencies uniform in [0.02, 0.12] cycles per
@@ -43,7 +62,12 @@ def make_series(batch: int, seq_len: int, channels: int = 4, components: int = 2
     step well means inferring the frequencies, phases and mixing from the context; no predictor
     can beat a mean squared error of noise² (the noise is fresh at every step).
     """
-    for name, value in (("batch", batch), ("seq_len", seq_len), ("channels", channels), ("components", components)):
+    for name, value in (
+        ("batch", batch),
+        ("seq_len", seq_len),
+        ("channels", channels),
+        ("components", components),
+    ):
         check_positive_int(name, value)
     check_positive_float("noise", noise)
     rng = np.random.default_rng(check_nonnegative_int("seed", seed))
@@ -85,15 +109,43 @@ class Forecaster(nn.Module):
         return pred, (None if y is None else nn.functional.mse_loss(pred, y))
 
 
-def _config(method: str, options: dict, vocab_size: int, block_size: int, d_model: int, n_layer: int,
-            n_head: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, d_model=d_model,
-                     mixer=method, mixer_options=dict(options))
+def _config(
+    method: str,
+    options: dict,
+    vocab_size: int,
+    block_size: int,
+    d_model: int,
+    n_layer: int,
+    n_head: int,
+) -> GPTConfig:
+    return GPTConfig(
+        vocab_size=vocab_size,
+        block_size=block_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        d_model=d_model,
+        mixer=method,
+        mixer_options=dict(options),
+    )
 
 
-def train_forecast(method: str, options: dict | None = None, *, seq_len: int = 64, channels: int = 4,
-                   noise: float = 0.2, steps: int = 200, batch_size: int = 16, d_model: int = 32, n_layer: int = 2,
-                   n_head: int = 2, lr: float = 3e-3, seed: int = 0, eval_size: int = 256, device=None):
+def train_forecast(
+    method: str,
+    options: dict | None = None,
+    *,
+    seq_len: int = 64,
+    channels: int = 4,
+    noise: float = 0.2,
+    steps: int = 200,
+    batch_size: int = 16,
+    d_model: int = 32,
+    n_layer: int = 2,
+    n_head: int = 2,
+    lr: float = 3e-3,
+    seed: int = 0,
+    eval_size: int = 256,
+    device=None,
+):
     """Train a :class:`Forecaster` with mixer ``method`` on fresh series; score held-out MSE. Chapter 7.
 
     Returns (row, model): the row holds val MSE, the persistence baseline and the noise floor noise².
@@ -102,27 +154,60 @@ def train_forecast(method: str, options: dict | None = None, *, seq_len: int = 6
     device = torch.device(device) if device is not None else DEVICE
 
     def get_batch(split, generator):
-        s = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + (0 if split == "train" else 2**31)
+        s = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + (
+            0 if split == "train" else 2**31
+        )
         x = make_series(batch_size, seq_len + 1, channels, noise=noise, seed=s).to(device)
         return x[:, :-1], x[:, 1:]
 
     config = _config(method, options, 1, seq_len, d_model, n_layer, n_head)
-    result = train(lambda: Forecaster(channels, config).to(device), get_batch, steps=steps, lr=lr, eval_every=steps,
-                   eval_batches=2, seed=seed, progress=False)
+    result = train(
+        lambda: Forecaster(channels, config).to(device),
+        get_batch,
+        steps=steps,
+        lr=lr,
+        eval_every=steps,
+        eval_batches=2,
+        seed=seed,
+        progress=False,
+    )
     model = result.model
     x = make_series(eval_size, seq_len + 1, channels, noise=noise, seed=10**9 + seed).to(device)
     model.eval()
     with torch.no_grad():
         mse = float(model(x[:, :-1], x[:, 1:])[1])
-    row = {"task": "timeseries", "method": method, "options": options, "label": method_label(method, options),
-           "seed": seed, "val_mse": mse, "persistence_mse": persistence_mse(x), "noise_floor": noise**2,
-           "steps": steps, "train_s": result.train_s, "time_per_iter_s": result.time_per_iter_s, "params": result.params}
+    row = {
+        "task": "timeseries",
+        "method": method,
+        "options": options,
+        "label": method_label(method, options),
+        "seed": seed,
+        "val_mse": mse,
+        "persistence_mse": persistence_mse(x),
+        "noise_floor": noise**2,
+        "steps": steps,
+        "train_s": result.train_s,
+        "time_per_iter_s": result.time_per_iter_s,
+        "params": result.params,
+    }
     return row, model
 
 
-def train_char(corpus, method: str, options: dict | None = None, *, block_size: int = 32, steps: int = 200,
-               batch_size: int = 16, d_model: int = 32, n_layer: int = 2, n_head: int = 2, lr: float = 3e-3,
-               seed: int = 0, device=None):
+def train_char(
+    corpus,
+    method: str,
+    options: dict | None = None,
+    *,
+    block_size: int = 32,
+    steps: int = 200,
+    batch_size: int = 16,
+    d_model: int = 32,
+    n_layer: int = 2,
+    n_head: int = 2,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device=None,
+):
     """Train a small character-level :class:`GPT` on ``corpus`` (:class:`attnbook.experiments.data.CharCorpus`). Chapter 7.
 
     Returns (row, model); the row holds the final train/validation loss (nats per character).
@@ -134,12 +219,29 @@ def train_char(corpus, method: str, options: dict | None = None, *, block_size: 
         return corpus.get_batch(split, batch_size, block_size, generator=generator, device=device)
 
     config = _config(method, options, corpus.vocab_size, block_size, d_model, n_layer, n_head)
-    result = train(lambda: GPT(config).to(device), get_batch, steps=steps, lr=lr, eval_every=steps, eval_batches=8,
-                   seed=seed, progress=False)
-    row = {"task": "tinyshakespeare", "method": method, "options": options, "label": method_label(method, options),
-           "seed": seed, "val_loss": result.final_val_loss, "train_loss": result.history[-1]["train_loss"],
-           "steps": steps, "train_s": result.train_s, "time_per_iter_s": result.time_per_iter_s,
-           "params": result.params}
+    result = train(
+        lambda: GPT(config).to(device),
+        get_batch,
+        steps=steps,
+        lr=lr,
+        eval_every=steps,
+        eval_batches=8,
+        seed=seed,
+        progress=False,
+    )
+    row = {
+        "task": "tinyshakespeare",
+        "method": method,
+        "options": options,
+        "label": method_label(method, options),
+        "seed": seed,
+        "val_loss": result.final_val_loss,
+        "train_loss": result.history[-1]["train_loss"],
+        "steps": steps,
+        "train_s": result.train_s,
+        "time_per_iter_s": result.time_per_iter_s,
+        "params": result.params,
+    }
     return row, result.model
 
 
@@ -182,7 +284,9 @@ def _distribution_stats(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = w.shape[-1]
     w = w[..., 1:, :]  # row 0 has a single key: always one-hot
     counts = np.arange(2, n + 1)
-    ent = -np.sum(np.where(w > 0, w * np.log(np.where(w > 0, w, 1.0)), 0.0), axis=-1) / np.log(counts)
+    ent = -np.sum(np.where(w > 0, w * np.log(np.where(w > 0, w, 1.0)), 0.0), axis=-1) / np.log(
+        counts
+    )
     return ent, w.max(axis=-1)
 
 
@@ -203,10 +307,14 @@ def spikiness(model: nn.Module, x: torch.Tensor) -> dict:
             qn, kn = q.double().cpu().numpy(), k.double().cpu().numpy()
             w = linear_attention_numpy(qn, kn, kn, causal=True, return_weights=True)[1]
         elif method == "elementwise":
-            w = elementwise_weights(q.double().cpu().numpy(), k.double().cpu().numpy(), order=order, causal=True)
+            w = elementwise_weights(
+                q.double().cpu().numpy(), k.double().cpu().numpy(), order=order, causal=True
+            )
             w = np.moveaxis(w, -1, 2)  # (B, H, D, N, N): one distribution per channel
         else:
-            raise ValueError(f"spikiness is defined here for dense, linear and elementwise mixers, got {method!r}")
+            raise ValueError(
+                f"spikiness is defined here for dense, linear and elementwise mixers, got {method!r}"
+            )
         e, m = _distribution_stats(w)
         ents.append(e.mean())
         maxes.append(m.mean())
@@ -221,6 +329,14 @@ def summarize(rows, metric: str, by=("task", "label")) -> list[dict]:
     out = []
     for key, vals in groups.items():
         a = np.asarray(vals, dtype=float)
-        out.append({**dict(zip(by, key)), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-                    "min": float(a.min()), "max": float(a.max()), "seeds": int(a.size)})
+        out.append(
+            {
+                **dict(zip(by, key)),
+                "mean": float(a.mean()),
+                "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+                "min": float(a.min()),
+                "max": float(a.max()),
+                "seeds": int(a.size),
+            }
+        )
     return out

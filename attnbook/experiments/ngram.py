@@ -8,6 +8,7 @@ and scored on the validation split, in nats per character: the same 90/10 split 
 models of chapter 8. Every position is scored with the characters before it in its own split (the
 first K − 1 positions with a shorter context).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,9 @@ BETAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 def _as_tokens(name: str, tokens, vocab_size: int) -> np.ndarray:
     t = np.asarray(tokens)
     if t.ndim != 1 or t.size == 0 or not np.issubdtype(t.dtype, np.integer):
-        raise ValueError(f"{name} must be a non-empty 1-D array of token ids, got shape {t.shape}, dtype {t.dtype}")
+        raise ValueError(
+            f"{name} must be a non-empty 1-D array of token ids, got shape {t.shape}, dtype {t.dtype}"
+        )
     if t.min() < 0 or t.max() >= vocab_size:
         raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got [{t.min()}, {t.max()}]")
     return t.astype(np.int64)
@@ -48,7 +51,7 @@ class NGram:
         self.beta = check_positive_float("beta", beta)
         self._tables: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def fit(self, tokens) -> "NGram":
+    def fit(self, tokens) -> NGram:
         """Count every (context, next) pair of every order 1..K in ``tokens``."""
         t = _as_tokens("tokens", tokens, self.vocab_size)
         self._tables = []
@@ -83,7 +86,9 @@ class NGram:
         return float(-np.mean(np.log(self.probs(tokens))))
 
 
-def fit_ngram(train, order: int, vocab_size: int, betas=BETAS, dev_fraction: float = 0.1) -> tuple[NGram, dict]:
+def fit_ngram(
+    train, order: int, vocab_size: int, betas=BETAS, dev_fraction: float = 0.1
+) -> tuple[NGram, dict]:
     """An order-``order`` model with β chosen on the training split; returns (model fitted on all of
     ``train``, {beta: dev loss}). Chapter 8."""
     train = _as_tokens("train", train, vocab_size)
@@ -102,7 +107,16 @@ def ngram_rows(corpus, orders=(1, 2, 3, 4, 5)) -> list[dict]:
     rows = []
     for order in orders:
         model, dev = fit_ngram(train, order, corpus.vocab_size)
-        rows.append({"mixer": f"ngram-{order}", "order": order, "seed": 0, "steps": 0, "beta": model.beta,
-                     "dev_losses": {str(b): v for b, v in dev.items()},
-                     "val_loss": model.loss(val), "train_loss": model.loss(train)})
+        rows.append(
+            {
+                "mixer": f"ngram-{order}",
+                "order": order,
+                "seed": 0,
+                "steps": 0,
+                "beta": model.beta,
+                "dev_losses": {str(b): v for b, v in dev.items()},
+                "val_loss": model.loss(val),
+                "train_loss": model.loss(train),
+            }
+        )
     return rows

@@ -21,6 +21,7 @@ The byte model is the *compulsory* traffic, what any implementation must move:
 
 Everything is per head times heads times batch, times the bytes of one number.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,9 +33,23 @@ from attnbook.checks import check_bool, check_positive_int, check_sizes, check_t
 from attnbook.cost.io import standard_attention_io
 from attnbook.measure import count_flops, time_fn
 
-__all__ = ["MATERIALISED", "Roof", "Point", "peak_matmul", "peak_bandwidth", "roofline", "ridge_intensity",
-           "prefill_flops", "prefill_bytes", "state_numbers", "decode_bytes", "kv_cache_read", "prefill_point",
-           "decode_point", "stored_kernel_points"]
+__all__ = [
+    "MATERIALISED",
+    "Roof",
+    "Point",
+    "peak_matmul",
+    "peak_bandwidth",
+    "roofline",
+    "ridge_intensity",
+    "prefill_flops",
+    "prefill_bytes",
+    "state_numbers",
+    "decode_bytes",
+    "kv_cache_read",
+    "prefill_point",
+    "decode_point",
+    "stored_kernel_points",
+]
 
 #: methods whose torch form writes the whole n×n score and probability matrices to main memory
 MATERIALISED = ("dense",)
@@ -86,7 +101,15 @@ def peak_matmul(device="cpu", size: int = 1024, dtype=torch.float32, repeats: in
     g = torch.Generator(device="cpu").manual_seed(0)
     a, b = (torch.randn(size, size, generator=g).to(device=device, dtype=dtype) for _ in range(2))
     out = torch.empty(size, size, device=device, dtype=dtype)
-    t = time_fn(torch.matmul, a, b, out=out, warmup=1, repeats=check_positive_int("repeats", repeats), device=device)
+    t = time_fn(
+        torch.matmul,
+        a,
+        b,
+        out=out,
+        warmup=1,
+        repeats=check_positive_int("repeats", repeats),
+        device=device,
+    )
     return Roof(2 * size**3 / t.min_s, size, t.min_s)
 
 
@@ -103,12 +126,19 @@ def peak_bandwidth(device="cpu", nbytes: int = 2**28, repeats: int = 10) -> Roof
     device = torch.device(device)
     src = torch.randn(nbytes // 4, generator=torch.Generator().manual_seed(0)).to(device)
     dst = torch.empty_like(src)
-    t = time_fn(dst.copy_, src, warmup=1, repeats=check_positive_int("repeats", repeats), device=device)
+    t = time_fn(
+        dst.copy_, src, warmup=1, repeats=check_positive_int("repeats", repeats), device=device
+    )
     return Roof(2 * nbytes / t.min_s, nbytes, t.min_s)
 
 
 def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not np.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
@@ -146,14 +176,18 @@ def prefill_flops(method: str, q, k, v, causal: bool = False, **options) -> int:
     return int(flops)
 
 
-def prefill_bytes(method: str, n: int, d_k: int, *, heads: int = 1, batch: int = 1, bytes_per_number: int = 4) -> int:
+def prefill_bytes(
+    method: str, n: int, d_k: int, *, heads: int = 1, batch: int = 1, bytes_per_number: int = 4
+) -> int:
     """Compulsory bytes of attention over a whole sequence: 4·n·d_k numbers per head (Q, K, V read,
     O written), plus 4·n² for the forms in :data:`MATERIALISED` (``cost.standard_attention_io``).
     Chapter 4, The roofline, measured."""
     from attnbook.registry import method_info
 
     method_info(method)
-    n, d_k, heads, batch, b = check_sizes(n=n, d_k=d_k, heads=heads, batch=batch, bytes_per_number=bytes_per_number)
+    n, d_k, heads, batch, b = check_sizes(
+        n=n, d_k=d_k, heads=heads, batch=batch, bytes_per_number=bytes_per_number
+    )
     if method in MATERIALISED:
         numbers = standard_attention_io(n, d_k, heads=heads, batch=batch)
     else:
@@ -172,8 +206,10 @@ def state_numbers(state) -> tuple[int, int]:
 
     tensors = list(state) if isinstance(state, tuple) else None
     if not tensors or not all(isinstance(x, torch.Tensor) for x in tensors):
-        raise TypeError(f"state must be a decoding state (a tuple of tensors, e.g. KVCache), "
-                        f"got {type(state).__name__}")
+        raise TypeError(
+            f"state must be a decoding state (a tuple of tensors, e.g. KVCache), "
+            f"got {type(state).__name__}"
+        )
     if isinstance(state, KVCache):
         B, H, _, d = state.K.shape
         return state.K.numel() + state.V.numel(), B * H * (d + state.V.shape[-1])
@@ -195,12 +231,23 @@ def kv_cache_read(state, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor
     step must do at the least (a preallocated cache, written in place). -> (state, o_t). q_t: (B, H, d_k).
     k_t and v_t are ignored. Chapter 4, The roofline, measured."""
     check_tensor("q_t", q_t, ndim=3)
-    weights = torch.softmax((q_t[:, :, None] @ state.K.transpose(-1, -2)) * q_t.shape[-1] ** -0.5, dim=-1)
+    weights = torch.softmax(
+        (q_t[:, :, None] @ state.K.transpose(-1, -2)) * q_t.shape[-1] ** -0.5, dim=-1
+    )
     return state, (weights @ state.V)[:, :, 0]
 
 
-def prefill_point(method: str, q, k, v, causal: bool = False, *, repeats: int = 3, label: str | None = None,
-                  **options) -> Point:
+def prefill_point(
+    method: str,
+    q,
+    k,
+    v,
+    causal: bool = False,
+    *,
+    repeats: int = 3,
+    label: str | None = None,
+    **options,
+) -> Point:
     """Count, model and time ``attention(q, k, v, method, causal)``: a :class:`Point` of phase "prefill".
 
     q, k, v: (B, H, n, d_k). ``ValueError`` for a method with no counted matrix-product FLOPs.
@@ -211,8 +258,10 @@ def prefill_point(method: str, q, k, v, causal: bool = False, *, repeats: int = 
         check_tensor(name, x, ndim=4)
     flops = prefill_flops(method, q, k, v, causal, **options)
     if flops == 0:
-        raise ValueError(f"method {method!r} performs no matrix products that FlopCounterMode counts; "
-                         "it has no point on a matrix-product roofline")
+        raise ValueError(
+            f"method {method!r} performs no matrix products that FlopCounterMode counts; "
+            "it has no point on a matrix-product roofline"
+        )
     B, H, n, d = q.shape
     nbytes = prefill_bytes(method, n, d, heads=H, batch=B, bytes_per_number=q.element_size())
 
@@ -232,12 +281,16 @@ def decode_point(step, state, q_t, k_t, v_t, *, label: str, repeats: int = 20) -
     with torch.no_grad():
         flops = count_flops(step, state, q_t, k_t, v_t)
         if flops == 0:
-            raise ValueError(f"{label}: the step performs no matrix products that FlopCounterMode counts")
+            raise ValueError(
+                f"{label}: the step performs no matrix products that FlopCounterMode counts"
+            )
         t = time_fn(step, state, q_t, k_t, v_t, warmup=2, repeats=repeats, device=q_t.device)
     return Point(label, "decode", int(flops), decode_bytes(state, q_t), t.min_s)
 
 
-def stored_kernel_points(result: dict, *, causal: bool = False, direction: str = "forward") -> tuple[dict, list[Point]]:
+def stored_kernel_points(
+    result: dict, *, causal: bool = False, direction: str = "forward"
+) -> tuple[dict, list[Point]]:
     """The roofs and points of a stored ``kernels`` suite result (``attnbook/results/kernels-cuda.json``).
 
     Returns ({dtype: (peak FLOP/s, bandwidth bytes/s)}, points): one :class:`Point` per stored kernel row
@@ -248,13 +301,26 @@ def stored_kernel_points(result: dict, *, causal: bool = False, direction: str =
         raise ValueError("result must be a stored suite result: a dict with a 'rows' list")
     if result.get("suite") != "kernels":
         raise ValueError(f"result must be of the suite 'kernels', got {result.get('suite')!r}")
-    roofs = {r["dtype"]: (r["peak_flops"], r["bandwidth"]) for r in result["rows"] if r["kind"] == "roof"}
+    roofs = {
+        r["dtype"]: (r["peak_flops"], r["bandwidth"]) for r in result["rows"] if r["kind"] == "roof"
+    }
     points = []
     for r in result["rows"]:
-        if r["kind"] != "kernel" or r["causal"] != check_bool("causal", causal) or r["direction"] != direction:
+        if (
+            r["kind"] != "kernel"
+            or r["causal"] != check_bool("causal", causal)
+            or r["direction"] != direction
+        ):
             continue
         number = torch.finfo(getattr(torch, r["dtype"])).bits // 8
         nbytes = 4 * r["n"] * r["head_dim"] * r["heads"] * r["batch"] * number
-        points.append(Point(f"{r['form']} D={r['head_dim']} {r['dtype']} n={r['n']}", "prefill", r["flops"], nbytes,
-                            r["min_s"]))
+        points.append(
+            Point(
+                f"{r['form']} D={r['head_dim']} {r['dtype']} n={r['n']}",
+                "prefill",
+                r["flops"],
+                nbytes,
+                r["min_s"],
+            )
+        )
     return roofs, points

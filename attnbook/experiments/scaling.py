@@ -10,6 +10,7 @@ three published answers to "how large a model, how many tokens":
 - ``"kaplan"``: Kaplan et al. 2020, N = 1.3e9 · (C / PF-day)^0.73 non-embedding parameters
   and D = 2e10 · (C / PF-day)^0.27 tokens, as published (6·N·D is then not exactly C).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def compute_optimal(compute: float, law: str = "chinchilla") -> Allocation:
         return Allocation(law, c, float(n), float(c / 6 / n))
     if law == "kaplan":
         k = KAPLAN_FIT
-        return Allocation(law, c, k["N_e"] * (c / PF_DAY) ** k["p_N"], k["D_e"] * (c / PF_DAY) ** k["p_D"])
+        return Allocation(
+            law, c, k["N_e"] * (c / PF_DAY) ** k["p_N"], k["D_e"] * (c / PF_DAY) ** k["p_D"]
+        )
     raise ValueError(f"law must be one of {LAWS}, got {law!r}")
 
 
@@ -86,8 +89,10 @@ def plot_allocations(ax_params, ax_tokens, compute, laws=LAWS) -> dict:
     fits = {}
     for law in laws:
         allocs = [compute_optimal(c, law) for c in compute]
-        fits[law] = (loglog_fit(ax_params, compute, [a.params for a in allocs], law),
-                     loglog_fit(ax_tokens, compute, [a.tokens for a in allocs], law))
+        fits[law] = (
+            loglog_fit(ax_params, compute, [a.params for a in allocs], law),
+            loglog_fit(ax_tokens, compute, [a.tokens for a in allocs], law),
+        )
     labels(ax_params, "training compute C (FLOPs)", "parameters N")
     labels(ax_tokens, "training compute C (FLOPs)", "training tokens D")
     return fits

@@ -10,12 +10,18 @@ by a plain lookup, which is how the tests check the targets.
 Token layout shared by the recall tasks: id 0 is the blank token; keys are ids 1..V//2-1 and
 values V//2..V-1, Zoology's split (:func:`mqar_vocab`); selective copying uses its own layout.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from attnbook.checks import check_bool, check_nonnegative_int, check_positive_float, check_positive_int
+from attnbook.checks import (
+    check_bool,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+)
 
 __all__ = [
     "IGNORE",
@@ -56,7 +62,8 @@ def _random_pairs(rng, batch: int, num_pairs: int, vocab_size: int):
     if len(keys) < num_pairs or len(values) < num_pairs:
         raise ValueError(
             f"vocab_size must leave num_pairs={num_pairs} key ids (1..V//2-1) and as many value ids (V//2..V-1), "
-            f"i.e. vocab_size >= {2 * num_pairs + 2}, got {vocab_size}")
+            f"i.e. vocab_size >= {2 * num_pairs + 2}, got {vocab_size}"
+        )
     k = np.argsort(rng.random((batch, len(keys))), axis=1)[:, :num_pairs] + keys.start
     v = np.argsort(rng.random((batch, len(values))), axis=1)[:, :num_pairs] + values.start
     return k, v
@@ -66,9 +73,16 @@ def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
 
 
-def mqar(batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 0,
-         num_queries: int | None = None, power_a: float = 0.01, random_non_queries: bool = True
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def mqar(
+    batch: int,
+    seq_len: int,
+    num_pairs: int,
+    vocab_size: int,
+    seed: int = 0,
+    num_queries: int | None = None,
+    power_a: float = 0.01,
+    random_non_queries: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-query associative recall as Zoology generates it (Arora et al. 2023). Chapter 5.
 
     Each row starts with the context: ``num_pairs`` pairs ``k1 v1 k2 v2 ...``, keys drawn without
@@ -90,7 +104,9 @@ def mqar(batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 
     """
     rng = _check_common(batch, seq_len, vocab_size, seed)
     check_positive_int("num_pairs", num_pairs)
-    num_queries = num_pairs if num_queries is None else check_positive_int("num_queries", num_queries)
+    num_queries = (
+        num_pairs if num_queries is None else check_positive_int("num_queries", num_queries)
+    )
     if num_queries > num_pairs:
         raise ValueError(f"num_queries must be <= num_pairs={num_pairs}, got {num_queries}")
     power_a = check_positive_float("power_a", power_a)
@@ -98,14 +114,15 @@ def mqar(batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 
     slots = (seq_len - 2 * num_pairs) // 2
     if slots < num_queries:
         raise ValueError(
-            f"seq_len must be >= 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}")
+            f"seq_len must be >= 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}"
+        )
     keys, values = _random_pairs(rng, batch, num_pairs, vocab_size)
     if random_non_queries:
         x = rng.integers(0, vocab_size, size=(batch, seq_len))
     else:
         x = np.zeros((batch, seq_len), dtype=np.int64)
     y = np.full((batch, seq_len), IGNORE, dtype=np.int64)
-    x[:, 0:2 * num_pairs:2], x[:, 1:2 * num_pairs:2] = keys, values
+    x[:, 0 : 2 * num_pairs : 2], x[:, 1 : 2 * num_pairs : 2] = keys, values
     rows = np.arange(batch)[:, None]
     # the asked pairs, in context order (all of them when num_queries = num_pairs, as in Zoology)
     which = np.sort(np.argsort(rng.random((batch, num_pairs)), axis=1)[:, :num_queries], axis=1)
@@ -118,8 +135,9 @@ def mqar(batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 
     return _as_tensors(x, y)
 
 
-def long_range_retrieval(batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 0,
-                         num_queries: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def long_range_retrieval(
+    batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 0, num_queries: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Retrieval across a long gap: pairs first, queries last, random distractors between. Chapter 5.
 
     Layout: ``num_pairs`` key-value pairs (the vocabulary of :func:`mqar`), then
@@ -135,12 +153,14 @@ def long_range_retrieval(batch: int, seq_len: int, num_pairs: int, vocab_size: i
         raise ValueError(f"num_queries must be <= num_pairs={num_pairs}, got {num_queries}")
     gap = seq_len - 2 * num_pairs - 2 * num_queries
     if gap < 1:
-        raise ValueError(f"seq_len must be > 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}")
+        raise ValueError(
+            f"seq_len must be > 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}"
+        )
     keys, values = _random_pairs(rng, batch, num_pairs, vocab_size)
     value_ids = mqar_vocab(vocab_size)[1]
     x = rng.integers(value_ids.start, value_ids.stop, size=(batch, seq_len))
     y = np.full((batch, seq_len), IGNORE, dtype=np.int64)
-    x[:, 0:2 * num_pairs:2], x[:, 1:2 * num_pairs:2] = keys, values
+    x[:, 0 : 2 * num_pairs : 2], x[:, 1 : 2 * num_pairs : 2] = keys, values
     rows = np.arange(batch)[:, None]
     which = np.argsort(rng.random((batch, num_pairs)), axis=1)[:, :num_queries]
     pos = seq_len - 2 * num_queries + 2 * np.arange(num_queries)[None, :]
@@ -151,13 +171,18 @@ def long_range_retrieval(batch: int, seq_len: int, num_pairs: int, vocab_size: i
 
 def min_query_distance(seq_len: int, num_pairs: int, num_queries: int = 1) -> int:
     """Smallest distance (in positions) from a long-range query back to the value it asks for. Chapter 5."""
-    for name, value in (("seq_len", seq_len), ("num_pairs", num_pairs), ("num_queries", num_queries)):
+    for name, value in (
+        ("seq_len", seq_len),
+        ("num_pairs", num_pairs),
+        ("num_queries", num_queries),
+    ):
         check_positive_int(name, value)
     return seq_len - 2 * num_queries - 2 * num_pairs + 1
 
 
-def selective_copy(batch: int, seq_len: int, num_tokens: int, vocab_size: int, seed: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def selective_copy(
+    batch: int, seq_len: int, num_tokens: int, vocab_size: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Selective copying (Gu & Dao 2023, Mamba): copy the scattered data tokens, in order. Chapter 5.
 
     The first ``seq_len - num_tokens`` positions hold ``num_tokens`` data tokens (ids
@@ -168,7 +193,9 @@ def selective_copy(batch: int, seq_len: int, num_tokens: int, vocab_size: int, s
     rng = _check_common(batch, seq_len, vocab_size, seed)
     check_positive_int("num_tokens", num_tokens)
     if vocab_size < 3:
-        raise ValueError(f"vocab_size must be >= 3 (blank, separator and a data token), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be >= 3 (blank, separator and a data token), got {vocab_size}"
+        )
     prefix = seq_len - num_tokens
     if prefix < num_tokens:
         raise ValueError(f"seq_len must be >= 2*num_tokens = {2 * num_tokens}, got {seq_len}")
@@ -178,7 +205,7 @@ def selective_copy(batch: int, seq_len: int, num_tokens: int, vocab_size: int, s
     y = np.full((batch, seq_len), IGNORE, dtype=np.int64)
     x[np.arange(batch)[:, None], pos] = data
     x[:, prefix] = 1
-    x[:, prefix + 1:] = data[:, :-1]
+    x[:, prefix + 1 :] = data[:, :-1]
     y[:, prefix:] = data
     return _as_tensors(x, y)
 
@@ -217,7 +244,7 @@ def solve_selective_copy(x) -> torch.Tensor:
     for b, row in enumerate(x):
         sep = int(np.flatnonzero(row == 1)[0])
         data = row[:sep][row[:sep] != 0]
-        y[b, sep:sep + len(data)] = data
+        y[b, sep : sep + len(data)] = data
     return torch.from_numpy(y)
 
 
@@ -227,9 +254,13 @@ def query_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     logits: (B, N, |V|), y: (B, N).
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
-        raise TypeError(f"logits must be a (B, N, V) tensor, got {getattr(logits, 'shape', type(logits))}")
+        raise TypeError(
+            f"logits must be a (B, N, V) tensor, got {getattr(logits, 'shape', type(logits))}"
+        )
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(logits.shape[:2]):
-        raise ValueError(f"y must be a tensor of shape {tuple(logits.shape[:2])}, got {getattr(y, 'shape', type(y))}")
+        raise ValueError(
+            f"y must be a tensor of shape {tuple(logits.shape[:2])}, got {getattr(y, 'shape', type(y))}"
+        )
     scored = y != IGNORE
     if not bool(scored.any()):
         raise ValueError("y has no scored positions (every target is -100)")

@@ -8,6 +8,7 @@ its own library (``tl.zeros``, ...) on import, so setting it later is too late; 
 on the first launch.
 Anything else raises a ``RuntimeError`` that names the cause.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,14 +31,18 @@ def _check_qkv(q, k, v) -> None:
         check_tensor(name, x, ndim=4)
     for name, x in (("k", k), ("v", v)):
         if x.shape != q.shape:
-            raise ValueError(f"{name} must have the shape of q (B, H, N, D) = {tuple(q.shape)}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must have the shape of q (B, H, N, D) = {tuple(q.shape)}, got {tuple(x.shape)}"
+            )
         if x.dtype != q.dtype:
             raise TypeError(f"{name} must have the dtype of q ({q.dtype}), got {x.dtype}")
         if x.device != q.device:
             raise ValueError(f"{name} must be on the device of q ({q.device}), got {x.device}")
     if q.shape[-1] not in HEAD_DIMS:
-        raise ValueError(f"q must have head dimension D in {HEAD_DIMS} (a power of two the kernels are "
-                         f"compiled for), got D = {q.shape[-1]}")
+        raise ValueError(
+            f"q must have head dimension D in {HEAD_DIMS} (a power of two the kernels are "
+            f"compiled for), got D = {q.shape[-1]}"
+        )
 
 
 def _load(module: str, device: torch.device, dtype: torch.dtype):
@@ -47,33 +52,47 @@ def _load(module: str, device: torch.device, dtype: torch.dtype):
         import triton
         from triton.runtime.interpreter import InterpretedFunction
     except ImportError as exc:
-        raise RuntimeError("the Triton kernels need Triton, which is not installed: "
-                           "pip install triton==3.9.0 (Linux)") from exc
+        raise RuntimeError(
+            "the Triton kernels need Triton, which is not installed: "
+            "pip install triton==3.9.0 (Linux)"
+        ) from exc
     # Triton decorates its own library (tl.zeros, ...) when it is first imported: that fixes the mode.
     interpreted = isinstance(triton.language.zeros, InterpretedFunction)
     if device.type == "cpu" and not interpreted:
         if triton.knobs.runtime.interpret:
-            raise RuntimeError("TRITON_INTERPRET=1 was set after Triton was imported in this process, so Triton "
-                               "is set up to compile for CUDA; set it before Triton is first imported (e.g. in "
-                               "the shell)")
+            raise RuntimeError(
+                "TRITON_INTERPRET=1 was set after Triton was imported in this process, so Triton "
+                "is set up to compile for CUDA; set it before Triton is first imported (e.g. in "
+                "the shell)"
+            )
         why = "CUDA is not available here, and " if not torch.cuda.is_available() else ""
-        raise RuntimeError(f"{why}CPU tensors run only in Triton's interpreter: set TRITON_INTERPRET=1 in the "
-                           "environment before Triton is first imported (e.g. in the shell), or pass CUDA tensors")
+        raise RuntimeError(
+            f"{why}CPU tensors run only in Triton's interpreter: set TRITON_INTERPRET=1 in the "
+            "environment before Triton is first imported (e.g. in the shell), or pass CUDA tensors"
+        )
     if interpreted and not triton.knobs.runtime.interpret:
-        raise RuntimeError("Triton was imported with TRITON_INTERPRET=1, which has since been unset; it must stay "
-                           "set while the kernels run (Triton reads it again when it launches a kernel)")
+        raise RuntimeError(
+            "Triton was imported with TRITON_INTERPRET=1, which has since been unset; it must stay "
+            "set while the kernels run (Triton reads it again when it launches a kernel)"
+        )
     if device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"the Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "
-                           f"got tensors on {device}")
+        raise RuntimeError(
+            f"the Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "
+            f"got tensors on {device}"
+        )
     kernels = importlib.import_module(name)
     if kernels.INTERPRETED != interpreted:
-        raise RuntimeError(f"{name} was imported {'with' if kernels.INTERPRETED else 'without'} TRITON_INTERPRET=1 "
-                           f"but Triton {'with' if interpreted else 'without'} it; set it (or not) once, before "
-                           "Triton is first imported")
+        raise RuntimeError(
+            f"{name} was imported {'with' if kernels.INTERPRETED else 'without'} TRITON_INTERPRET=1 "
+            f"but Triton {'with' if interpreted else 'without'} it; set it (or not) once, before "
+            "Triton is first imported"
+        )
     allowed = (torch.float32,) if interpreted else _GPU_DTYPES
     if dtype not in allowed:
         where = "in Triton's interpreter" if interpreted else "on CUDA"
-        raise TypeError(f"q, k, v must be {' or '.join(str(d) for d in allowed)} {where}, got {dtype}")
+        raise TypeError(
+            f"q, k, v must be {' or '.join(str(d) for d in allowed)} {where}, got {dtype}"
+        )
     return kernels
 
 
@@ -82,8 +101,14 @@ def _on(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def flash_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, *,
-                           scale: float | None = None) -> torch.Tensor:
+def flash_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    *,
+    scale: float | None = None,
+) -> torch.Tensor:
     """softmax(scale·QKᵀ)V by the FlashAttention-2 Triton kernels, differentiable in q, k and v.
 
     q, k, v: (B, H, N, D) with D in {32, 64, 128}, any N >= 1; float16/bfloat16/float32 on CUDA,
@@ -96,11 +121,19 @@ def flash_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ca
     scale = q.shape[-1] ** -0.5 if scale is None else check_positive_float("scale", scale)
     kernels = _load("flash_triton", q.device, q.dtype)
     with _on(q.device):
-        return kernels.FlashAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), causal, scale)
+        return kernels.FlashAttention.apply(
+            q.contiguous(), k.contiguous(), v.contiguous(), causal, scale
+        )
 
 
-def linear_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True,
-                            feature_map: str = "elu1") -> torch.Tensor:
+def linear_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = True,
+    feature_map: str = "elu1",
+) -> torch.Tensor:
     """Causal linear attention o_i = φ(q_i)·S_i / φ(q_i)·z_i by a chunked Triton recurrence, differentiable.
 
     S_i = Σ_{j<=i} φ(k_j) v_jᵀ, z_i = Σ_{j<=i} φ(k_j). ``feature_map``: "elu1" (φ = elu + 1, linear
@@ -116,4 +149,6 @@ def linear_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     kernels = _load("linear_triton", q.device, q.dtype)
     with _on(q.device):
-        return kernels.LinearAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), feature_map == "elu1")
+        return kernels.LinearAttention.apply(
+            q.contiguous(), k.contiguous(), v.contiguous(), feature_map == "elu1"
+        )

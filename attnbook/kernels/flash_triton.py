@@ -31,14 +31,24 @@ less than storing and reading back P.
 **Causal masking.** A query tile never loads key tiles that lie entirely above the diagonal: the loop
 bounds stop there (about half the tiles), and only the tiles crossing the diagonal are masked.
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRETED", "FlashAttention", "flash_fwd_kernel", "flash_bwd_dkdv_kernel", "flash_bwd_dq_kernel",
-           "block_sizes", "dot_precision", "forward", "backward"]
+__all__ = [
+    "INTERPRETED",
+    "FlashAttention",
+    "flash_fwd_kernel",
+    "flash_bwd_dkdv_kernel",
+    "flash_bwd_dq_kernel",
+    "block_sizes",
+    "dot_precision",
+    "forward",
+    "backward",
+]
 
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 """True if the kernels below were decorated for Triton's CPU interpreter (TRITON_INTERPRET=1 on import)."""
@@ -47,9 +57,20 @@ LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) = exp2(x·LOG2E)
 
 
 @triton.jit
-def flash_fwd_kernel(Q, K, V, O, LSE, N, scale,
-                     D: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     PRECISION: tl.constexpr):
+def flash_fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    N,
+    scale,
+    D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program: BLOCK_M rows of O = softmax(scale·QKᵀ)V for one (batch, head), and their lse.
 
     Q, K, V, O: contiguous (B·H, N, D); LSE: (B·H, N) float32. Grid: (cdiv(N, BLOCK_M), B·H).
@@ -72,7 +93,9 @@ def flash_fwd_kernel(Q, K, V, O, LSE, N, scale,
         keys = start + tl.arange(0, BLOCK_N)
         k = tl.load(K + base + keys[:, None] * D + cols[None, :], mask=keys[:, None] < N, other=0.0)
         v = tl.load(V + base + keys[:, None] * D + cols[None, :], mask=keys[:, None] < N, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), on chip
+        s = (
+            tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        )  # (BLOCK_M, BLOCK_N), on chip
         allowed = keys[None, :] < N
         if CAUSAL:
             allowed = allowed & (keys[None, :] <= rows[:, None])
@@ -84,15 +107,33 @@ def flash_fwd_kernel(Q, K, V, O, LSE, N, scale,
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     o = acc / l_i[:, None]
-    tl.store(O + base + rows[:, None] * D + cols[None, :], o.to(O.dtype.element_ty), mask=rows[:, None] < N)
+    tl.store(
+        O + base + rows[:, None] * D + cols[None, :],
+        o.to(O.dtype.element_ty),
+        mask=rows[:, None] < N,
+    )
     lse = (m_i + tl.log2(l_i)) / LOG2E  # natural log-sum-exp of the row's scaled scores
     tl.store(LSE + bh * N + rows, lse, mask=rows < N)
 
 
 @triton.jit
-def flash_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, N, scale,
-                          D: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          PRECISION: tl.constexpr):
+def flash_bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    N,
+    scale,
+    D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program: dK and dV for BLOCK_N keys of one (batch, head), looping over query tiles.
 
     Q, K, V, DO, DK, DV: contiguous (B·H, N, D); LSE, DELTA: (B·H, N) float32, DELTA = rowsum(dO ∘ O).
@@ -109,13 +150,17 @@ def flash_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, N, scale,
     dv = tl.zeros([BLOCK_N, D], tl.float32)
     qk_scale = scale * LOG2E
     if CAUSAL:
-        lo = (pid_n * BLOCK_N) // BLOCK_M * BLOCK_M  # query tiles wholly before these keys see none of them
+        lo = (
+            (pid_n * BLOCK_N) // BLOCK_M * BLOCK_M
+        )  # query tiles wholly before these keys see none of them
     else:
         lo = 0
     for start in range(lo, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         q = tl.load(Q + base + rows[:, None] * D + cols[None, :], mask=rows[:, None] < N, other=0.0)
-        do = tl.load(DO + base + rows[:, None] * D + cols[None, :], mask=rows[:, None] < N, other=0.0)
+        do = tl.load(
+            DO + base + rows[:, None] * D + cols[None, :], mask=rows[:, None] < N, other=0.0
+        )
         lse = tl.load(LSE + bh * N + rows, mask=rows < N, other=0.0)
         delta = tl.load(DELTA + bh * N + rows, mask=rows < N, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
@@ -123,20 +168,43 @@ def flash_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, N, scale,
         if CAUSAL:
             allowed = allowed & (keys[None, :] <= rows[:, None])
         s = tl.where(allowed, s, float("-inf"))
-        p = tl.exp2(s - lse[:, None] * LOG2E)  # P recomputed from the saved lse; exp2(−inf) = 0 where masked
+        p = tl.exp2(
+            s - lse[:, None] * LOG2E
+        )  # P recomputed from the saved lse; exp2(−inf) = 0 where masked
         dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION)
     dk = dk * scale
-    tl.store(DK + base + keys[:, None] * D + cols[None, :], dk.to(DK.dtype.element_ty), mask=keys[:, None] < N)
-    tl.store(DV + base + keys[:, None] * D + cols[None, :], dv.to(DV.dtype.element_ty), mask=keys[:, None] < N)
+    tl.store(
+        DK + base + keys[:, None] * D + cols[None, :],
+        dk.to(DK.dtype.element_ty),
+        mask=keys[:, None] < N,
+    )
+    tl.store(
+        DV + base + keys[:, None] * D + cols[None, :],
+        dv.to(DV.dtype.element_ty),
+        mask=keys[:, None] < N,
+    )
 
 
 @triton.jit
-def flash_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, N, scale,
-                        D: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        PRECISION: tl.constexpr):
+def flash_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    N,
+    scale,
+    D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program: dQ for BLOCK_M queries of one (batch, head), looping over key tiles.
 
     Same layouts as :func:`flash_bwd_dkdv_kernel`. Grid: (cdiv(N, BLOCK_M), B·H).
@@ -170,7 +238,11 @@ def flash_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, N, scale,
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
     dq = dq * scale
-    tl.store(DQ + base + rows[:, None] * D + cols[None, :], dq.to(DQ.dtype.element_ty), mask=rows[:, None] < N)
+    tl.store(
+        DQ + base + rows[:, None] * D + cols[None, :],
+        dq.to(DQ.dtype.element_ty),
+        mask=rows[:, None] < N,
+    )
 
 
 def block_sizes(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dict:
@@ -187,10 +259,20 @@ def block_sizes(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dic
         cfg = {"BLOCK_M": b, "BLOCK_N": b, "num_warps": 4, "num_stages": 1}
         return {"fwd": cfg, "bwd": cfg}
     if dtype == torch.float32:
-        return {"fwd": {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4 if d <= 64 else 8, "num_stages": 2},
-                "bwd": {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}}
-    bwd = ({"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2} if d <= 64 else
-           {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2})
+        return {
+            "fwd": {
+                "BLOCK_M": 64,
+                "BLOCK_N": 32,
+                "num_warps": 4 if d <= 64 else 8,
+                "num_stages": 2,
+            },
+            "bwd": {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2},
+        }
+    bwd = (
+        {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}
+        if d <= 64
+        else {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+    )
     return {"fwd": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}, "bwd": bwd}
 
 
@@ -209,7 +291,9 @@ def forward(q, k, v, causal: bool, scale: float):
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
     cfg = block_sizes(N, D, q.dtype, q.device)["fwd"]
     grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
-    flash_fwd_kernel[grid](q, k, v, o, lse, N, scale, D=D, CAUSAL=causal, PRECISION=dot_precision(q.dtype), **cfg)
+    flash_fwd_kernel[grid](
+        q, k, v, o, lse, N, scale, D=D, CAUSAL=causal, PRECISION=dot_precision(q.dtype), **cfg
+    )
     return o, lse
 
 
@@ -220,8 +304,12 @@ def backward(q, k, v, o, lse, do, causal: bool, scale: float):
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     cfg = block_sizes(N, D, q.dtype, q.device)["bwd"]
     args = dict(D=D, CAUSAL=causal, PRECISION=dot_precision(q.dtype), **cfg)
-    flash_bwd_dkdv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]), B * H)](q, k, v, do, lse, delta, dk, dv, N, scale, **args)
-    flash_bwd_dq_kernel[(triton.cdiv(N, cfg["BLOCK_M"]), B * H)](q, k, v, do, lse, delta, dq, N, scale, **args)
+    flash_bwd_dkdv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]), B * H)](
+        q, k, v, do, lse, delta, dk, dv, N, scale, **args
+    )
+    flash_bwd_dq_kernel[(triton.cdiv(N, cfg["BLOCK_M"]), B * H)](
+        q, k, v, do, lse, delta, dq, N, scale, **args
+    )
     return dq, dk, dv
 
 

@@ -30,14 +30,23 @@ and dq = ∂L/∂f ∘ φ'(q), dk = ∂L/∂g ∘ φ'(k). One kernel walks forwa
 walks the chunks from the last to the first carrying (R, r) for dk and dv. Nothing is recomputed
 but the chunk-local quadratic forms.
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRETED", "LinearAttention", "linear_fwd_kernel", "linear_bwd_dq_kernel", "linear_bwd_dkdv_kernel",
-           "chunk_size", "forward", "backward"]
+__all__ = [
+    "INTERPRETED",
+    "LinearAttention",
+    "linear_fwd_kernel",
+    "linear_bwd_dq_kernel",
+    "linear_bwd_dkdv_kernel",
+    "chunk_size",
+    "forward",
+    "backward",
+]
 
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 """True if the kernels below were decorated for Triton's CPU interpreter (TRITON_INTERPRET=1 on import)."""
@@ -64,8 +73,18 @@ def feature_grad(x, ELU1: tl.constexpr):
 
 
 @triton.jit
-def linear_fwd_kernel(Q, K, V, O, DEN, N,
-                      D: tl.constexpr, CHUNK: tl.constexpr, ELU1: tl.constexpr, PRECISION: tl.constexpr):
+def linear_fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    DEN,
+    N,
+    D: tl.constexpr,
+    CHUNK: tl.constexpr,
+    ELU1: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program: causal linear attention for one (batch, head), chunk by chunk, state (S, z) on chip.
 
     Q, K, V, O: contiguous (B·H, N, D); DEN: (B·H, N) float32, receives den_i = φ(q_i)·z_i.
@@ -87,7 +106,9 @@ def linear_fwd_kernel(Q, K, V, O, DEN, N,
         fq = feature(tl.load(Q + offs, mask=inside[:, None], other=0.0).to(tl.float32), ELU1)
         fk = feature(tl.load(K + offs, mask=inside[:, None], other=0.0).to(tl.float32), ELU1)
         v = tl.load(V + offs, mask=inside[:, None], other=0.0).to(tl.float32)
-        a = tl.where(lower, tl.dot(fq, tl.trans(fk), input_precision=PRECISION), 0.0)  # (CHUNK, CHUNK)
+        a = tl.where(
+            lower, tl.dot(fq, tl.trans(fk), input_precision=PRECISION), 0.0
+        )  # (CHUNK, CHUNK)
         num = tl.dot(a, v, input_precision=PRECISION) + tl.dot(fq, S, input_precision=PRECISION)
         den = tl.sum(a, 1) + tl.sum(fq * z[None, :], 1)
         den = tl.where(inside, den, 1.0)  # rows past the end are not stored; keep 0/0 out of them
@@ -98,8 +119,20 @@ def linear_fwd_kernel(Q, K, V, O, DEN, N,
 
 
 @triton.jit
-def linear_bwd_dq_kernel(Q, K, V, O, DO, DEN, DQ, N,
-                         D: tl.constexpr, CHUNK: tl.constexpr, ELU1: tl.constexpr, PRECISION: tl.constexpr):
+def linear_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    O,
+    DO,
+    DEN,
+    DQ,
+    N,
+    D: tl.constexpr,
+    CHUNK: tl.constexpr,
+    ELU1: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program: dq for one (batch, head), walking forward with the state (S, z) on chip.
 
     Q, K, V, O, DO, DQ: contiguous (B·H, N, D); DEN: (B·H, N) from the forward pass. Grid: (B·H,).
@@ -124,16 +157,34 @@ def linear_bwd_dq_kernel(Q, K, V, O, DO, DEN, DQ, N,
         ga = do / den[:, None]  # ∂L/∂num
         gb = -tl.sum(do * o, 1) / den  # ∂L/∂den
         w = tl.where(lower, tl.dot(ga, tl.trans(v), input_precision=PRECISION) + gb[:, None], 0.0)
-        dfq = (tl.dot(w, fk, input_precision=PRECISION) + tl.dot(ga, tl.trans(S), input_precision=PRECISION)
-               + gb[:, None] * z[None, :])
-        tl.store(DQ + offs, (dfq * feature_grad(q, ELU1)).to(DQ.dtype.element_ty), mask=inside[:, None])
+        dfq = (
+            tl.dot(w, fk, input_precision=PRECISION)
+            + tl.dot(ga, tl.trans(S), input_precision=PRECISION)
+            + gb[:, None] * z[None, :]
+        )
+        tl.store(
+            DQ + offs, (dfq * feature_grad(q, ELU1)).to(DQ.dtype.element_ty), mask=inside[:, None]
+        )
         S += tl.dot(tl.trans(fk), v, input_precision=PRECISION)
         z += tl.sum(fk, 0)
 
 
 @triton.jit
-def linear_bwd_dkdv_kernel(Q, K, V, O, DO, DEN, DK, DV, N,
-                           D: tl.constexpr, CHUNK: tl.constexpr, ELU1: tl.constexpr, PRECISION: tl.constexpr):
+def linear_bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    O,
+    DO,
+    DEN,
+    DK,
+    DV,
+    N,
+    D: tl.constexpr,
+    CHUNK: tl.constexpr,
+    ELU1: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """One program: dk and dv for one (batch, head), walking the chunks from last to first with (R, r) on chip.
 
     Same layouts as :func:`linear_bwd_dq_kernel`. Grid: (B·H,).
@@ -159,12 +210,21 @@ def linear_bwd_dkdv_kernel(Q, K, V, O, DO, DEN, DK, DV, N,
         den = tl.load(DEN + bh * N + rows, mask=inside, other=1.0)
         ga = do / den[:, None]  # zero past the end, so those rows add nothing below
         gb = -tl.sum(do * o, 1) / den
-        a = tl.where(lower, tl.dot(fq, tl.trans(fk), input_precision=PRECISION), 0.0)  # a[i, j] = φ(q_i)·φ(k_j)
+        a = tl.where(
+            lower, tl.dot(fq, tl.trans(fk), input_precision=PRECISION), 0.0
+        )  # a[i, j] = φ(q_i)·φ(k_j)
         w = tl.where(lower, tl.dot(ga, tl.trans(v), input_precision=PRECISION) + gb[:, None], 0.0)
-        dv = tl.dot(tl.trans(a), ga, input_precision=PRECISION) + tl.dot(fk, R, input_precision=PRECISION)
-        dfk = (tl.dot(tl.trans(w), fq, input_precision=PRECISION) + tl.dot(v, tl.trans(R), input_precision=PRECISION)
-               + r[None, :])
-        tl.store(DK + offs, (dfk * feature_grad(k, ELU1)).to(DK.dtype.element_ty), mask=inside[:, None])
+        dv = tl.dot(tl.trans(a), ga, input_precision=PRECISION) + tl.dot(
+            fk, R, input_precision=PRECISION
+        )
+        dfk = (
+            tl.dot(tl.trans(w), fq, input_precision=PRECISION)
+            + tl.dot(v, tl.trans(R), input_precision=PRECISION)
+            + r[None, :]
+        )
+        tl.store(
+            DK + offs, (dfk * feature_grad(k, ELU1)).to(DK.dtype.element_ty), mask=inside[:, None]
+        )
         tl.store(DV + offs, dv.to(DV.dtype.element_ty), mask=inside[:, None])
         R += tl.dot(tl.trans(fq), ga, input_precision=PRECISION)
         r += tl.sum(fq * gb[:, None], 0)

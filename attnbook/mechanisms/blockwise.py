@@ -9,6 +9,7 @@ sum softmax merges the steps of a query tile, as in FlashAttention.
 The plan (which tiles, which need an element mask) is built once per
 (pattern, n, block_size) and cached, like FlexAttention's block mask.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,15 @@ import torch.nn.functional as F
 
 from attnbook.checks import check_positive_int
 
-__all__ = ["Pattern", "Plan", "plan", "blockwise_state", "merge_states", "finish", "blockwise_attention"]
+__all__ = [
+    "Pattern",
+    "Plan",
+    "plan",
+    "blockwise_state",
+    "merge_states",
+    "finish",
+    "blockwise_attention",
+]
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,9 @@ GROUP = 16  # query tiles processed together: each step's working set stays cach
 class _Step:
     rows: object  # slice or LongTensor (na,) of query tiles, relative to the group's first tile
     cols: object  # slice (one key tile each) or LongTensor (na, c) of key tiles
-    partial: tuple | None  # (query tiles within the step, (p, bs, c·bs) allowed mask) where not all allowed
+    partial: (
+        tuple | None
+    )  # (query tiles within the step, (p, bs, c·bs) allowed mask) where not all allowed
 
 
 @dataclass(frozen=True)
@@ -95,23 +106,32 @@ def _steps(pattern: Pattern, n: int, bs: int, first: int, last: int) -> tuple[tu
         J = pattern.key_blocks(I, bs, n)
         tiles += J.size
         for t in range(0, J.size, CHUNK):
-            groups.setdefault((t // CHUNK, min(CHUNK, J.size - t)), []).append((I, J[t:t + CHUNK]))
+            groups.setdefault((t // CHUNK, min(CHUNK, J.size - t)), []).append(
+                (I, J[t : t + CHUNK])
+            )
     ar = np.arange(bs)
     steps = []
     for (_, c), members in sorted(groups.items()):
         rows = np.array([I for I, _ in members], dtype=np.int64)
         cols = np.stack([J for _, J in members])  # (na, c)
         keys = (cols[:, :, None] * bs + ar).reshape(rows.size, 1, c * bs)
-        ok = np.broadcast_to(pattern.allowed(rows[:, None, None] * bs + ar[None, :, None], keys, n),
-                             (rows.size, bs, c * bs))
+        ok = np.broadcast_to(
+            pattern.allowed(rows[:, None, None] * bs + ar[None, :, None], keys, n),
+            (rows.size, bs, c * bs),
+        )
         full = ok.all(axis=(1, 2))
         partial = None
         if not full.all():
             where = np.flatnonzero(~full)
             partial = (torch.from_numpy(where), torch.from_numpy(np.ascontiguousarray(ok[where])))
         contiguous_cols = c == 1 and isinstance(_as_index(cols[:, 0]), slice)
-        steps.append(_Step(_as_index(rows - first), _as_index(cols[:, 0]) if contiguous_cols else _as_index(cols),
-                           partial))
+        steps.append(
+            _Step(
+                _as_index(rows - first),
+                _as_index(cols[:, 0]) if contiguous_cols else _as_index(cols),
+                partial,
+            )
+        )
     return tuple(steps), tiles
 
 
@@ -146,11 +166,13 @@ def _write(state: torch.Tensor, rows, new: torch.Tensor) -> torch.Tensor:
     if isinstance(rows, slice):
         if rows.start == 0 and rows.stop == state.shape[2]:
             return new
-        return torch.cat([state[:, :, :rows.start], new, state[:, :, rows.stop:]], dim=2)
+        return torch.cat([state[:, :, : rows.start], new, state[:, :, rows.stop :]], dim=2)
     return state.index_copy(2, rows, new)
 
 
-def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, block_size: int = 64):
+def blockwise_state(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, block_size: int = 64
+):
     """Online-softmax state (a, m, l) of attention restricted to ``pattern``, computing only its tiles.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> a: (B, H, N, Dv) unnormalised output, m: (B, H, N) running
@@ -159,7 +181,9 @@ def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: 
     """
     B, H, N, D = q.shape
     if k.shape[2] != N:
-        raise ValueError(f"sparse patterns are self-attention: k must have N={N} positions, got {tuple(k.shape)}")
+        raise ValueError(
+            f"sparse patterns are self-attention: k must have N={N} positions, got {tuple(k.shape)}"
+        )
     p = plan(pattern, N, block_size)
     bs, nq = block_size, p.n_query_tiles
     pad = nq * bs - N
@@ -181,7 +205,9 @@ def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: 
                 idx, ok = step.partial[0].to(q.device), step.partial[1].to(q.device)
                 s[:, :, idx] = s[:, :, idx].masked_fill(~ok, float("-inf"))
             m_old = m[:, :, rows]
-            m_new = torch.maximum(m_old, s.detach().amax(dim=-1))  # the max only stabilises: no gradient
+            m_new = torch.maximum(
+                m_old, s.detach().amax(dim=-1)
+            )  # the max only stabilises: no gradient
             m_safe = _finite(m_new)
             e = (s - m_safe[..., None]).exp_()
             alpha = torch.exp(m_old - m_safe)
@@ -189,8 +215,11 @@ def blockwise_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: 
             acc = _write(acc, rows, alpha[..., None] * acc[:, :, rows] + e @ _take(vb, cols))
             m = _write(m, rows, m_new)
         acc_all[:, :, first:last], m_all[:, :, first:last], l_all[:, :, first:last] = acc, m, l
-    return (acc_all.reshape(B, H, nq * bs, -1)[:, :, :N], m_all.reshape(B, H, -1)[:, :, :N],
-            l_all.reshape(B, H, -1)[:, :, :N])
+    return (
+        acc_all.reshape(B, H, nq * bs, -1)[:, :, :N],
+        m_all.reshape(B, H, -1)[:, :, :N],
+        l_all.reshape(B, H, -1)[:, :, :N],
+    )
 
 
 def _finite(m: torch.Tensor) -> torch.Tensor:
@@ -211,8 +240,9 @@ def finish(state) -> torch.Tensor:
     return acc / torch.where(l > 0, l, torch.ones_like(l))[..., None]
 
 
-def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
-                        block_size: int = 64) -> torch.Tensor:
+def blockwise_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, block_size: int = 64
+) -> torch.Tensor:
     """Softmax attention restricted to ``pattern``, computing only the tiles it touches.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv). Differentiable (autograd through

@@ -2,6 +2,7 @@
 
 Device-agnostic: runs wherever its inputs live (CPU, CUDA, MPS).
 """
+
 from __future__ import annotations
 
 import math
@@ -10,7 +11,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from attnbook.checks import check_bool, check_mask, check_positive_int, check_qkv, check_step_inputs, check_tensor
+from attnbook.checks import (
+    check_bool,
+    check_mask,
+    check_positive_int,
+    check_qkv,
+    check_step_inputs,
+    check_tensor,
+)
 
 __all__ = [
     "causal_mask",
@@ -63,9 +71,13 @@ def self_attention(X, Wq, Wk, Wv, causal: bool = False):
     for name, W in (("Wq", Wq), ("Wk", Wk), ("Wv", Wv)):
         check_tensor(name, W, ndim=2)
         if W.shape[0] != X.shape[1]:
-            raise ValueError(f"{name} must have {X.shape[1]} rows (the width of X), got shape {tuple(W.shape)}")
+            raise ValueError(
+                f"{name} must have {X.shape[1]} rows (the width of X), got shape {tuple(W.shape)}"
+            )
     if Wq.shape[1] != Wk.shape[1]:
-        raise ValueError(f"Wq and Wk must have the same number of columns d_k, got {tuple(Wq.shape)} and {tuple(Wk.shape)}")
+        raise ValueError(
+            f"Wq and Wk must have the same number of columns d_k, got {tuple(Wq.shape)} and {tuple(Wk.shape)}"
+        )
     q, k, v = X @ Wq, X @ Wk, X @ Wv
     weights = attention_weights(q, k, causal=causal)
     return weights @ v, weights
@@ -78,11 +90,15 @@ def multi_head_attention(X, Wq_list, Wk_list, Wv_list, Wo, causal: bool = False)
         raise ValueError(
             f"Wq_list, Wk_list, Wv_list must hold the same number (>= 1) of heads, got {len(Wq_list)}, {len(Wk_list)}, {len(Wv_list)}"
         )
-    outs = [self_attention(X, a, b, c, causal=causal)[0] for a, b, c in zip(Wq_list, Wk_list, Wv_list)]
+    outs = [
+        self_attention(X, a, b, c, causal=causal)[0] for a, b, c in zip(Wq_list, Wk_list, Wv_list)
+    ]
     concat = torch.cat(outs, dim=-1)
     check_tensor("Wo", Wo, ndim=2)
     if Wo.shape[0] != concat.shape[1]:
-        raise ValueError(f"Wo must have {concat.shape[1]} rows (heads × d_v), got shape {tuple(Wo.shape)}")
+        raise ValueError(
+            f"Wo must have {concat.shape[1]} rows (heads × d_v), got shape {tuple(Wo.shape)}"
+        )
     return concat @ Wo
 
 
@@ -93,7 +109,15 @@ class MultiHeadSelfAttention(nn.Module):
     like ``nn.MultiheadAttention``; ``method`` and ``options`` go to :func:`attnbook.attention`.
     """
 
-    def __init__(self, d_model: int, heads: int, method: str = "dense", causal: bool = True, bias: bool = True, **options):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        method: str = "dense",
+        causal: bool = True,
+        bias: bool = True,
+        **options,
+    ):
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("heads", heads)
@@ -106,12 +130,20 @@ class MultiHeadSelfAttention(nn.Module):
         check_bool("bias", bias)
         unknown = sorted(set(options) - set(info.options))
         if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r} for method {method!r}; its options are {sorted(info.options)}")
+            raise ValueError(
+                f"unknown option {unknown[0]!r} for method {method!r}; its options are {sorted(info.options)}"
+            )
         if info.causal == "noncausal" and causal:
             raise ValueError(f"method {method!r} has no causal form: pass causal=False")
         if info.causal == "causal" and not causal:
             raise ValueError(f"method {method!r} is causal only: pass causal=True")
-        self.d_model, self.heads, self.method, self.causal, self.options = d_model, heads, method, causal, options
+        self.d_model, self.heads, self.method, self.causal, self.options = (
+            d_model,
+            heads,
+            method,
+            causal,
+            options,
+        )
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
 
@@ -125,10 +157,18 @@ class MultiHeadSelfAttention(nn.Module):
 
         check_tensor("x", x, ndim=3)
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have last dimension d_model={self.d_model}, got shape {tuple(x.shape)}"
+            )
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        y = attention(self.split_heads(q), self.split_heads(k), self.split_heads(v),
-                      method=self.method, causal=self.causal, **self.options)
+        y = attention(
+            self.split_heads(q),
+            self.split_heads(k),
+            self.split_heads(v),
+            method=self.method,
+            causal=self.causal,
+            **self.options,
+        )
         B, H, N, Dk = y.shape
         return self.out(y.transpose(1, 2).reshape(B, N, H * Dk))
 
@@ -167,6 +207,10 @@ def dense_step(state: KVCache | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t:
     elif not isinstance(state, KVCache):
         raise TypeError(f"state must be a KVCache or None, got {type(state).__name__}")
     else:
-        state = KVCache(torch.cat([state.K, k_t[:, :, None]], 2), torch.cat([state.V, v_t[:, :, None]], 2))
-    weights = torch.softmax((q_t[:, :, None] @ state.K.transpose(-1, -2)) / math.sqrt(q_t.shape[-1]), dim=-1)
+        state = KVCache(
+            torch.cat([state.K, k_t[:, :, None]], 2), torch.cat([state.V, v_t[:, :, None]], 2)
+        )
+    weights = torch.softmax(
+        (q_t[:, :, None] @ state.K.transpose(-1, -2)) / math.sqrt(q_t.shape[-1]), dim=-1
+    )
     return state, (weights @ state.V)[:, :, 0]

@@ -24,6 +24,7 @@ so prefix sums over j replace the n×n matrix. Four forms compute this:
 Even t keeps every weight positive (T_t(x) > 0 for all real x when t is even); odd t is
 accepted so the chapter can show where the weights turn negative.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,22 @@ import torch
 
 from attnbook.checks import check_array, check_nonnegative_int, check_tensor
 
-__all__ = ["taylor_coefficients", "taylor_exp", "elementwise_numpy", "elementwise_weights",
-           "elementwise_taylor_numpy", "elementwise_parallel_numpy", "elementwise_recurrent_numpy",
-           "elementwise_exact", "elementwise_attention", "ElementwiseState", "init_state", "elementwise_prefill", "elementwise_step",
-           "state_numbers"]
+__all__ = [
+    "taylor_coefficients",
+    "taylor_exp",
+    "elementwise_numpy",
+    "elementwise_weights",
+    "elementwise_taylor_numpy",
+    "elementwise_parallel_numpy",
+    "elementwise_recurrent_numpy",
+    "elementwise_exact",
+    "elementwise_attention",
+    "ElementwiseState",
+    "init_state",
+    "elementwise_prefill",
+    "elementwise_step",
+    "state_numbers",
+]
 
 DEFAULT_ORDER = 2
 
@@ -60,7 +73,9 @@ def _check_np(q, k, v):
     if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
         raise ValueError(f"q, k must be (B, H, N, D), (B, H, M, D), got {q.shape}, {k.shape}")
     if v.shape != k.shape:
-        raise ValueError(f"v must have the shape of k {k.shape} (one value per key and channel), got {v.shape}")
+        raise ValueError(
+            f"v must have the shape of k {k.shape} (one value per key and channel), got {v.shape}"
+        )
     return q, k, v
 
 
@@ -103,7 +118,9 @@ def elementwise_numpy(q, k, v, causal: bool = False) -> np.ndarray:
     return np.einsum("bhnmd,bhmd->bhnd", elementwise_weights(q, k, causal=causal), v)
 
 
-def elementwise_taylor_numpy(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> np.ndarray:
+def elementwise_taylor_numpy(
+    q, k, v, order: int = DEFAULT_ORDER, causal: bool = False
+) -> np.ndarray:
     """Taylor element-wise attention with the (N, M, D) weights written out, NumPy float64, O(t·n²D). Chapter 7."""
     q, k, v = _check_np(q, k, v)
     return np.einsum("bhnmd,bhmd->bhnd", elementwise_weights(q, k, order=order, causal=causal), v)
@@ -114,7 +131,9 @@ def _np_powers(x: np.ndarray, order: int) -> np.ndarray:
     return np.stack([x**p for p in range(order + 1)], axis=-2)
 
 
-def elementwise_parallel_numpy(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> np.ndarray:
+def elementwise_parallel_numpy(
+    q, k, v, order: int = DEFAULT_ORDER, causal: bool = False
+) -> np.ndarray:
     """Parallel (prefix-sum) form, NumPy float64: O(t·n·D), no n×n matrix. Chapter 7.
 
     A_p = Σ_{j(≤i)} c_p k_j^p e^{−k_j²} v_j and Z_p = Σ_{j(≤i)} c_p k_j^p e^{−k_j²};
@@ -123,9 +142,15 @@ def elementwise_parallel_numpy(q, k, v, order: int = DEFAULT_ORDER, causal: bool
     q, k, v = _check_np(q, k, v)
     order = check_nonnegative_int("order", order)
     _causal_ok(causal, q.shape[2], k.shape[2])
-    keys = _np_powers(k, order) * taylor_coefficients(order)[:, None] * np.exp(-(k**2))[..., None, :]
+    keys = (
+        _np_powers(k, order) * taylor_coefficients(order)[:, None] * np.exp(-(k**2))[..., None, :]
+    )
     z = np.cumsum(keys, axis=2) if causal else keys.sum(axis=2, keepdims=True)
-    a = np.cumsum(keys * v[..., None, :], axis=2) if causal else (keys * v[..., None, :]).sum(axis=2, keepdims=True)
+    a = (
+        np.cumsum(keys * v[..., None, :], axis=2)
+        if causal
+        else (keys * v[..., None, :]).sum(axis=2, keepdims=True)
+    )
     qp = _np_powers(q, order)
     return (qp * a).sum(-2) / (qp * z).sum(-2)
 
@@ -140,7 +165,7 @@ def elementwise_recurrent_numpy(q, k, v, order: int = DEFAULT_ORDER) -> np.ndarr
     A, Z = np.zeros((B, H, order + 1, D)), np.zeros((B, H, order + 1, D))
     out = np.empty_like(q)
     for i in range(N):
-        key = _np_powers(k[:, :, i], order) * c * np.exp(-k[:, :, i] ** 2)[:, :, None, :]
+        key = _np_powers(k[:, :, i], order) * c * np.exp(-(k[:, :, i] ** 2))[:, :, None, :]
         A, Z = A + key * v[:, :, i, None, :], Z + key
         qp = _np_powers(q[:, :, i], order)
         out[:, :, i] = (qp * A).sum(-2) / (qp * Z).sum(-2)
@@ -151,8 +176,10 @@ def _check_torch(q, k, v) -> None:
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x, ndim=4)
     if v.shape != k.shape:
-        raise ValueError(f"v must have the shape of k {tuple(k.shape)} (one value per key and channel), "
-                         f"got {tuple(v.shape)}")
+        raise ValueError(
+            f"v must have the shape of k {tuple(k.shape)} (one value per key and channel), "
+            f"got {tuple(v.shape)}"
+        )
 
 
 def _powers(x: torch.Tensor, order: int) -> torch.Tensor:
@@ -184,14 +211,16 @@ def elementwise_exact(q, k, v, causal: bool = False) -> torch.Tensor:
     """
     _check_torch(q, k, v)
     _causal_ok(causal, q.shape[2], k.shape[2])
-    logits = -(q.unsqueeze(3) - k.unsqueeze(2)) ** 2  # (B, H, N, M, D)
+    logits = -((q.unsqueeze(3) - k.unsqueeze(2)) ** 2)  # (B, H, N, M, D)
     if causal:
         allowed = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
         logits = logits.masked_fill(~allowed[:, :, None], float("-inf"))
     return (torch.softmax(logits, dim=3) * v.unsqueeze(2)).sum(3)
 
 
-def elementwise_attention(q, k, v, order: int = DEFAULT_ORDER, causal: bool = False) -> torch.Tensor:
+def elementwise_attention(
+    q, k, v, order: int = DEFAULT_ORDER, causal: bool = False
+) -> torch.Tensor:
     """Taylor element-wise attention, parallel form in torch: O(t·n·D) time and memory. Chapter 7.
 
     q: (B, H, N, D), k, v: (B, H, M, D) -> (B, H, N, D). Causal: cumulative sums over keys;
@@ -220,8 +249,9 @@ class ElementwiseState(NamedTuple):
         return self.A.shape[-2] - 1
 
 
-def init_state(batch: int, heads: int, dim: int, order: int = DEFAULT_ORDER, dtype=torch.float32,
-               device=None) -> ElementwiseState:
+def init_state(
+    batch: int, heads: int, dim: int, order: int = DEFAULT_ORDER, dtype=torch.float32, device=None
+) -> ElementwiseState:
     """The empty state (zeros): 2(t+1)·D numbers per head. Chapter 7."""
     order = check_nonnegative_int("order", order)
     zeros = torch.zeros(batch, heads, order + 1, dim, dtype=dtype, device=device)
@@ -233,7 +263,9 @@ def state_numbers(dim: int, order: int) -> int:
     return 2 * (check_nonnegative_int("order", order) + 1) * check_nonnegative_int("dim", dim)
 
 
-def elementwise_prefill(k: torch.Tensor, v: torch.Tensor, order: int = DEFAULT_ORDER) -> ElementwiseState:
+def elementwise_prefill(
+    k: torch.Tensor, v: torch.Tensor, order: int = DEFAULT_ORDER
+) -> ElementwiseState:
     """The state after reading a prompt k, v: (B, H, N, D), in one pass. Chapter 7."""
     check_tensor("k", k, ndim=4)
     check_tensor("v", v, ndim=4)
@@ -243,8 +275,13 @@ def elementwise_prefill(k: torch.Tensor, v: torch.Tensor, order: int = DEFAULT_O
     return ElementwiseState((keys * v.unsqueeze(-2)).sum(2), keys.sum(2))
 
 
-def elementwise_step(state: ElementwiseState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor,
-         order: int | None = None):
+def elementwise_step(
+    state: ElementwiseState | None,
+    q_t: torch.Tensor,
+    k_t: torch.Tensor,
+    v_t: torch.Tensor,
+    order: int | None = None,
+):
     """One decoding step of causal element-wise attention: add token t, read with q_t. Returns (state, o_t).
 
     q_t, k_t, v_t: (B, H, D). ``state`` None starts empty with ``order`` (default 2); otherwise the
@@ -253,18 +290,24 @@ def elementwise_step(state: ElementwiseState | None, q_t: torch.Tensor, k_t: tor
     for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
         check_tensor(name, x, ndim=3)
     if not (q_t.shape == k_t.shape == v_t.shape):
-        raise ValueError(f"q_t, k_t, v_t must all be (B, H, D) of one shape, got {tuple(q_t.shape)}, "
-                         f"{tuple(k_t.shape)}, {tuple(v_t.shape)}")
+        raise ValueError(
+            f"q_t, k_t, v_t must all be (B, H, D) of one shape, got {tuple(q_t.shape)}, "
+            f"{tuple(k_t.shape)}, {tuple(v_t.shape)}"
+        )
     B, H, D = q_t.shape
     if state is None:
-        state = init_state(B, H, D, DEFAULT_ORDER if order is None else order, dtype=q_t.dtype, device=q_t.device)
+        state = init_state(
+            B, H, D, DEFAULT_ORDER if order is None else order, dtype=q_t.dtype, device=q_t.device
+        )
     if not isinstance(state, ElementwiseState):
         raise TypeError(f"state must be an ElementwiseState or None, got {type(state).__name__}")
     t = state.order
     if order is not None and check_nonnegative_int("order", order) != t:
         raise ValueError(f"order={order} differs from the state's order {t}")
     if state.A.shape != (B, H, t + 1, D) or state.Z.shape != (B, H, t + 1, D):
-        raise ValueError(f"state must hold A and Z of shape {(B, H, t + 1, D)}, got {tuple(state.A.shape)}")
+        raise ValueError(
+            f"state must hold A and Z of shape {(B, H, t + 1, D)}, got {tuple(state.A.shape)}"
+        )
     key = _key_features(k_t.unsqueeze(2), t).squeeze(2)  # (B, H, t+1, D)
     A, Z = state.A + key * v_t.unsqueeze(-2), state.Z + key
     return ElementwiseState(A, Z), _read(q_t, A) / _read(q_t, Z)

@@ -10,6 +10,7 @@ streams key tiles; it is exact to rounding and differentiable (by autograd
 through the loop, so its backward pass stores per-tile intermediates: it does
 not recompute as the real kernel does).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,15 @@ import torch
 
 from attnbook.checks import check_array, check_positive_int
 
-__all__ = ["BLOCK_SIZE", "IOCounter", "standard_attention_numpy", "flash_attention_numpy", "flash_attention",
-           "sdpa_kernel_used", "sdpa_backends"]
+__all__ = [
+    "BLOCK_SIZE",
+    "IOCounter",
+    "standard_attention_numpy",
+    "flash_attention_numpy",
+    "flash_attention",
+    "sdpa_kernel_used",
+    "sdpa_backends",
+]
 
 
 @dataclass
@@ -47,13 +55,19 @@ class IOCounter:
 def _check(q, k, v, causal):
     q, k, v = (check_array(name, x, ndim=4) for name, x in (("q", q), ("k", k), ("v", v)))
     if k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(
+            f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}"
+        )
     if causal and q.shape[2] != k.shape[2]:
-        raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        raise ValueError(
+            f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+        )
     return q, k, v
 
 
-def standard_attention_numpy(q, k, v, causal: bool = False, io: IOCounter | None = None) -> np.ndarray:
+def standard_attention_numpy(
+    q, k, v, causal: bool = False, io: IOCounter | None = None
+) -> np.ndarray:
     """Dao et al.'s "standard attention" (their Algorithm 0) with its slow-memory traffic counted.
 
     S = QKᵀ is written out, read back for the softmax, P written, read again for PV.
@@ -70,8 +84,15 @@ def standard_attention_numpy(q, k, v, causal: bool = False, io: IOCounter | None
     return io.write(io.read(p) @ io.read(v))
 
 
-def flash_attention_numpy(q, k, v, causal: bool = False, block_size: int = 64,
-                          block_size_k: int | None = None, io: IOCounter | None = None) -> np.ndarray:
+def flash_attention_numpy(
+    q,
+    k,
+    v,
+    causal: bool = False,
+    block_size: int = 64,
+    block_size_k: int | None = None,
+    io: IOCounter | None = None,
+) -> np.ndarray:
     """Tiled attention with the online softmax (FlashAttention-2 loop order), float64.
 
     q, k, v: (B, H, N, D) -> (B, H, N, Dv). Query tiles of ``block_size`` rows, key tiles of
@@ -113,8 +134,13 @@ def flash_attention_numpy(q, k, v, causal: bool = False, block_size: int = 64,
 BLOCK_SIZE = 256
 
 
-def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                    block_size: int = BLOCK_SIZE) -> torch.Tensor:
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    block_size: int = BLOCK_SIZE,
+) -> torch.Tensor:
     """Exact attention, FlashAttention-2 order: for each query tile, stream key tiles with a running max
     and sum (the online softmax), then write the tile's output once.
 
@@ -133,11 +159,15 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         r1 = min(r0 + b, n)
         q_tile = q[:, :, r0:r1] * scale
         m = l = acc = None
-        for c0 in range(0, r1 if causal else m_keys, b):  # causal: keys after the tile's last query skipped
+        for c0 in range(
+            0, r1 if causal else m_keys, b
+        ):  # causal: keys after the tile's last query skipped
             c1 = min(c0 + b, r1 if causal else m_keys)
             s = q_tile @ k[:, :, c0:c1].transpose(-1, -2)
             if causal and c1 - 1 > r0:  # the tile crosses the diagonal: mask keys after each query
-                keep = torch.arange(r0, r1, device=q.device)[:, None] >= torch.arange(c0, c1, device=q.device)
+                keep = torch.arange(r0, r1, device=q.device)[:, None] >= torch.arange(
+                    c0, c1, device=q.device
+                )
                 s = s.masked_fill(~keep, float("-inf"))
             tile_max = s.detach().amax(dim=-1)  # the stabiliser needs no gradient
             if m is None:  # first tile: every query sees key 0, so the maximum is finite
@@ -163,8 +193,13 @@ def sdpa_kernel_used(q, k, v, causal: bool = False) -> str:
 
     with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    names = [e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product")
-             or e.key.startswith("aten::_efficient_attention") or e.key.startswith("aten::_flash_attention")]
+    names = [
+        e.key
+        for e in prof.key_averages()
+        if e.key.startswith("aten::_scaled_dot_product")
+        or e.key.startswith("aten::_efficient_attention")
+        or e.key.startswith("aten::_flash_attention")
+    ]
     return names[0] if names else "aten::scaled_dot_product_attention (no fused kernel seen)"
 
 
@@ -173,8 +208,12 @@ def sdpa_backends(q, k, v, causal: bool = False) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     result = {}
-    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                    SDPBackend.MATH):
+    for backend in (
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.MATH,
+    ):
         try:
             with sdpa_kernel([backend]):
                 torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)

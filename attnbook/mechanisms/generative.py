@@ -12,6 +12,7 @@ W_1: (k·d, h) with k = 2 or 3, W_2: (h, d); the hidden width h defaults to d.
 The running mean is a cumulative sum divided by t: O(n·d) work, no n×n matrix.
 NumPy float64 references (``*_numpy``) sit beside the torch forms.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,7 +74,9 @@ def generative_numpy(x, w1, b1, w2, b2, avg: bool = False) -> np.ndarray:
         raise ValueError(f"w1 must have {k}·d = {k * d} rows for avg={avg}, got shape {w1.shape}")
     h = w1.shape[1]
     if b1.shape != (h,) or w2.shape != (h, d) or b2.shape != (d,):
-        raise ValueError(f"b1, w2, b2 must have shapes ({h},), ({h}, {d}), ({d},), got {b1.shape}, {w2.shape}, {b2.shape}")
+        raise ValueError(
+            f"b1, w2, b2 must have shapes ({h},), ({h}, {d}), ({d},), got {b1.shape}, {w2.shape}, {b2.shape}"
+        )
     y = np.empty_like(x)
     for t in range(N):
         prev = x[:, t - 1] if t > 0 else np.zeros((B, d))
@@ -113,7 +116,9 @@ class GenerativeMixer(nn.Module):
     running mean m_t. Cost per token: 2·k·d·h + 2·h·d FLOPs, whatever the context length.
     """
 
-    def __init__(self, d_model: int, hidden: int | None = None, avg: bool = False, bias: bool = True):
+    def __init__(
+        self, d_model: int, hidden: int | None = None, avg: bool = False, bias: bool = True
+    ):
         super().__init__()
         self.d_model = check_positive_int("d_model", d_model)
         self.hidden = self.d_model if hidden is None else check_positive_int("hidden", hidden)
@@ -126,15 +131,21 @@ class GenerativeMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, ndim=3)
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have last dimension d_model={self.d_model}, got shape {tuple(x.shape)}"
+            )
         return self.proj(F.gelu(self.fc(generative_features(x, self.avg))))
 
 
 def generative_mixer(config) -> GenerativeMixer:
     """The GPT mixer "generative": a :class:`GenerativeMixer` sized by a GPTConfig. Chapter 8."""
-    return GenerativeMixer(config.d_model, config.mixer_options.get("hidden"), avg=False, bias=config.bias)
+    return GenerativeMixer(
+        config.d_model, config.mixer_options.get("hidden"), avg=False, bias=config.bias
+    )
 
 
 def generative_avg_mixer(config) -> GenerativeMixer:
     """The GPT mixer "generative+avg": the same with the running mean as a third input. Chapter 8."""
-    return GenerativeMixer(config.d_model, config.mixer_options.get("hidden"), avg=True, bias=config.bias)
+    return GenerativeMixer(
+        config.d_model, config.mixer_options.get("hidden"), avg=True, bias=config.bias
+    )

@@ -13,6 +13,7 @@ Decoding carries the state (S, z) and costs O(D·Dv) per token (:func:`step`).
 :func:`chunked_causal` also serves Performer and the recurrent forms of ``recurrent.py``:
 it computes o_i = Σ_{j ≤ i} (q_i·k_j) exp(L_i − L_j) v_j for any per-step log-decays.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -22,8 +23,17 @@ import torch
 
 from attnbook.checks import check_array, check_positive_int, check_step_inputs, check_tensor
 
-__all__ = ["elu_feature", "linear_attention_numpy", "linear_recurrent_numpy", "linear_attention",
-           "linear_attention_cumsum", "chunked_causal", "LinearState", "linear_prefill", "linear_step"]
+__all__ = [
+    "elu_feature",
+    "linear_attention_numpy",
+    "linear_recurrent_numpy",
+    "linear_attention",
+    "linear_attention_cumsum",
+    "chunked_causal",
+    "LinearState",
+    "linear_prefill",
+    "linear_step",
+]
 
 CHUNK_SIZE = 64
 CHUNK_GROUP = 16  # chunks processed together by chunked_causal (a cache-sized working set)
@@ -40,7 +50,9 @@ def elu_feature(x):
 def _check_np_qkv(q, k, v):
     q, k, v = (check_array(name, x, ndim=4) for name, x in (("q", q), ("k", k), ("v", v)))
     if k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(
+            f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}"
+        )
     return q, k, v
 
 
@@ -53,7 +65,9 @@ def linear_attention_numpy(q, k, v, causal: bool = False, return_weights: bool =
     w = elu_feature(q) @ np.swapaxes(elu_feature(k), -1, -2)
     if causal:
         if q.shape[2] != k.shape[2]:
-            raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+            raise ValueError(
+                f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+            )
         w = np.tril(w)
     w = w / w.sum(-1, keepdims=True)
     return (w @ v, w) if return_weights else w @ v
@@ -72,12 +86,22 @@ def linear_recurrent_numpy(q, k, v):
     for t in range(N):
         S = S + fk[:, :, t, :, None] * v[:, :, t, None, :]
         z = z + fk[:, :, t]
-        out[:, :, t] = np.einsum("bhd,bhde->bhe", fq[:, :, t], S) / np.einsum("bhd,bhd->bh", fq[:, :, t], z)[..., None]
+        out[:, :, t] = (
+            np.einsum("bhd,bhde->bhe", fq[:, :, t], S)
+            / np.einsum("bhd,bhd->bh", fq[:, :, t], z)[..., None]
+        )
     return out
 
 
-def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor | None = None,
-                   chunk_size: int = CHUNK_SIZE, feature_q=None, feature_k=None) -> torch.Tensor:
+def chunked_causal(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    feature_q=None,
+    feature_k=None,
+) -> torch.Tensor:
     """o_i = Σ_{j ≤ i} (q_i·k_j) exp(L_i − L_j) v_j with L = cumsum(log_decay), chunk by chunk.
 
     q, k: (B, H, N, R), v: (B, H, N, Dv), log_decay: (B, H, N) or (H, 1)-broadcastable, ≤ 0, or None
@@ -99,25 +123,38 @@ def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
             log_decay = torch.nn.functional.pad(log_decay, (0, pad))
     nc = (N + pad) // C
     qc, kc, vc = (x.reshape(B, H, nc, C, x.shape[-1]) for x in (q, k, v))
-    L_all = None if log_decay is None else log_decay.reshape(B, H, nc, C).cumsum(-1)  # decay from chunk start
+    L_all = (
+        None if log_decay is None else log_decay.reshape(B, H, nc, C).cumsum(-1)
+    )  # decay from chunk start
     tril = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    outs, state = [], None  # state: Σ over all earlier groups' keys of k vᵀ (decayed), (B, H, R, Dv)
-    for g0 in range(0, nc, CHUNK_GROUP):  # a group of chunks at a time keeps the working set cache-sized
+    outs, state = (
+        [],
+        None,
+    )  # state: Σ over all earlier groups' keys of k vᵀ (decayed), (B, H, R, Dv)
+    for g0 in range(
+        0, nc, CHUNK_GROUP
+    ):  # a group of chunks at a time keeps the working set cache-sized
         g1 = min(g0 + CHUNK_GROUP, nc)
         qg, kg, vg = qc[:, :, g0:g1], kc[:, :, g0:g1], vc[:, :, g0:g1]
         if feature_q is not None:
             qg = feature_q(qg)
         if feature_k is not None:
             kg = feature_k(kg)
-            if pad and g1 == nc:  # the features of the zero keys after the end are not zero: drop them
+            if (
+                pad and g1 == nc
+            ):  # the features of the zero keys after the end are not zero: drop them
                 after = torch.arange(g0 * C, g1 * C, device=kg.device).reshape(g1 - g0, C, 1) >= N
                 kg = kg.masked_fill(after, 0.0)
         scores = qg @ kg.transpose(-1, -2)  # (B, H, g, C, C)
         if L_all is None:
             scores = scores.masked_fill(~tril, 0.0)
-            updates = kg.transpose(-1, -2) @ vg  # (B, H, g, R, Dv): what each chunk adds to the state
+            updates = (
+                kg.transpose(-1, -2) @ vg
+            )  # (B, H, g, R, Dv): what each chunk adds to the state
             prefix = updates.cumsum(2)
-            before = torch.nn.functional.pad(prefix[:, :, :-1], (0, 0, 0, 0, 1, 0))  # exclusive prefix sum
+            before = torch.nn.functional.pad(
+                prefix[:, :, :-1], (0, 0, 0, 0, 1, 0)
+            )  # exclusive prefix sum
             if state is not None:
                 before = before + state[:, :, None]
             state = prefix[:, :, -1] if state is None else state + prefix[:, :, -1]
@@ -126,7 +163,9 @@ def chunked_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
             L = L_all[:, :, g0:g1]
             diff = (L[..., :, None] - L[..., None, :]).masked_fill(~tril, float("-inf"))
             scores = scores * diff.exp()
-            updates = (kg * (L[..., -1:] - L).exp()[..., None]).transpose(-1, -2) @ vg  # keys decayed to chunk end
+            updates = (kg * (L[..., -1:] - L).exp()[..., None]).transpose(
+                -1, -2
+            ) @ vg  # keys decayed to chunk end
             chunk_decay = L[..., -1].exp()  # (B, H, g)
             states = []
             state = torch.zeros_like(updates[:, :, 0]) if state is None else state
@@ -143,7 +182,9 @@ def _ones_column(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
 
 
-def feature_attention(fq, fk, v, causal: bool, chunk_size: int, feature_q=None, feature_k=None) -> torch.Tensor:
+def feature_attention(
+    fq, fk, v, causal: bool, chunk_size: int, feature_q=None, feature_k=None
+) -> torch.Tensor:
     """Attention with positive features fq: (B, H, N, r), fk: (B, H, M, r), normalised row by row.
 
     Causal, ``feature_q``/``feature_k`` may map inputs to features group by group inside
@@ -151,9 +192,12 @@ def feature_attention(fq, fk, v, causal: bool, chunk_size: int, feature_q=None, 
     """
     if causal:
         if fq.shape[2] != fk.shape[2]:
-            raise ValueError(f"causal=True needs as many queries as keys, got {fq.shape[2]} and {fk.shape[2]}")
-        num = chunked_causal(fq, fk, _ones_column(v), chunk_size=chunk_size, feature_q=feature_q,
-                             feature_k=feature_k)
+            raise ValueError(
+                f"causal=True needs as many queries as keys, got {fq.shape[2]} and {fk.shape[2]}"
+            )
+        num = chunked_causal(
+            fq, fk, _ones_column(v), chunk_size=chunk_size, feature_q=feature_q, feature_k=feature_k
+        )
     else:
         num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
     return num[..., :-1] / num[..., -1:]
@@ -195,7 +239,6 @@ def linear_prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
     return LinearState(fk.transpose(-1, -2) @ v, fk.sum(2))
 
 
-
 def linear_step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
     """One decoding step: add token t to the state, then read it with q_t. Returns (state, o_t).
 
@@ -205,9 +248,15 @@ def linear_step(state: LinearState | None, q_t: torch.Tensor, k_t: torch.Tensor,
     B, H, D = check_step_inputs(q_t, k_t, v_t)
     if state is None:
         state = LinearState(k_t.new_zeros(B, H, D, v_t.shape[-1]), k_t.new_zeros(B, H, D))
-    if not isinstance(state, LinearState) or state.S.shape != (B, H, D, v_t.shape[-1]) or state.z.shape != (B, H, D):
-        raise ValueError(f"state must be a LinearState with S (B, H, D, Dv) = {(B, H, D, v_t.shape[-1])} "
-                         f"and z (B, H, D), got {type(state).__name__}")
+    if (
+        not isinstance(state, LinearState)
+        or state.S.shape != (B, H, D, v_t.shape[-1])
+        or state.z.shape != (B, H, D)
+    ):
+        raise ValueError(
+            f"state must be a LinearState with S (B, H, D, Dv) = {(B, H, D, v_t.shape[-1])} "
+            f"and z (B, H, D), got {type(state).__name__}"
+        )
     fk, fq = elu_feature(k_t), elu_feature(q_t)
     S = state.S + fk[..., :, None] * v_t[..., None, :]
     z = state.z + fk

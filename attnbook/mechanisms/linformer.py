@@ -8,6 +8,7 @@ i.i.d. N(0, 1/n) entries (fan-in scaling, so each projected key and value has th
 key and value) from ``numpy.random.default_rng(seed)``, E drawn first, then F (:func:`projections`). Causal Linformer is not defined: each row of E K mixes keys from every
 position, future ones included, so no mask on the (N, k) scores can hide the future.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -16,15 +17,17 @@ import numpy as np
 import torch
 
 from attnbook.checks import check_nonnegative_int, check_positive_int
-from attnbook.reference import softmax
 from attnbook.mechanisms.linear import _check_np_qkv
+from attnbook.reference import softmax
 
 __all__ = ["projections", "linformer_numpy", "linformer_attention"]
 
 RANK = 64
 
-_CAUSAL_MSG = ("causal=True is not supported by Linformer: each projected key (E K)_r mixes keys from every "
-               "position, including future ones, so a causal mask cannot be applied to its (N, k) scores")
+_CAUSAL_MSG = (
+    "causal=True is not supported by Linformer: each projected key (E K)_r mixes keys from every "
+    "position, including future ones, so a causal mask cannot be applied to its (N, k) scores"
+)
 
 
 def _check_rank(k, n: int) -> int:
@@ -63,10 +66,14 @@ def linformer_numpy(q, k, v, causal: bool = False, rank: int = RANK, seed: int =
 
 @lru_cache(maxsize=8)
 def _projection_tensors(n: int, k: int, seed: int, device: str, dtype: torch.dtype):
-    return tuple(torch.as_tensor(np.array(m), dtype=dtype, device=device) for m in projections(n, k, seed))
+    return tuple(
+        torch.as_tensor(np.array(m), dtype=dtype, device=device) for m in projections(n, k, seed)
+    )
 
 
-def linformer_attention(q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0) -> torch.Tensor:
+def linformer_attention(
+    q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0
+) -> torch.Tensor:
     """Linformer in torch. q: (B, H, N, D), k: (B, H, n, D), v: (B, H, n, Dv) -> (B, H, N, Dv).
 
     Same E, F as :func:`linformer_numpy`; ``rank`` is the book's k. Chapter 4.

@@ -9,6 +9,7 @@ so softmax attention becomes linear attention with r positive features. The rows
 orthogonal blocks of D (QR of a Gaussian matrix), each row rescaled to a χ_D-distributed length,
 which keeps every row marginally N(0, I) and lowers the variance (:func:`random_features`).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -17,10 +18,16 @@ import numpy as np
 import torch
 
 from attnbook.checks import check_nonnegative_int, check_positive_int
-from attnbook.reference import causal_mask
 from attnbook.mechanisms.linear import CHUNK_GROUP, _check_np_qkv, feature_attention
+from attnbook.reference import causal_mask
 
-__all__ = ["random_features", "feature_map", "performer_weights_numpy", "performer_numpy", "performer_attention"]
+__all__ = [
+    "random_features",
+    "feature_map",
+    "performer_weights_numpy",
+    "performer_numpy",
+    "performer_attention",
+]
 
 FEATURES = 256
 
@@ -33,8 +40,12 @@ def _features_cached(r: int, d: int, seed: int, orthogonal: bool) -> np.ndarray:
     blocks = []
     for _ in range(-(-r // d)):
         qmat, rmat = np.linalg.qr(rng.standard_normal((d, d)))
-        qmat = qmat * np.sign(np.diag(rmat))  # the sign fix that makes Q uniformly (Haar) distributed
-        lengths = np.linalg.norm(rng.standard_normal((d, d)), axis=1)  # χ_d lengths, as Gaussian rows have
+        qmat = qmat * np.sign(
+            np.diag(rmat)
+        )  # the sign fix that makes Q uniformly (Haar) distributed
+        lengths = np.linalg.norm(
+            rng.standard_normal((d, d)), axis=1
+        )  # χ_d lengths, as Gaussian rows have
         blocks.append(lengths[:, None] * qmat.T)
     omega = np.concatenate(blocks)[:r]
     omega.setflags(write=False)
@@ -73,8 +84,9 @@ def feature_map(x, omega, stabilize_dims=None, shift=None):
     return np.exp(x @ omega.T - (x * x).sum(-1, keepdims=True) / 2) / np.sqrt(r)
 
 
-def performer_weights_numpy(q, k, features: int = FEATURES, seed: int = 0, causal: bool = False,
-                            orthogonal: bool = True) -> np.ndarray:
+def performer_weights_numpy(
+    q, k, features: int = FEATURES, seed: int = 0, causal: bool = False, orthogonal: bool = True
+) -> np.ndarray:
     """NumPy float64: the approximate attention matrix Â = rownorm(φ(Q)φ(K)ᵀ ⊙ mask). q: (..., N, D) -> (..., N, M)."""
     q, k = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
     d = q.shape[-1]
@@ -85,11 +97,15 @@ def performer_weights_numpy(q, k, features: int = FEATURES, seed: int = 0, causa
     return a / a.sum(-1, keepdims=True)
 
 
-def performer_numpy(q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0) -> np.ndarray:
+def performer_numpy(
+    q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0
+) -> np.ndarray:
     """NumPy float64 reference: Â V with Â from :func:`performer_weights_numpy`. (B, H, N, D) -> (B, H, N, Dv)."""
     q, k, v = _check_np_qkv(q, k, v)
     if causal and q.shape[2] != k.shape[2]:
-        raise ValueError(f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        raise ValueError(
+            f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+        )
     return performer_weights_numpy(q, k, features, seed, causal) @ v
 
 
@@ -98,8 +114,9 @@ def _omega_tensor(r: int, d: int, seed: int, device: str, dtype: torch.dtype) ->
     return torch.as_tensor(np.array(random_features(r, d, seed)), dtype=dtype, device=device)
 
 
-def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0,
-                        chunk_size: int = 64) -> torch.Tensor:
+def performer_attention(
+    q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0, chunk_size: int = 64
+) -> torch.Tensor:
     """FAVOR+ in torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
 
     Non-causal: φ(Q)(φ(K)ᵀ[V, 1]), O(N·r·(D + Dv)). Causal: prefix sums of φ(k_j)[v_j, 1]ᵀ,
@@ -116,15 +133,27 @@ def performer_attention(q, k, v, causal: bool = False, features: int = FEATURES,
         fq = feature_map(x_q, omega, stabilize_dims=-1)  # one stabiliser per query row
         fk = feature_map(x_k, omega, stabilize_dims=(-1, -2))  # one shared by all keys of a head
         return feature_attention(fq, fk, v, causal, chunk_size)
-    shift = _key_shift(x_k, omega, chunk_size * CHUNK_GROUP)[..., None, None, None]  # (B, H, 1, 1, 1)
-    return feature_attention(x_q, x_k, v, causal, chunk_size,
-                             feature_q=lambda x: feature_map(x, omega, stabilize_dims=-1),
-                             feature_k=lambda x: feature_map(x, omega, shift=shift))
+    shift = _key_shift(x_k, omega, chunk_size * CHUNK_GROUP)[
+        ..., None, None, None
+    ]  # (B, H, 1, 1, 1)
+    return feature_attention(
+        x_q,
+        x_k,
+        v,
+        causal,
+        chunk_size,
+        feature_q=lambda x: feature_map(x, omega, stabilize_dims=-1),
+        feature_k=lambda x: feature_map(x, omega, shift=shift),
+    )
 
 
 def _key_shift(x_k: torch.Tensor, omega: torch.Tensor, block: int) -> torch.Tensor:
     """The largest exponent of any key's features, per (batch, head): (B, H), found ``block`` keys at
     a time (nothing of size N·r is kept). Subtracted from every key's exponents, it cancels."""
     with torch.no_grad():
-        return torch.stack([_exponents(x_k[:, :, i:i + block], omega).amax((-1, -2))
-                            for i in range(0, x_k.shape[2], block)]).amax(0)
+        return torch.stack(
+            [
+                _exponents(x_k[:, :, i : i + block], omega).amax((-1, -2))
+                for i in range(0, x_k.shape[2], block)
+            ]
+        ).amax(0)

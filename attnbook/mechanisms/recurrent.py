@@ -17,6 +17,7 @@ Both are *decayed* linear attention: with a state S_t ∈ ℝ^{D×Dv},
 
 Both are causal by construction (a_t multiplies only the past): ``causal=False`` raises ValueError.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -28,13 +29,27 @@ import torch
 from attnbook.checks import check_nonnegative_int, check_positive_float, check_step_inputs
 from attnbook.mechanisms.linear import CHUNK_SIZE, _check_np_qkv, chunked_causal
 
-__all__ = ["retention_gammas", "scan_parameters", "scan_steps", "retention_numpy", "retention_recurrent_numpy",
-           "selective_scan_numpy", "selective_scan_recurrent_numpy", "retention", "retention_parallel",
-           "retention_step", "selective_scan", "selective_scan_parallel", "selective_scan_step",
-           "RecurrentState"]
+__all__ = [
+    "retention_gammas",
+    "scan_parameters",
+    "scan_steps",
+    "retention_numpy",
+    "retention_recurrent_numpy",
+    "selective_scan_numpy",
+    "selective_scan_recurrent_numpy",
+    "retention",
+    "retention_parallel",
+    "retention_step",
+    "selective_scan",
+    "selective_scan_parallel",
+    "selective_scan_step",
+    "RecurrentState",
+]
 
-_NOT_CAUSAL = ("{name} is causal by construction (its decay a_{{s+1}}···a_t only runs from the past to the "
-               "present); call it with causal=True")
+_NOT_CAUSAL = (
+    "{name} is causal by construction (its decay a_{{s+1}}···a_t only runs from the past to the "
+    "present); call it with causal=True"
+)
 
 _DT_BIAS = float(np.log(np.expm1(0.1)))  # softplus(β) = 0.1
 
@@ -94,7 +109,9 @@ def _np_retention_args(q, k, v, causal, gamma):
         raise ValueError(_NOT_CAUSAL.format(name="retention"))
     q, k, v = _check_np_qkv(q, k, v)
     if q.shape[2] != k.shape[2]:
-        raise ValueError(f"retention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        raise ValueError(
+            f"retention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+        )
     log_g = np.log(retention_gammas(q.shape[1], gamma))[None, :, None]
     return q / np.sqrt(q.shape[-1]), k, v, np.broadcast_to(log_g, q.shape[:3])
 
@@ -114,7 +131,9 @@ def _np_scan_args(q, k, v, causal, seed):
         raise ValueError(_NOT_CAUSAL.format(name="selective_scan"))
     q, k, v = _check_np_qkv(q, k, v)
     if q.shape[2] != k.shape[2]:
-        raise ValueError(f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        raise ValueError(
+            f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+        )
     A, w = scan_parameters(q.shape[1], q.shape[-1], seed)
     dt = _np_softplus(k @ w + _DT_BIAS)  # (B, H, N)
     return q, k, dt[..., None] * v, dt * A[None, :, None]
@@ -135,14 +154,21 @@ def _torch_retention_args(q, k, v, causal, gamma):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="retention"))
     if q.shape[2] != k.shape[2]:
-        raise ValueError(f"retention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
-    log_g = torch.as_tensor(np.log(retention_gammas(q.shape[1], gamma)), dtype=q.dtype, device=q.device)
+        raise ValueError(
+            f"retention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+        )
+    log_g = torch.as_tensor(
+        np.log(retention_gammas(q.shape[1], gamma)), dtype=q.dtype, device=q.device
+    )
     return q / q.shape[-1] ** 0.5, k, v, log_g[None, :, None].expand(q.shape[:3])
 
 
 def scan_steps(k: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The selective scan's step Δ = softplus(k·w + β) and log-decay Δ·A_h, both (B, H, N), from k: (B, H, N, D)."""
-    A, w = (torch.as_tensor(np.array(x), dtype=k.dtype, device=k.device) for x in scan_parameters(k.shape[1], k.shape[-1], seed))
+    A, w = (
+        torch.as_tensor(np.array(x), dtype=k.dtype, device=k.device)
+        for x in scan_parameters(k.shape[1], k.shape[-1], seed)
+    )
     dt = torch.nn.functional.softplus(k @ w + _DT_BIAS)
     return dt, dt * A[None, :, None]
 
@@ -151,7 +177,9 @@ def _torch_scan_args(q, k, v, causal, seed):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="selective_scan"))
     if q.shape[2] != k.shape[2]:
-        raise ValueError(f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}")
+        raise ValueError(
+            f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
+        )
     dt, log_a = scan_steps(k, seed)
     return q, k, dt[..., None] * v, log_a
 
@@ -164,7 +192,9 @@ def _parallel(q, k, v, log_a):
     return (q @ k.transpose(-1, -2) * decay) @ v
 
 
-def retention(q, k, v, causal: bool = True, gamma=None, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+def retention(
+    q, k, v, causal: bool = True, gamma=None, chunk_size: int = CHUNK_SIZE
+) -> torch.Tensor:
     """Chunkwise retention, torch: O(N·C·D + N·D·Dv). q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv)."""
     return chunked_causal(*_torch_retention_args(q, k, v, causal, gamma), chunk_size=chunk_size)
 
@@ -174,7 +204,9 @@ def retention_parallel(q, k, v, causal: bool = True, gamma=None) -> torch.Tensor
     return _parallel(*_torch_retention_args(q, k, v, causal, gamma))
 
 
-def selective_scan(q, k, v, causal: bool = True, seed: int = 0, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+def selective_scan(
+    q, k, v, causal: bool = True, seed: int = 0, chunk_size: int = CHUNK_SIZE
+) -> torch.Tensor:
     """Chunked selective scan, torch: O(N·C·D + N·D·Dv). (B, H, N, D) -> (B, H, N, Dv)."""
     return chunked_causal(*_torch_scan_args(q, k, v, causal, seed), chunk_size=chunk_size)
 
@@ -196,7 +228,9 @@ def _check_step(state, q_t, k_t, v_t):
     if state is None:
         return RecurrentState(k_t.new_zeros(shape))
     if not isinstance(state, RecurrentState) or tuple(state.S.shape) != shape:
-        raise ValueError(f"state must be a RecurrentState with S of shape {shape}, got {type(state).__name__}")
+        raise ValueError(
+            f"state must be a RecurrentState with S of shape {shape}, got {type(state).__name__}"
+        )
     return state
 
 
@@ -208,12 +242,16 @@ def _step(state, q_t, k_t, xbar_t, log_a_t):
 def retention_step(state, q_t, k_t, v_t, gamma=None):
     """One retention decoding step: S_t = γ S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t/√D. (B, H, D) inputs -> (state, o_t)."""
     state = _check_step(state, q_t, k_t, v_t)
-    q, k, v, log_a = _torch_retention_args(q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, gamma)
+    q, k, v, log_a = _torch_retention_args(
+        q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, gamma
+    )
     return _step(state, q[:, :, 0], k[:, :, 0], v[:, :, 0], log_a[:, :, 0])
 
 
 def selective_scan_step(state, q_t, k_t, v_t, seed: int = 0):
     """One selective-scan step: h_t = exp(Δ_t A) h_{t−1} + k_t (Δ_t v_t)ᵀ, y_t = h_tᵀ q_t. -> (state, y_t)."""
     state = _check_step(state, q_t, k_t, v_t)
-    q, k, xbar, log_a = _torch_scan_args(q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, seed)
+    q, k, xbar, log_a = _torch_scan_args(
+        q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, seed
+    )
     return _step(state, q[:, :, 0], k[:, :, 0], xbar[:, :, 0], log_a[:, :, 0])

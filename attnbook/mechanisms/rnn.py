@@ -2,6 +2,7 @@
 
 h_t = tanh(x_t W_x + h_{t-1} W_h): n dependent steps, each O(d²).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +17,18 @@ def _check_weights(d_in: int, Wx_shape, Wh_shape) -> None:
     if Wx_shape[0] != d_in:
         raise ValueError(f"Wx must have {d_in} rows (the width of X), got shape {tuple(Wx_shape)}")
     if tuple(Wh_shape) != (Wx_shape[1], Wx_shape[1]):
-        raise ValueError(f"Wh must be square ({Wx_shape[1]}, {Wx_shape[1]}), got shape {tuple(Wh_shape)}")
+        raise ValueError(
+            f"Wh must be square ({Wx_shape[1]}, {Wx_shape[1]}), got shape {tuple(Wh_shape)}"
+        )
 
 
 def rnn_numpy(X, Wx, Wh) -> np.ndarray:
     """NumPy Elman RNN. X: (n, d_in), Wx: (d_in, d), Wh: (d, d) -> hidden states (n, d). Chapter 1."""
-    X, Wx, Wh = check_array("X", X, ndim=2), check_array("Wx", Wx, ndim=2), check_array("Wh", Wh, ndim=2)
+    X, Wx, Wh = (
+        check_array("X", X, ndim=2),
+        check_array("Wx", Wx, ndim=2),
+        check_array("Wh", Wh, ndim=2),
+    )
     _check_weights(X.shape[1], Wx.shape, Wh.shape)
     h = np.zeros(Wh.shape[0])
     out = np.empty((X.shape[0], Wh.shape[0]))

@@ -8,6 +8,7 @@ computes only the tiles the pattern touches. The same patterns as FlexAttention 
 functions (:func:`flex_mask_mod`) let PyTorch compile the mask into a kernel
 (:func:`flex_sparse_attention`).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,15 +20,38 @@ import torch
 
 from attnbook import reference
 from attnbook.checks import check_array, check_mask, check_positive_int, check_tensor
+from attnbook.mechanisms.blockwise import (
+    Pattern,
+    blockwise_attention,
+    blockwise_state,
+    finish,
+    merge_states,
+    plan,
+)
 from attnbook.registry import methods
-from attnbook.mechanisms.blockwise import Pattern, blockwise_attention, blockwise_state, finish, merge_states, plan
 
 __all__ = [
-    "SlidingWindow", "Strided", "StridedFar", "Longformer", "BlockSparse",
-    "sliding_window_mask", "strided_mask", "longformer_mask", "block_sparse_mask", "default_block_layout",
-    "sparse_attention_numpy", "sparse_attention", "strided_two_pass", "tiles_computed", "method_pattern",
-    "sliding_window_attention", "strided_attention", "longformer_attention", "block_sparse_attention",
-    "flex_mask_mod", "flex_sparse_attention",
+    "SlidingWindow",
+    "Strided",
+    "StridedFar",
+    "Longformer",
+    "BlockSparse",
+    "sliding_window_mask",
+    "strided_mask",
+    "longformer_mask",
+    "block_sparse_mask",
+    "default_block_layout",
+    "sparse_attention_numpy",
+    "sparse_attention",
+    "strided_two_pass",
+    "tiles_computed",
+    "method_pattern",
+    "sliding_window_attention",
+    "strided_attention",
+    "longformer_attention",
+    "block_sparse_attention",
+    "flex_mask_mod",
+    "flex_sparse_attention",
 ]
 
 
@@ -84,15 +108,20 @@ class Longformer(Pattern):
         if isinstance(tokens, (np.ndarray, torch.Tensor)):
             tokens = tokens.tolist()
         if not isinstance(tokens, (list, tuple)) or not all(
-                isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in tokens):
-            raise TypeError(f"global_tokens must be a sequence of integer positions, got {self.global_tokens!r}")
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in tokens
+        ):
+            raise TypeError(
+                f"global_tokens must be a sequence of integer positions, got {self.global_tokens!r}"
+            )
         object.__setattr__(self, "global_tokens", tuple(sorted({int(t) for t in tokens})))
 
     def validate(self, n):
         super().validate(n)
         bad = [t for t in self.global_tokens if not 0 <= t < n]
         if bad:
-            raise ValueError(f"global_tokens must lie in [0, {n}) for a sequence of length {n}, got {bad}")
+            raise ValueError(
+                f"global_tokens must lie in [0, {n}) for a sequence of length {n}, got {bad}"
+            )
 
     def _allowed(self, i, j, n):
         g = np.zeros(n + 1, dtype=bool)  # position n stands for every out-of-range index
@@ -115,7 +144,9 @@ class StridedFar(Pattern):
 
     def _classes(self, n):
         order = np.argsort(np.arange(n) % self.stride, kind="stable")
-        return np.append(order % self.stride, -1), np.bincount(order % self.stride, minlength=self.stride)
+        return np.append(order % self.stride, -1), np.bincount(
+            order % self.stride, minlength=self.stride
+        )
 
     def _allowed(self, i, j, n):
         cls, _ = self._classes(n)
@@ -136,8 +167,13 @@ def strided_two_pass(q, k, v, pattern: Strided, block_size: int = 64) -> torch.T
     n, s = q.shape[2], pattern.stride
     near = blockwise_state(q, k, v, SlidingWindow(causal=pattern.causal, window=s), block_size)
     order = torch.from_numpy(np.argsort(np.arange(n) % s, kind="stable")).to(q.device)
-    far = blockwise_state(q[:, :, order], k[:, :, order], v[:, :, order],
-                          StridedFar(causal=pattern.causal, stride=s), block_size)
+    far = blockwise_state(
+        q[:, :, order],
+        k[:, :, order],
+        v[:, :, order],
+        StridedFar(causal=pattern.causal, stride=s),
+        block_size,
+    )
     back = torch.argsort(order)
     return finish(merge_states(near, tuple(x[:, :, back] for x in far)))
 
@@ -161,29 +197,41 @@ class BlockSparse(Pattern):
     def __post_init__(self):
         check_positive_int("block_size", self.block_size)
         if self.layout is not None:
-            arr = np.asarray(self.layout.cpu() if isinstance(self.layout, torch.Tensor) else self.layout)
+            arr = np.asarray(
+                self.layout.cpu() if isinstance(self.layout, torch.Tensor) else self.layout
+            )
             if arr.dtype != np.bool_:
-                raise TypeError(f"layout must be a boolean (n_blocks, n_blocks) array, got dtype {arr.dtype}")
+                raise TypeError(
+                    f"layout must be a boolean (n_blocks, n_blocks) array, got dtype {arr.dtype}"
+                )
             if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-                raise ValueError(f"layout must be a square (n_blocks, n_blocks) array, got shape {arr.shape}")
+                raise ValueError(
+                    f"layout must be a square (n_blocks, n_blocks) array, got shape {arr.shape}"
+                )
             object.__setattr__(self, "layout", tuple(map(tuple, arr.tolist())))
 
     def blocks(self, n: int) -> np.ndarray:
         nb = math.ceil(n / self.block_size)
-        return default_block_layout(nb) if self.layout is None else np.asarray(self.layout, dtype=bool)
+        return (
+            default_block_layout(nb) if self.layout is None else np.asarray(self.layout, dtype=bool)
+        )
 
     def validate(self, n):
         super().validate(n)
         nb = math.ceil(n / self.block_size)
         layout = self.blocks(n)
         if layout.shape != (nb, nb):
-            raise ValueError(f"layout must have shape ({nb}, {nb}) for n={n} and block_size={self.block_size}, "
-                             f"got {layout.shape}")
+            raise ValueError(
+                f"layout must have shape ({nb}, {nb}) for n={n} and block_size={self.block_size}, "
+                f"got {layout.shape}"
+            )
         usable = np.tril(layout) if self.causal else layout
         empty = np.flatnonzero(~usable.any(axis=1))
         if empty.size:
-            raise ValueError(f"layout leaves query block {int(empty[0])} with no key block"
-                             + (" at or before it (causal)" if self.causal else ""))
+            raise ValueError(
+                f"layout leaves query block {int(empty[0])} with no key block"
+                + (" at or before it (causal)" if self.causal else "")
+            )
 
     def _allowed(self, i, j, n):
         layout = np.zeros((math.ceil(n / self.block_size) + 1,) * 2, dtype=bool)
@@ -193,7 +241,9 @@ class BlockSparse(Pattern):
 
     def _key_blocks(self, I, bs, n):
         if bs != self.block_size:
-            raise ValueError(f"block_size of the kernel ({bs}) must equal the layout's ({self.block_size})")
+            raise ValueError(
+                f"block_size of the kernel ({bs}) must equal the layout's ({self.block_size})"
+            )
         return np.flatnonzero(self.blocks(n)[I])
 
 
@@ -230,7 +280,9 @@ def sparse_attention_numpy(q, k, v, mask) -> np.ndarray:
 def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.Tensor:
     """Torch attention restricted to ``pattern``, block-wise (skips untouched tiles). (B, H, N, D) -> (B, H, N, Dv)."""
     if not isinstance(pattern, Pattern):
-        raise TypeError(f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}")
+        raise TypeError(
+            f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}"
+        )
     if isinstance(pattern, Strided):
         return strided_two_pass(q, k, v, pattern, block_size)
     return blockwise_attention(q, k, v, pattern, block_size)
@@ -252,42 +304,71 @@ def method_pattern(method: str, n: int, causal: bool = False, **options) -> tupl
         return SlidingWindow(causal=causal, window=options.get("window", 128)), bs
     if method == "strided":
         stride = options.get("stride")
-        pattern = Strided(causal=causal, stride=math.ceil(math.sqrt(n)) if stride is None else stride)
+        pattern = Strided(
+            causal=causal, stride=math.ceil(math.sqrt(n)) if stride is None else stride
+        )
         return pattern, bs
     if method == "longformer":
-        return Longformer(causal=causal, window=options.get("window", 128),
-                          global_tokens=options.get("global_tokens", (0,))), bs
+        return Longformer(
+            causal=causal,
+            window=options.get("window", 128),
+            global_tokens=options.get("global_tokens", (0,)),
+        ), bs
     if method == "block_sparse":
         return BlockSparse(causal=causal, block_size=bs, layout=options.get("layout")), bs
     raise ValueError(f"method must be one of {methods(family='sparse')}, got {method!r}")
 
 
-def sliding_window_attention(q, k, v, *, causal: bool = False, window: int = 128, block_size: int = 64):
+def sliding_window_attention(
+    q, k, v, *, causal: bool = False, window: int = 128, block_size: int = 64
+):
     """Sliding-window attention (Mistral-style), block-wise; exact once window >= N. Chapter 4.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
     """
-    return sparse_attention(q, k, v, *method_pattern("sliding_window", q.shape[2], causal, window=window,
-                                                     block_size=block_size))
+    return sparse_attention(
+        q,
+        k,
+        v,
+        *method_pattern("sliding_window", q.shape[2], causal, window=window, block_size=block_size),
+    )
 
 
-def strided_attention(q, k, v, *, causal: bool = False, stride: int | None = None, block_size: int = 64):
+def strided_attention(
+    q, k, v, *, causal: bool = False, stride: int | None = None, block_size: int = 64
+):
     """Strided attention (Child et al. 2019): the last s keys plus every s-th key. Chapter 4.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); ``stride`` None means ceil(sqrt(N)).
     """
-    return sparse_attention(q, k, v, *method_pattern("strided", q.shape[2], causal, stride=stride,
-                                                     block_size=block_size))
+    return sparse_attention(
+        q,
+        k,
+        v,
+        *method_pattern("strided", q.shape[2], causal, stride=stride, block_size=block_size),
+    )
 
 
-def longformer_attention(q, k, v, *, causal: bool = False, window: int = 128, global_tokens=(0,),
-                         block_size: int = 64):
+def longformer_attention(
+    q, k, v, *, causal: bool = False, window: int = 128, global_tokens=(0,), block_size: int = 64
+):
     """Longformer attention: a sliding window plus global tokens, block-wise. Chapter 4.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
     """
-    return sparse_attention(q, k, v, *method_pattern("longformer", q.shape[2], causal, window=window,
-                                                     global_tokens=global_tokens, block_size=block_size))
+    return sparse_attention(
+        q,
+        k,
+        v,
+        *method_pattern(
+            "longformer",
+            q.shape[2],
+            causal,
+            window=window,
+            global_tokens=global_tokens,
+            block_size=block_size,
+        ),
+    )
 
 
 def block_sparse_attention(q, k, v, *, causal: bool = False, block_size: int = 64, layout=None):
@@ -295,8 +376,12 @@ def block_sparse_attention(q, k, v, *, causal: bool = False, block_size: int = 6
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
     """
-    return sparse_attention(q, k, v, *method_pattern("block_sparse", q.shape[2], causal, block_size=block_size,
-                                                     layout=layout))
+    return sparse_attention(
+        q,
+        k,
+        v,
+        *method_pattern("block_sparse", q.shape[2], causal, block_size=block_size, layout=layout),
+    )
 
 
 def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
@@ -304,12 +389,16 @@ def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
     the rule of the pattern's ``_allowed`` written in torch index arithmetic (tensors of the layout
     or the global tokens are captured), so that ``create_block_mask`` can find the tiles. Chapter 4."""
     if not isinstance(pattern, Pattern):
-        raise TypeError(f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}")
+        raise TypeError(
+            f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}"
+        )
     pattern.validate(n)
     if isinstance(pattern, SlidingWindow):
+
         def rule(q, kv):
             return (q - kv).abs() < pattern.window
     elif isinstance(pattern, Strided):
+
         def rule(q, kv):
             return ((q - kv).abs() < pattern.stride) | ((q - kv) % pattern.stride == 0)
     elif isinstance(pattern, Longformer):
@@ -325,7 +414,9 @@ def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
         def rule(q, kv):
             return layout[q // bs, kv // bs]
     else:
-        raise TypeError(f"pattern must be a SlidingWindow, Strided, Longformer or BlockSparse, got {type(pattern).__name__}")
+        raise TypeError(
+            f"pattern must be a SlidingWindow, Strided, Longformer or BlockSparse, got {type(pattern).__name__}"
+        )
 
     def mask_mod(b, h, q_idx, kv_idx):
         ok = rule(q_idx, kv_idx)
@@ -334,7 +425,9 @@ def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
     return mask_mod
 
 
-def flex_sparse_attention(q, k, v, pattern: Pattern, block_size: int = 128, kernel=None) -> torch.Tensor:
+def flex_sparse_attention(
+    q, k, v, pattern: Pattern, block_size: int = 128, kernel=None
+) -> torch.Tensor:
     """Attention restricted to ``pattern`` by FlexAttention: ``create_block_mask`` turns
     :func:`flex_mask_mod` into a block mask (tiles of ``block_size``: skipped, full, or masked element by
     element) and ``kernel`` (default ``flex_attention``, eager; pass ``torch.compile(flex_attention)``
@@ -345,9 +438,18 @@ def flex_sparse_attention(q, k, v, pattern: Pattern, block_size: int = 128, kern
         check_tensor(name, x, ndim=4)
     n = q.shape[2]
     if k.shape[2] != n or v.shape[2] != n:
-        raise ValueError(f"a sparse pattern needs as many keys and values as queries, got q {tuple(q.shape)}, "
-                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+        raise ValueError(
+            f"a sparse pattern needs as many keys and values as queries, got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
     block_size = check_positive_int("block_size", block_size)
-    block_mask = create_block_mask(flex_mask_mod(pattern, n, q.device), None, None, n, n, device=q.device,
-                                   BLOCK_SIZE=block_size)
+    block_mask = create_block_mask(
+        flex_mask_mod(pattern, n, q.device),
+        None,
+        None,
+        n,
+        n,
+        device=q.device,
+        BLOCK_SIZE=block_size,
+    )
     return (flex_attention if kernel is None else kernel)(q, k, v, block_mask=block_mask)

@@ -3,6 +3,7 @@
 Only the input of each segment of k layers is kept after the forward pass; the
 backward pass recomputes one segment at a time {Chen et al., 2016}.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,15 +23,30 @@ class CheckpointedStack(nn.Module):
     ``every=0`` stores every activation (no checkpointing).
     """
 
-    def __init__(self, layers: int, d_model: int, heads: int, block_size: int, every: int = 0, mixer: str = "dense"):
+    def __init__(
+        self,
+        layers: int,
+        d_model: int,
+        heads: int,
+        block_size: int,
+        every: int = 0,
+        mixer: str = "dense",
+    ):
         super().__init__()
         check_positive_int("layers", layers)
-        config = GPTConfig(vocab_size=1, block_size=block_size, n_layer=layers, n_head=heads, d_model=d_model, mixer=mixer)
+        config = GPTConfig(
+            vocab_size=1,
+            block_size=block_size,
+            n_layer=layers,
+            n_head=heads,
+            d_model=d_model,
+            mixer=mixer,
+        )
         self.blocks = nn.ModuleList(Block(config) for _ in range(layers))
         self.every = every
 
     @classmethod
-    def of(cls, modules, every: int = 0) -> "CheckpointedStack":
+    def of(cls, modules, every: int = 0) -> CheckpointedStack:
         """A stack of any modules mapping (B, N, d) -> (B, N, d), e.g. to study checkpointing in isolation."""
         stack = cls.__new__(cls)
         nn.Module.__init__(stack)
@@ -48,7 +64,9 @@ class CheckpointedStack(nn.Module):
     def every(self, k: int) -> None:
         check_nonnegative_int("every", k)
         if k > len(self.blocks):
-            raise ValueError(f"every must be at most the number of layers ({len(self.blocks)}), got {k}")
+            raise ValueError(
+                f"every must be at most the number of layers ({len(self.blocks)}), got {k}"
+            )
         self._every = k
 
     @staticmethod
@@ -62,6 +80,6 @@ class CheckpointedStack(nn.Module):
         if self.every == 0:
             return self._run(x, *self.blocks)
         for start in range(0, len(self.blocks), self.every):
-            segment = self.blocks[start:start + self.every]
+            segment = self.blocks[start : start + self.every]
             x = checkpoint(self._run, x, *segment, use_reentrant=False)
         return x

@@ -4,12 +4,13 @@ Each layer projects queries to H heads and keys/values to ``kv_heads`` heads
 (H for multi-head, 1 for multi-query, in between for grouped-query attention);
 decoding appends one token's keys and values per layer to the cache.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from attnbook.checks import check_positive_int, check_tensor
+from attnbook.checks import check_positive_int
 from attnbook.mechanisms.dense import attention_weights
 
 __all__ = ["KVCache", "CachedAttention", "Decoder"]
@@ -59,7 +60,9 @@ class CachedAttention(nn.Module):
         self.kv = nn.Linear(d_model, 2 * kv_heads * self.d_k)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, N, _ = x.shape
         q = self.q(x).view(B, N, self.heads, self.d_k).transpose(1, 2)
         k, v = self.kv(x).view(B, N, 2, self.kv_heads, self.d_k).permute(2, 0, 3, 1, 4)
@@ -78,8 +81,15 @@ class CachedAttention(nn.Module):
 class Decoder(nn.Module):
     """Token embedding, L pre-norm layers (cached attention + MLP), tied head. idx: (B, N) -> logits (B, N, |V|)."""
 
-    def __init__(self, vocab_size: int, layers: int, d_model: int, heads: int, kv_heads: int | None = None,
-                 max_len: int = 4096):
+    def __init__(
+        self,
+        vocab_size: int,
+        layers: int,
+        d_model: int,
+        heads: int,
+        kv_heads: int | None = None,
+        max_len: int = 4096,
+    ):
         super().__init__()
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("layers", layers)
@@ -89,8 +99,12 @@ class Decoder(nn.Module):
         self.ln1 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
         self.att = nn.ModuleList(CachedAttention(d_model, heads, kv_heads) for _ in range(layers))
         self.ln2 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
-        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
-                                 for _ in range(layers))
+        self.mlp = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
+            )
+            for _ in range(layers)
+        )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.head.weight = self.tok.weight
@@ -100,10 +114,14 @@ class Decoder(nn.Module):
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 2:
-            raise TypeError(f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}")
+            raise TypeError(
+                f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}"
+            )
         start = cache.tokens if cache is not None else 0
         if start + idx.shape[1] > self.max_len:
-            raise ValueError(f"sequence length {start + idx.shape[1]} exceeds max_len={self.max_len}")
+            raise ValueError(
+                f"sequence length {start + idx.shape[1]} exceeds max_len={self.max_len}"
+            )
         x = self.tok(idx) + self.pos(torch.arange(start, start + idx.shape[1], device=idx.device))
         for i, (ln1, att, ln2, mlp) in enumerate(zip(self.ln1, self.att, self.ln2, self.mlp)):
             x = x + att(ln1(x), cache, i)

@@ -6,6 +6,7 @@ depthwise convolution in front of every mixer, as Zoology's backbones do (chapte
 method of :func:`attnbook.methods` (wrapped in multi-head self-attention) or one of
 the other mixers of the registry (:func:`attnbook.registry.mixers`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
             check_positive_int(name, getattr(self, name))
         if self.d_model % self.n_head:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
+            )
         self.d_ff = 4 * self.d_model if self.d_ff is None else check_positive_int("d_ff", self.d_ff)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
@@ -53,16 +56,24 @@ class GPTConfig:
         info = mixer_info(self.mixer) if self.mixer in mixers() else method_info(self.mixer)
         unknown = sorted(set(self.mixer_options) - set(info.options))
         if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r} for mixer {self.mixer!r}; its options are "
-                             f"{sorted(info.options)}")
+            raise ValueError(
+                f"unknown option {unknown[0]!r} for mixer {self.mixer!r}; its options are "
+                f"{sorted(info.options)}"
+            )
 
 
 def make_mixer(config: GPTConfig) -> nn.Module:
     """The causal token-mixing layer named by ``config.mixer``."""
     if config.mixer in mixers():
         return mixer_info(config.mixer).fn(config)
-    return MultiHeadSelfAttention(config.d_model, config.n_head, method=config.mixer, causal=True,
-                                  bias=config.bias, **config.mixer_options)
+    return MultiHeadSelfAttention(
+        config.d_model,
+        config.n_head,
+        method=config.mixer,
+        causal=True,
+        bias=config.bias,
+        **config.mixer_options,
+    )
 
 
 class ShortConv(nn.Module):
@@ -72,7 +83,9 @@ class ShortConv(nn.Module):
 
     def __init__(self, d_model: int, kernel_size: int, bias: bool = True):
         super().__init__()
-        self.conv = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, padding=kernel_size - 1, bias=bias)
+        self.conv = nn.Conv1d(
+            d_model, d_model, kernel_size, groups=d_model, padding=kernel_size - 1, bias=bias
+        )
 
     def forward(self, x):
         return self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
@@ -85,7 +98,11 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.conv = ShortConv(config.d_model, config.short_conv, config.bias) if config.short_conv else nn.Identity()
+        self.conv = (
+            ShortConv(config.d_model, config.short_conv, config.bias)
+            if config.short_conv
+            else nn.Identity()
+        )
         self.mixer = make_mixer(config)
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = nn.Sequential(
@@ -129,10 +146,14 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """idx: (B, N) ints; targets: (B, N) ints (-100 = ignore). Returns (logits, loss or None)."""
         if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 2:
-            raise TypeError(f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}")
+            raise TypeError(
+                f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}"
+            )
         B, N = idx.shape
         if not 1 <= N <= self.config.block_size:
-            raise ValueError(f"idx length must be in 1..block_size={self.config.block_size}, got {N}")
+            raise ValueError(
+                f"idx length must be in 1..block_size={self.config.block_size}, got {N}"
+            )
         x = self.drop(self.tok(idx) + self.pos(torch.arange(N, device=idx.device)))
         for block in self.blocks:
             x = block(x)
@@ -140,19 +161,28 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             if targets.shape != idx.shape:
-                raise ValueError(f"targets must have shape {tuple(idx.shape)} like idx, got {tuple(targets.shape)}")
-            loss = F.cross_entropy(logits.reshape(B * N, -1), targets.reshape(B * N), ignore_index=-100)
+                raise ValueError(
+                    f"targets must have shape {tuple(idx.shape)} like idx, got {tuple(targets.shape)}"
+                )
+            loss = F.cross_entropy(
+                logits.reshape(B * N, -1), targets.reshape(B * N), ignore_index=-100
+            )
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after idx: (B, N); returns (B, N + max_new_tokens)."""
         check_positive_int("max_new_tokens", max_new_tokens)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.block_size:])
+            logits, _ = self(idx[:, -self.config.block_size :])
             probs = torch.softmax(logits[:, -1] / temperature, dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)

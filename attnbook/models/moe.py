@@ -12,6 +12,7 @@ E · sum_e f_e · P_e, with f_e the fraction of routing choices (before dropping
 go to expert e and P_e the mean router probability of e; it equals 1 when the load is
 uniform. ``moe_numpy`` is the NumPy float64 reference of the same computation.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,7 +87,11 @@ def route(logits: torch.Tensor, k: int = 1, capacity_factor: float | None = 1.25
     probs = torch.softmax(logits, dim=-1)
     top_p, experts = probs.topk(k, dim=-1)
     gates = top_p if k == 1 else top_p / top_p.sum(-1, keepdim=True)
-    kept = torch.ones_like(experts, dtype=torch.bool) if cap is None else _fill_order_positions(experts, E) < cap
+    kept = (
+        torch.ones_like(experts, dtype=torch.bool)
+        if cap is None
+        else _fill_order_positions(experts, E) < cap
+    )
     return Routing(experts, gates, kept, probs, cap)
 
 
@@ -104,13 +109,31 @@ class MoE(nn.Module):
     the load-balancing loss (a scalar in the autograd graph).
     """
 
-    def __init__(self, d_model: int, d_ff: int, n_experts: int, k: int = 1,
-                 capacity_factor: float | None = 1.25, bias: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        n_experts: int,
+        k: int = 1,
+        capacity_factor: float | None = 1.25,
+        bias: bool = True,
+    ):
         super().__init__()
-        for name, value in (("d_model", d_model), ("d_ff", d_ff), ("n_experts", n_experts), ("k", k)):
+        for name, value in (
+            ("d_model", d_model),
+            ("d_ff", d_ff),
+            ("n_experts", n_experts),
+            ("k", k),
+        ):
             check_positive_int(name, value)
         capacity(1, n_experts, k, capacity_factor)  # validates k and capacity_factor
-        self.d_model, self.d_ff, self.n_experts, self.k, self.capacity_factor = d_model, d_ff, n_experts, k, capacity_factor
+        self.d_model, self.d_ff, self.n_experts, self.k, self.capacity_factor = (
+            d_model,
+            d_ff,
+            n_experts,
+            k,
+            capacity_factor,
+        )
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.w1 = nn.Parameter(torch.randn(n_experts, d_model, d_ff) * 0.02)
         self.w2 = nn.Parameter(torch.randn(n_experts, d_ff, d_model) * 0.02)
@@ -130,7 +153,9 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x)
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"x must have last dimension d_model={self.d_model}, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have last dimension d_model={self.d_model}, got shape {tuple(x.shape)}"
+            )
         tokens = x.reshape(-1, self.d_model)
         r = route(self.router(tokens), self.k, self.capacity_factor)
         y = torch.zeros_like(tokens)
@@ -150,15 +175,27 @@ class MoEGPT(nn.Module):
     idx: (B, N) -> (logits (B, N, |V|), loss or None).
     """
 
-    def __init__(self, config: GPTConfig, n_experts: int, k: int = 1, capacity_factor: float | None = 1.25,
-                 balance_coef: float = 0.01):
+    def __init__(
+        self,
+        config: GPTConfig,
+        n_experts: int,
+        k: int = 1,
+        capacity_factor: float | None = 1.25,
+        balance_coef: float = 0.01,
+    ):
         super().__init__()
-        if isinstance(balance_coef, bool) or not isinstance(balance_coef, (int, float)) or not balance_coef >= 0:
+        if (
+            isinstance(balance_coef, bool)
+            or not isinstance(balance_coef, (int, float))
+            or not balance_coef >= 0
+        ):
             raise ValueError(f"balance_coef must be a number >= 0, got {balance_coef!r}")
         self.config, self.balance_coef = config, float(balance_coef)
         self.gpt = GPT(config)
         for block in self.gpt.blocks:
-            block.mlp = MoE(config.d_model, config.d_ff, n_experts, k, capacity_factor, bias=config.bias)
+            block.mlp = MoE(
+                config.d_model, config.d_ff, n_experts, k, capacity_factor, bias=config.bias
+            )
 
     def moe_layers(self) -> list[MoE]:
         return [block.mlp for block in self.gpt.blocks]
@@ -171,6 +208,7 @@ class MoEGPT(nn.Module):
 
 
 # ---------------------------------------------------------------- NumPy float64 reference
+
 
 def route_numpy(logits, k: int = 1, capacity_factor: float | None = 1.25):
     """NumPy top-k routing. logits: (T, E) -> (experts (T, k), gates (T, k), kept (T, k), probs (T, E))."""
@@ -211,7 +249,9 @@ def moe_numpy(x, w_router, w1, b1, w2, b2, k: int = 1, capacity_factor: float | 
     -> (y (T, d), load-balancing loss, load (E,) kept assignments per expert).
     """
     x = check_array("x", x, ndim=2)
-    experts, gates, kept, probs = route_numpy(x @ check_array("w_router", w_router, ndim=2), k, capacity_factor)
+    experts, gates, kept, probs = route_numpy(
+        x @ check_array("w_router", w_router, ndim=2), k, capacity_factor
+    )
     y = np.zeros_like(x)
     for t in range(x.shape[0]):
         for c in range(k):

@@ -6,6 +6,7 @@ time per iteration, peak memory (CUDA: the whole run; CPU: the first step,
 measured with the profiler), the model's config and the device.
 :meth:`TrainResult.save_json` writes it all, labelled, to a JSON file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,9 +46,13 @@ class TrainResult:
     peak_memory_bytes: int | None = None
     device: str = ""
     params: int = 0
-    config: dict = field(default_factory=dict)  # the model's config (dataclass fields) and the run's settings
+    config: dict = field(
+        default_factory=dict
+    )  # the model's config (dataclass fields) and the run's settings
     train_s: float = float("nan")  # wall time of the whole run, evaluations included
-    model: object = field(default=None, repr=False, compare=False)  # the trained module (not serialised)
+    model: object = field(
+        default=None, repr=False, compare=False
+    )  # the trained module (not serialised)
 
     @property
     def final_val_loss(self) -> float:
@@ -59,13 +64,17 @@ class TrainResult:
         return min(self.history, key=lambda row: row["val_loss"])
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"
+        }
 
     def save_json(self, path) -> Path:
         """Write the result, labelled with :func:`attnbook.measure.environment`, to ``path``; return it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"meta": environment(), **self.as_dict()}, indent=1, default=str) + "\n")
+        path.write_text(
+            json.dumps({"meta": environment(), **self.as_dict()}, indent=1, default=str) + "\n"
+        )
         return path
 
 
@@ -80,8 +89,9 @@ def evaluate(model, get_batch, split: str, batches: int, generator: torch.Genera
 
 
 @torch.no_grad()
-def split_loss(model, ids: torch.Tensor, block_size: int, stride: int | None = None,
-               batch_size: int = 64) -> float:
+def split_loss(
+    model, ids: torch.Tensor, block_size: int, stride: int | None = None, batch_size: int = 64
+) -> float:
     """Mean next-token loss (nats) of ``model`` over a whole token sequence ``ids`` (chapter 8).
 
     ids: (T,) token ids. Windows of ``block_size`` tokens start every ``stride`` tokens (default
@@ -103,22 +113,25 @@ def split_loss(model, ids: torch.Tensor, block_size: int, stride: int | None = N
     total, count, scored = 0.0, 0, 0  # scored: tokens [0, scored) of the targets already counted
     for i in range(0, len(starts), batch_size):
         xs, ys = [], []
-        for s in starts[i:i + batch_size]:
-            y = ids[s + 1:s + 1 + n].clone()
-            y[:max(0, scored - s)] = -100  # already scored by an earlier window
+        for s in starts[i : i + batch_size]:
+            y = ids[s + 1 : s + 1 + n].clone()
+            y[: max(0, scored - s)] = -100  # already scored by an earlier window
             scored = s + n
-            xs.append(ids[s:s + n])
+            xs.append(ids[s : s + n])
             ys.append(y)
         x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
         logits, _ = model(x)
-        total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                                   ignore_index=-100, reduction="sum").item()
+        total += torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
+        ).item()
         count += int((y != -100).sum())
     model.train(was_training)
     return total / count
 
 
-def learning_rate(step: int, steps: int, lr: float, warmup_steps: int = 0, min_lr: float | None = None) -> float:
+def learning_rate(
+    step: int, steps: int, lr: float, warmup_steps: int = 0, min_lr: float | None = None
+) -> float:
     """The schedule of :func:`train` at step 1..steps: linear warm-up, then constant (``min_lr`` None) or a
     cosine decay to ``min_lr`` at the last step (nanoGPT's schedule)."""
     if step <= warmup_steps:
@@ -129,10 +142,22 @@ def learning_rate(step: int, steps: int, lr: float, warmup_steps: int = 0, min_l
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 0.0, eval_every: int = 100,
-          eval_batches: int = 10, seed: int = 0, progress: bool = True, grad_clip: float = 1.0,
-          warmup_steps: int = 0, min_lr: float | None = None, patience: int | None = None,
-          val_loss_fn=None) -> TrainResult:
+def train(
+    model,
+    get_batch,
+    steps: int,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    eval_every: int = 100,
+    eval_batches: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+    grad_clip: float = 1.0,
+    warmup_steps: int = 0,
+    min_lr: float | None = None,
+    patience: int | None = None,
+    val_loss_fn=None,
+) -> TrainResult:
     """The book's one training loop: ``steps`` AdamW steps of ``model(x, y) -> (output, loss)``.
 
     ``model``: a module, or a function of no arguments that builds one (called after seeding, so the
@@ -157,23 +182,40 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
     gen = set_seed(seed)
     if not isinstance(model, torch.nn.Module):
         if not callable(model):
-            raise TypeError(f"model must be a torch.nn.Module or a function building one, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a torch.nn.Module or a function building one, got {type(model).__name__}"
+            )
         model = model()
     eval_gen = torch.Generator().manual_seed(seed + 1)
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     config = getattr(model, "config", None)
-    settings = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "eval_every": eval_every,
-                "warmup_steps": warmup_steps, "min_lr": min_lr, "patience": patience,
-                "eval_batches": eval_batches, "grad_clip": grad_clip}
-    result = TrainResult(seed=seed, steps=steps, device=describe_device(device), model=model,
-                         params=sum(p.numel() for p in model.parameters()),
-                         config={**(asdict(config) if dataclasses.is_dataclass(config) else {}), "train": settings})
+    settings = {
+        "steps": steps,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "eval_every": eval_every,
+        "warmup_steps": warmup_steps,
+        "min_lr": min_lr,
+        "patience": patience,
+        "eval_batches": eval_batches,
+        "grad_clip": grad_clip,
+    }
+    result = TrainResult(
+        seed=seed,
+        steps=steps,
+        device=describe_device(device),
+        model=model,
+        params=sum(p.numel() for p in model.parameters()),
+        config={**(asdict(config) if dataclasses.is_dataclass(config) else {}), "train": settings},
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     model.train()
-    bar = tqdm(range(1, steps + 1), disable=None if progress else True, leave=False, desc="train")  # None: only on a terminal
+    bar = tqdm(
+        range(1, steps + 1), disable=None if progress else True, leave=False, desc="train"
+    )  # None: only on a terminal
 
     def one_step():
         x, y = get_batch("train", gen)
@@ -191,23 +233,34 @@ def train(model, get_batch, steps: int, lr: float = 1e-3, weight_decay: float = 
         sync(device)
         t0 = time.perf_counter()
         if step == 1 and device.type == "cpu":
-            result.peak_memory_bytes = peak_memory_bytes(one_step, device=device)  # not timed: see below
+            result.peak_memory_bytes = peak_memory_bytes(
+                one_step, device=device
+            )  # not timed: see below
         else:
             one_step()
         sync(device)
         times.append(time.perf_counter() - t0)
         if step % eval_every == 0 or step == steps:
-            row = {"step": step,
-                   "train_loss": evaluate(model, get_batch, "train", eval_batches, eval_gen),
-                   "val_loss": (evaluate(model, get_batch, "val", eval_batches, eval_gen)
-                                if val_loss_fn is None else float(val_loss_fn(model)))}
+            row = {
+                "step": step,
+                "train_loss": evaluate(model, get_batch, "train", eval_batches, eval_gen),
+                "val_loss": (
+                    evaluate(model, get_batch, "val", eval_batches, eval_gen)
+                    if val_loss_fn is None
+                    else float(val_loss_fn(model))
+                ),
+            }
             result.history.append(row)
             bar.set_postfix(val=f"{row['val_loss']:.3f}")
-            best, since_best = (row["val_loss"], 0) if row["val_loss"] < best else (best, since_best + 1)
+            best, since_best = (
+                (row["val_loss"], 0) if row["val_loss"] < best else (best, since_best + 1)
+            )
             if patience is not None and since_best >= patience:
                 result.steps = step  # stopped early: the validation loss no longer improves
                 break
-    result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))  # step 1 warms up
+    result.time_per_iter_s = float(
+        np.median(times[1:] if len(times) > 1 else times)
+    )  # step 1 warms up
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
     result.train_s = time.perf_counter() - start

@@ -14,10 +14,10 @@
 * The bibliography uses author-year labels (the style `attnbook`: "Vaswani et al., 2017"), one
   arXiv link per entry, and `$...$` in titles typeset as math.
 """
+
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import subprocess
 import sys
@@ -35,7 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # ----------------------------------------------------------------------------- scripts
 def _script_key(js) -> tuple:
     attributes = getattr(js, "attributes", {}) or {}
-    return (str(getattr(js, "filename", js) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+    return (
+        str(getattr(js, "filename", js) or ""),
+        tuple(sorted((k, str(v)) for k, v in attributes.items())),
+    )
 
 
 def dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -68,8 +71,12 @@ def readable_download(app, pagename, templatename, context, doctree):
     ours = [c for c in readable.cells if c.cell_type == "code"]
     if len(ran) == len(ours):  # same cells in the same order: carry the build's outputs over
         for cell, done in zip(ours, ran):
-            cell.outputs = [o for o in done.get("outputs", []) if o.get("output_type") != "display_data"
-                            or "application/papermill.record/text/plain" not in o.get("data", {})]
+            cell.outputs = [
+                o
+                for o in done.get("outputs", [])
+                if o.get("output_type") != "display_data"
+                or "application/papermill.record/text/plain" not in o.get("data", {})
+            ]
             cell.execution_count = done.get("execution_count")
     nbformat.write(readable, target)
 
@@ -77,8 +84,14 @@ def readable_download(app, pagename, templatename, context, doctree):
 # ----------------------------------------------------------------------------- footer
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", "--no-optional-locks", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=20, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -99,8 +112,10 @@ def add_provenance(app, config):
         made = f"commit {link}" + (" with uncommitted changes" if dirty else "")
     else:
         made = "a copy outside git (no commit)"
-    line = (f'<p class="attnbook-provenance">Built on <span class="attnbook-build-date">{date}</span> from '
-            f'{made} of <a href="{url}">{url.split("://", 1)[-1]}</a>.</p>')
+    line = (
+        f'<p class="attnbook-provenance">Built on <span class="attnbook-build-date">{date}</span> from '
+        f'{made} of <a href="{url}">{url.split("://", 1)[-1]}</a>.</p>'
+    )
     options = config.html_theme_options
     options["extra_footer"] = (options.get("extra_footer") or "") + "\n" + line
 
@@ -124,7 +139,7 @@ def _register_bibliography_style():
     from pybtex.style.template import optional, sentence
 
     class AuthorYearLabels(BaseLabelStyle):
-        """"Vaswani et al., 2017"; a, b, ... after the year where two entries would share a label."""
+        """ "Vaswani et al., 2017"; a, b, ... after the year where two entries would share a label."""
 
         def format_labels(self, sorted_entries):
             sorted_entries = list(sorted_entries)
@@ -159,7 +174,11 @@ def typeset_math_in_citations(app, doctree, docname):
             parts = re.split(r"\$([^$]+)\$", str(text))
             if len(parts) == 1 or isinstance(text.parent, (nodes.literal, nodes.math)):
                 continue
-            new = [nodes.math(part, part) if i % 2 else nodes.Text(part) for i, part in enumerate(parts) if part]
+            new = [
+                nodes.math(part, part) if i % 2 else nodes.Text(part)
+                for i, part in enumerate(parts)
+                if part
+            ]
             text.parent.replace(text, new)
             # the page must load MathJax: Sphinx decided that when it read the page, before the bibliography
             app.env.get_domain("math").data["has_equations"][docname] = True
@@ -172,6 +191,8 @@ def setup(app):
     app.connect("config-inited", one_search_box)
     app.connect("doctree-read", fold_device_note)
     app.connect("doctree-resolved", typeset_math_in_citations)
-    app.connect("html-page-context", readable_download, priority=600)  # after the theme's copy (501)
+    app.connect(
+        "html-page-context", readable_download, priority=600
+    )  # after the theme's copy (501)
     app.connect("html-page-context", dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -16,6 +16,7 @@ The set-up cell's install line is rebuilt from ``_config.yml`` (``repository.url
 version (``pyproject.toml``), so both live in one place. ``python book/_ext/colab.py --check`` exits
 non-zero when a committed copy is stale (tests/test_colab.py does the same).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,22 +24,30 @@ import ast
 import functools
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_RE = re.compile(r'^(\s*)%pip install -q "attnbook @ git\+(\S+?)@v([\w.]+)"\s*$', re.M)
 GLUE_IMPORT = "from myst_nb import glue"
-GLUE_SHIM = ("def glue(name, value, display=True):  # the book's myst_nb.glue; here it prints the value\n"
-             "    print(name, \"=\", value)")
+GLUE_SHIM = (
+    "def glue(name, value, display=True):  # the book's myst_nb.glue; here it prints the value\n"
+    '    print(name, "=", value)'
+)
 SOLUTION_TITLE = "#@title Solution (the code is collapsed: double-click or expand to read it)"
-_HIDING_TAGS = {"remove-cell": ("source_hidden", "outputs_hidden"), "hide-cell": ("source_hidden", "outputs_hidden"),
-                "remove-input": ("source_hidden",), "hide-input": ("source_hidden",),
-                "remove-output": ("outputs_hidden",), "hide-output": ("outputs_hidden",)}
+_HIDING_TAGS = {
+    "remove-cell": ("source_hidden", "outputs_hidden"),
+    "hide-cell": ("source_hidden", "outputs_hidden"),
+    "remove-input": ("source_hidden",),
+    "hide-input": ("source_hidden",),
+    "remove-output": ("outputs_hidden",),
+    "hide-output": ("outputs_hidden",),
+}
 
 
 # ----------------------------------------------------------------------------- settings
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def book_config(root: Path = ROOT) -> dict:
     import yaml
 
@@ -51,7 +60,9 @@ def repository_url(root: Path = ROOT) -> str:
 
 
 def package_version(root: Path = ROOT) -> str:
-    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "version"
+    ]
 
 
 def site_url(root: Path = ROOT) -> str:
@@ -78,7 +89,7 @@ def _title(text: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def labels(root: Path = ROOT) -> dict[str, tuple[str, str]]:
     """``{label: (docname, title)}`` for every ``(label)=`` target and every document."""
     found: dict[str, tuple[str, str]] = {}
@@ -91,7 +102,7 @@ def labels(root: Path = ROOT) -> dict[str, tuple[str, str]]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bibliography(root: Path = ROOT):
     from pybtex.database import parse_file
 
@@ -193,8 +204,10 @@ def _rewrite_roles(text: str, root: Path, docname: str) -> str:
     return text
 
 
-_FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$\n?",
-                    flags=re.S | re.M)
+_FENCE = re.compile(
+    r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$\n?",
+    flags=re.S | re.M,
+)
 
 
 def _options(body: str) -> tuple[dict[str, str], str]:
@@ -208,9 +221,12 @@ def _options(body: str) -> tuple[dict[str, str], str]:
 def _pyobject(path: Path, name: str) -> str:
     source = path.read_text(encoding="utf-8")
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.name == name
+        ):
             start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            return "\n".join(source.splitlines()[start - 1:node.end_lineno])
+            return "\n".join(source.splitlines()[start - 1 : node.end_lineno])
     raise KeyError(f"{path}: no object {name!r} to include")
 
 
@@ -235,14 +251,25 @@ def _rewrite_markdown(text: str, root: Path, path: Path, state: _State) -> str:
         options, body = _options(match.group("body"))
         if name == "include":
             included = (path.parent / arg).resolve()
-            return _rewrite_markdown(included.read_text(encoding="utf-8"), root, included, _State()) + "\n"
+            return (
+                _rewrite_markdown(included.read_text(encoding="utf-8"), root, included, _State())
+                + "\n"
+            )
         if name == "literalinclude":
             source = (path.parent / arg).resolve()
-            code = _pyobject(source, options["pyobject"]) if "pyobject" in options else source.read_text(encoding="utf-8")
+            code = (
+                _pyobject(source, options["pyobject"])
+                if "pyobject" in options
+                else source.read_text(encoding="utf-8")
+            )
             caption = f"*{options['caption']}*\n\n" if options.get("caption") else ""
             return f"{caption}```{options.get('language', 'python')}\n{code}\n```\n"
         if name == "exercise":
-            return f"### Exercise: {arg}\n\n{_convert_blocks(body)}\n" if arg else f"### Exercise\n\n{_convert_blocks(body)}\n"
+            return (
+                f"### Exercise: {arg}\n\n{_convert_blocks(body)}\n"
+                if arg
+                else f"### Exercise\n\n{_convert_blocks(body)}\n"
+            )
         if name == "solution":
             return _details("Solution", _convert_blocks(body)) + "\n"
         if name == "solution-start":
@@ -251,11 +278,26 @@ def _rewrite_markdown(text: str, root: Path, path: Path, state: _State) -> str:
         if name == "solution-end":
             state.in_solution = False
             return "\x00SOLUTION-END\x00"
-        if name in ("admonition", "note", "tip", "warning", "important", "caution", "hint", "seealso"):
+        if name in (
+            "admonition",
+            "note",
+            "tip",
+            "warning",
+            "important",
+            "caution",
+            "hint",
+            "seealso",
+        ):
             title = arg or name.capitalize()
             if name == "admonition" or "dropdown" in options.get("class", ""):
                 return _details(title, _convert_blocks(body)) + "\n"
-            return "\n".join(f"> {line}" if line else ">" for line in [f"**{title}.**", "", *_convert_blocks(body).split("\n")]) + "\n"
+            return (
+                "\n".join(
+                    f"> {line}" if line else ">"
+                    for line in [f"**{title}.**", "", *_convert_blocks(body).split("\n")]
+                )
+                + "\n"
+            )
         if name == "math":
             return f"$$\n{body}\n$$\n"
         if name == "figure":
@@ -266,8 +308,10 @@ def _rewrite_markdown(text: str, root: Path, path: Path, state: _State) -> str:
         return _FENCE.sub(directive, block)
 
     text = _convert_blocks(text)
-    text = re.sub(r"^\([\w.-]+\)=[ \t]*\n", "", text, flags=re.M)     # targets: links point to the site
-    text = re.sub(r"^%[^\n]*\n?", "", text, flags=re.M)                # MyST comments
+    text = re.sub(
+        r"^\([\w.-]+\)=[ \t]*\n", "", text, flags=re.M
+    )  # targets: links point to the site
+    text = re.sub(r"^%[^\n]*\n?", "", text, flags=re.M)  # MyST comments
     text = _rewrite_roles(text, root, docname)
     # Solutions: a <details> per Markdown cell, since HTML cannot span cells.
     pieces = re.split(r"\x00(SOLUTION-START|SOLUTION-END)\x00", text)
@@ -290,7 +334,9 @@ def _rewrite_code(source: str, root: Path, setup: bool) -> str:
     if setup:
         source, count = INSTALL_RE.subn(install_line(root), source)
         if count != 1:
-            raise ValueError("the set-up cell must hold one `%pip install -q \"attnbook @ git+URL@vX\"` line")
+            raise ValueError(
+                'the set-up cell must hold one `%pip install -q "attnbook @ git+URL@vX"` line'
+            )
     return source.replace(GLUE_IMPORT, GLUE_SHIM)
 
 
@@ -315,7 +361,11 @@ def convert(path: Path, root: Path = ROOT):
         setup = not setup_done and "%pip install" in cell.source
         setup_done = setup_done or setup
         tags = [t for t in cell.metadata.get("tags", []) if t not in _HIDING_TAGS]
-        hidden = set() if setup else {flag for t in cell.metadata.get("tags", []) for flag in _HIDING_TAGS.get(t, ())}
+        hidden = (
+            set()
+            if setup
+            else {flag for t in cell.metadata.get("tags", []) for flag in _HIDING_TAGS.get(t, ())}
+        )
         code = _rewrite_code(cell.source, root, setup).rstrip("\n")
         if state.in_solution:  # collapsed: Colab shows the form title, Jupyter a collapsed source
             hidden.add("source_hidden")
@@ -331,11 +381,13 @@ def convert(path: Path, root: Path = ROOT):
     if not setup_done:
         raise ValueError(f"{path.name}: no set-up cell with `%pip install`")
     title = labels(root)["doc:" + docname][1]
-    header = (f"*A section of [{book_config(root)['title']}]({site_url(root)}), "
-              f"published at [{docname}.html]({_page_url(root, docname)}). "
-              f"Generated from [`{docname}.md`]({repository_url(root)}/blob/"
-              f"{book_config(root)['repository'].get('branch', 'main')}/{docname}.md) by `make colab`: "
-              f"edit the source, not this copy.*")
+    header = (
+        f"*A section of [{book_config(root)['title']}]({site_url(root)}), "
+        f"published at [{docname}.html]({_page_url(root, docname)}). "
+        f"Generated from [`{docname}.md`]({repository_url(root)}/blob/"
+        f"{book_config(root)['repository'].get('branch', 'main')}/{docname}.md) by `make colab`: "
+        f"edit the source, not this copy.*"
+    )
     first = cells[0]
     if first.cell_type == "markdown" and first.source.startswith("# "):
         first.source = first.source.rstrip("\n") + "\n\n" + header
@@ -364,8 +416,12 @@ def sources(root: Path = ROOT) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="folder to write into (default: next to each source)")
-    parser.add_argument("--check", action="store_true", help="write nothing; fail when a committed copy is stale")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder to write into (default: next to each source)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; fail when a committed copy is stale"
+    )
     args = parser.parse_args(argv)
     stale = []
     for path in sources():
@@ -373,7 +429,11 @@ def main(argv: list[str] | None = None) -> int:
         target = (args.out or path.parent) / f"{path.stem}.ipynb"
         if args.check:
             if not target.is_file() or target.read_text(encoding="utf-8") != text:
-                stale.append(target.relative_to(ROOT).as_posix() if target.is_relative_to(ROOT) else str(target))
+                stale.append(
+                    target.relative_to(ROOT).as_posix()
+                    if target.is_relative_to(ROOT)
+                    else str(target)
+                )
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file() or target.read_text(encoding="utf-8") != text:

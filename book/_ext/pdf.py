@@ -6,6 +6,7 @@ become links inside the page; solutions shown; the device note once), and the sa
 Chromium that the browser test uses prints it to ``attnbook.pdf`` beside it, MathJax typeset
 first. Nothing is executed again: the PDF shows the outputs of the site build.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,12 @@ def toc_order(root: Path = ROOT) -> list[str]:
             if "file" in entry:
                 order.append(entry["file"])
             elif "glob" in entry:
-                order.extend(sorted(p.relative_to(root).with_suffix("").as_posix()
-                                    for p in root.glob(entry["glob"] + ".md")))
+                order.extend(
+                    sorted(
+                        p.relative_to(root).with_suffix("").as_posix()
+                        for p in root.glob(entry["glob"] + ".md")
+                    )
+                )
             add(entry.get("sections"))
 
     for part in toc.get("parts", []):
@@ -90,9 +95,14 @@ def combine(site: Path, root: Path = ROOT) -> Path:
         raise FileNotFoundError(f"pages missing from {site}: {missing}")
     docs = set(docnames)
     first = BeautifulSoup((site / f"{docnames[0]}.html").read_text(encoding="utf-8"), "html.parser")
-    head = ['<meta charset="utf-8">', f"<title>{first.title.string if first.title else 'attnbook'}</title>"]
+    head = [
+        '<meta charset="utf-8">',
+        f"<title>{first.title.string if first.title else 'attnbook'}</title>",
+    ]
     for link in first.find_all("link", rel="stylesheet"):
-        head.append(f'<link rel="stylesheet" href="{_rewrite(link["href"], site / (docnames[0] + ".html"), site, docs)}">')
+        head.append(
+            f'<link rel="stylesheet" href="{_rewrite(link["href"], site / (docnames[0] + ".html"), site, docs)}">'
+        )
     for script in first.find_all("script"):
         src, text = script.get("src"), script.string or ""
         if (src and "mathjax" in src.lower()) or (not src and "MathJax" in text):
@@ -119,11 +129,18 @@ def combine(site: Path, root: Path = ROOT) -> Path:
             node["class"] = [c for c in node.get("class", []) if c != "dropdown"]
         for details in article.find_all("details"):
             details["open"] = ""
-        body.append(f'<section class="attnbook-print-page" id="{_anchor(docname)}">{article.decode_contents()}</section>')
+        body.append(
+            f'<section class="attnbook-print-page" id="{_anchor(docname)}">{article.decode_contents()}</section>'
+        )
     out = site / "print.html"
-    out.write_text("<!DOCTYPE html>\n<html lang=\"en\" data-theme=\"light\">\n<head>\n" + "\n".join(head)
-                   + "\n</head>\n<body class=\"attnbook-print\">\n<main class=\"bd-article\">\n"
-                   + "\n".join(body) + "\n</main>\n</body>\n</html>\n", encoding="utf-8")
+    out.write_text(
+        '<!DOCTYPE html>\n<html lang="en" data-theme="light">\n<head>\n'
+        + "\n".join(head)
+        + '\n</head>\n<body class="attnbook-print">\n<main class="bd-article">\n'
+        + "\n".join(body)
+        + "\n</main>\n</body>\n</html>\n",
+        encoding="utf-8",
+    )
     return out
 
 
@@ -134,17 +151,35 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 def print_pdf(page: Path, pdf: Path, site: Path, timeout: float = 600) -> None:
     """Chromium's --print-to-pdf over http://127.0.0.1 (MathJax loads its fonts from the site)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/{page.relative_to(site).as_posix()}"
     try:
         with tempfile.TemporaryDirectory(prefix="attnbook-pdf-") as profile:
             tmp = Path(profile) / "out.pdf"
-            subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}/p",
-                            "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
-                            "--virtual-time-budget=120000", f"--print-to-pdf={tmp}", url],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout, check=True)
+            subprocess.run(
+                [
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    f"--user-data-dir={profile}/p",
+                    "--no-pdf-header-footer",
+                    "--run-all-compositor-stages-before-draw",
+                    "--virtual-time-budget=120000",
+                    f"--print-to-pdf={tmp}",
+                    url,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=timeout,
+                check=True,
+            )
             if not tmp.is_file() or tmp.read_bytes()[:5] != b"%PDF-":
                 raise RuntimeError(f"Chromium wrote no PDF for {url}")
             shutil.move(tmp, pdf)
