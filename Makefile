@@ -31,14 +31,14 @@ export PYTHONHASHSEED := 0
 # `make test` run with two CPU-bound processes alongside); a reader's own setting wins.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv site build colab notebooks pdf test unit nbval nbval-loaded browser chromium clean gpu
+.PHONY: help venv site build colab notebooks pdf test lint unit nbval nbval-loaded browser chromium clean gpu
 
 help:
 	@echo "make site   build the book into _build/html (every notebook executed)"
 	@echo "make test   unit tests, nbval over every notebook, the -n -W build, the browser test"
 	@echo "make colab  rewrite notebooks/*.ipynb, the readable copies Colab opens (commit them)"
 	@echo "make pdf    the whole book as one PDF, _build/html/attnbook.pdf (after make site)"
-	@echo "make gpu    the GPU edition: every suite on CUDA, results stored in attnbook/results (<= 8 min)"
+	@echo "make gpu    the GPU edition: every suite on CUDA, results stored in attnbook/results (<= 11 min)"
 	@echo "make clean  remove _build"
 
 # ---------------------------------------------------------------- environment
@@ -84,14 +84,19 @@ rc=0; $(1) || rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: $
 endef
 
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  echo "installing Debian's chromium for the browser test"; \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core poppler-utils; \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing Debian's chromium and chromedriver for the browser test and the PDF"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core poppler-utils; \
 	fi
 	@if ! command -v pdftotext >/dev/null; then \
 	  echo "installing poppler-utils (pdftotext) for the PDF check"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends poppler-utils; \
 	fi
+
+# ruff (configured in pyproject.toml, line length 100) over the package, the tests and the extensions
+lint: venv
+	$(BIN)/ruff check attnbook tests book/_ext
+	$(BIN)/ruff format --check attnbook tests book/_ext
 
 unit: venv
 	$(call no_empty_pytest,$(BIN)/pytest tests -m "not browser" -q -p no:cacheprovider)
@@ -118,14 +123,14 @@ browser: venv chromium
 
 test: venv chromium
 	@start=$$(date +%s); \
-	for step in unit nbval nbval-loaded build browser; do \
+	for step in lint unit nbval nbval-loaded build browser; do \
 	  t0=$$(date +%s); $(MAKE) --no-print-directory $$step; \
 	  echo "== make $$step: $$(( $$(date +%s) - t0 )) s"; \
 	done; \
 	echo "== make test: all steps passed in $$(( $$(date +%s) - start )) s"
 
 # The one-command GPU edition (attnbook/bench/gpu.py): prints its plan, runs every suite on CUDA within
-# 8 minutes and stores attnbook/results/*-cuda.json; without CUDA it refuses (exit code 2).
+# 11 minutes and stores attnbook/results/*-cuda.json; without CUDA it refuses (exit code 2).
 gpu: venv
 	$(BIN)/python -m attnbook gpu
 

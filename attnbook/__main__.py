@@ -1,11 +1,15 @@
-"""Command line: ``python -m attnbook bench SUITE [--device DEV] [--quick | --full] [--out DIR | --store]``
-and ``python -m attnbook gpu [--plan] [--force]``.
+"""The command line: ``python -m attnbook bench ...`` and ``python -m attnbook gpu ...``.
+
+Usage::
+
+    python -m attnbook bench SUITE [--device DEV] [--quick | --full] [--out DIR | --store]
+    python -m attnbook gpu [--plan] [--force]
 
 ``bench list`` lists the suites. A run writes to ``$ATTNBOOK_RESULTS`` or ``./attnbook-results``;
 ``--store`` replaces the book's stored result in ``attnbook/results`` (and ``--force`` lets a quick
 run replace a full one there). ``gpu`` is the one-command GPU edition (``make gpu``,
-:mod:`attnbook.bench.gpu`): it prints its plan, then runs every suite on CUDA and stores the results;
-without CUDA it refuses with exit code 2. ``gpu --plan`` prints the plan only, anywhere.
+:mod:`attnbook.bench.gpu`): it prints its plan, then runs every suite on CUDA and stores the
+results; without CUDA it refuses with exit code 2. ``gpu --plan`` prints the plan only, anywhere.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ import argparse
 import sys
 
 
-def main(argv=None) -> int:
-    from attnbook.bench import run_suite, user_results_dir
-    from attnbook.config import default_device
-    from attnbook.registry import suite_info, suites
+def _parser() -> argparse.ArgumentParser:
+    """The command line: ``bench SUITE`` (or ``bench list``) and ``gpu``."""
+    from attnbook.bench import user_results_dir
 
     parser = argparse.ArgumentParser(
         prog="attnbook", description="Benchmarks of the attention-complexity book."
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
         "--force", action="store_true", help="with --store: let a quick run replace a full one"
     )
     gpu = sub.add_parser(
-        "gpu", help="the GPU edition: every suite on CUDA, results stored (at most 8 minutes)"
+        "gpu", help="the GPU edition: every suite on CUDA, results stored (at most 11 minutes)"
     )
     gpu.add_argument(
         "--plan", action="store_true", help="print the plan and exit (runs nothing, needs no GPU)"
@@ -58,10 +61,13 @@ def main(argv=None) -> int:
     gpu.add_argument(
         "--force", action="store_true", help="let a quick sweep replace a stored full one"
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.command == "gpu":
-        return _gpu(args)
+
+def _bench(args) -> int:
+    from attnbook.bench import run_suite
+    from attnbook.config import default_device
+    from attnbook.registry import suite_info, suites
 
     if args.suite == "list":
         for name in suites():
@@ -83,6 +89,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    return _gpu(args) if args.command == "gpu" else _bench(args)
+
+
 def _gpu(args) -> int:
     import torch
 
@@ -95,7 +106,8 @@ def _gpu(args) -> int:
     if not torch.cuda.is_available():
         print(
             "attnbook gpu: CUDA is not available here (torch.cuda.is_available() is False, torch "
-            f"{torch.__version__}); the GPU edition needs an NVIDIA GPU and a CUDA build of PyTorch. "
+            f"{torch.__version__}); the GPU edition needs an NVIDIA GPU and a CUDA build of "
+            "PyTorch. "
             "Nothing was run. `python -m attnbook gpu --plan` shows what it would run.",
             file=sys.stderr,
         )
@@ -106,7 +118,8 @@ def _gpu(args) -> int:
     records = run_plan(steps, "cuda", force=args.force)
     stored = [r["suite"] for r in records if r["status"] == "stored"]
     print(
-        f"\n{len(stored)} of {len(records)} suites stored in {sum(r['seconds'] for r in records) / 60:.1f} min"
+        f"\n{len(stored)} of {len(records)} suites stored in "
+        f"{sum(r['seconds'] for r in records) / 60:.1f} min"
     )
     for r in records:
         if r["status"] != "stored":

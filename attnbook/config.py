@@ -15,7 +15,7 @@ import os
 
 import torch
 
-__all__ = ["DEVICE", "QUICK", "quick", "default_device", "pick"]
+__all__ = ["DEVICE", "QUICK", "quick", "default_device", "pick"]  # noqa: F822 (module __getattr__)
 
 QUICK_VARIABLE = "ATTNBOOK_QUICK"
 
@@ -31,7 +31,8 @@ def default_device() -> torch.device:
 
 
 def quick() -> bool:
-    """True when the chapters should run their small sweeps: ``$ATTNBOOK_QUICK``, else 'no GPU present'."""
+    """True when the chapters should run their small
+    sweeps: ``$ATTNBOOK_QUICK``, else 'no GPU present'."""
     value = os.environ.get(QUICK_VARIABLE)
     if value is None or value == "":
         return not torch.cuda.is_available()

@@ -17,6 +17,9 @@ The book's measurement policy (also stated on the page "Running the book"):
   where the work differs by orders of magnitude).
 - **Exponents.** Scaling exponents are fitted on log-log axes (:func:`fit_loglog`), and every
   slope shown says over which range of sizes it was fitted.
+
+:func:`measure_method` applies the policy to one registered attention method at one length: the
+row that suite "long" and the chooser's live run share (chapters 4 and 6).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnbook.checks import check_nonnegative_int, check_positive_int
+from attnbook.checks import check_nonnegative_int, check_positive_int, checked, rel_error
 
 __all__ = [
     "Timing",
@@ -50,6 +53,8 @@ __all__ = [
     "count_flops",
     "native_stderr_silenced",
     "count_ops",
+    "METHOD_SHAPE",
+    "measure_method",
 ]
 
 
@@ -198,13 +203,15 @@ def _cpu_peak_bytes(fn, *args, **kwargs) -> int:
 
 
 def saved_tensor_bytes(fn, *args, **kwargs) -> int:
-    """Bytes of every tensor autograd saves for backward while ``fn(*args, **kwargs)`` runs (chapter 3).
+    """Bytes of every tensor autograd saves for backward while ``fn(*args, **kwargs)`` runs.
 
     Uses ``torch.autograd.graph.saved_tensors_hooks``. Each storage is counted once and
     whole (a saved view keeps its whole storage alive), and only if the graph still holds
     it when ``fn`` returns: some ops save a tensor in an intermediate node that is dropped
     before the forward pass ends. When ``fn`` is an ``nn.Module``, its own parameters are
     not counted: they are weights, not activations.
+
+    Chapter 3.
     """
     params = fn.parameters() if isinstance(fn, torch.nn.Module) else ()
     skip = {p.untyped_storage().data_ptr() for p in params}
@@ -238,11 +245,13 @@ def describe_device(device=None) -> str:
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
     cpu = platform.processor() or platform.machine()
-    return f"CPU {cpu}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU {cpu}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _git_commit() -> str:
-    """Short hash of HEAD, with ``+dirty`` when tracked files differ from it (the code measured is then
+    """Short hash of HEAD, with ``+dirty`` when tracked files differ from it (the code measured is
+    then
     not exactly that commit); "unknown" outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
@@ -293,6 +302,8 @@ def fit_loglog(x, y) -> LogLogFit:
         raise ValueError("x and y must be finite to fit on log-log axes (found NaN or inf)")
     if np.any(x <= 0) or np.any(y <= 0):
         raise ValueError("x and y must be positive to fit on log-log axes")
+    if np.all(x == x[0]):
+        raise ValueError(f"x must take at least two different values to fit a slope, got {x}")
     lx, ly = np.log(x), np.log(y)
     slope, intercept = np.polyfit(lx, ly, 1)
     resid = ly - (slope * lx + intercept)
@@ -302,10 +313,12 @@ def fit_loglog(x, y) -> LogLogFit:
 
 
 def count_flops(fn, *args, by_operator: bool = False, **kwargs):
-    """FLOPs that torch's ``FlopCounterMode`` records while ``fn(*args, **kwargs)`` runs (chapter 2).
+    """FLOPs that torch's ``FlopCounterMode`` records while ``fn(*args, **kwargs)`` runs.
 
     It counts matrix products (and convolutions) only, 2 FLOPs per multiply-add. With
     ``by_operator=True`` returns ``(total, {operator name: FLOPs})``.
+
+    Chapter 2.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -342,3 +355,84 @@ def count_ops(fn, *args, **kwargs) -> int:
     with _Counter() as counter:
         fn(*args, **kwargs)
     return counter.calls
+
+
+#: The shape every attention method is measured at: suites "long"/"long-h4" and the chooser
+#: (chapter 4, 6); ``SAMPLE_ROWS`` query rows are checked against float64 attention first.
+METHOD_SHAPE = {"batch": 1, "heads": 2, "head_dim": 64}
+SAMPLE_ROWS = 48
+
+
+def _inputs(n: int, device, seed: int = 0, heads: int = METHOD_SHAPE["heads"]):
+    """q, k, v: (B, H, n, D) standard normal, of :data:`METHOD_SHAPE` with ``heads`` heads."""
+    g = torch.Generator().manual_seed(seed + n)
+    B, H, D = METHOD_SHAPE["batch"], heads, METHOD_SHAPE["head_dim"]
+    return [torch.randn(B, H, n, D, generator=g).to(device) for _ in range(3)]
+
+
+def _row_reference(q, k, v, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Float64 attention for the query ``rows`` only; ``allowed``: (len(rows), N) bool."""
+    from attnbook import reference
+
+    qn, kn, vn = (x.detach().double().cpu().numpy() for x in (q, k, v))
+    return reference.scaled_dot_product_attention(qn[:, :, rows], kn, vn, mask=allowed)[0]
+
+
+def measure_method(
+    method: str, n: int, causal: bool, device, repeats: int = 3, heads: int = METHOD_SHAPE["heads"]
+) -> dict:
+    """One row of suite "long" (chapter 4) and of the chooser's live run (chapter 6): check
+    ``method`` at length n on :data:`METHOD_SHAPE` inputs, then time it and measure its peak memory.
+
+    Raises :class:`~attnbook.checks.CorrectnessError` (and times nothing) when an exact method, or a
+    sparse pattern against its own masked reference, disagrees beyond float32 rounding.
+    """
+    from attnbook.registry import attention, method_info
+
+    info = method_info(method)
+    q, k, v = _inputs(n, device, heads=heads)
+    with torch.no_grad():
+        out = attention(q, k, v, method=method, causal=causal)
+    rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).astype(int))
+    keys = np.arange(n)
+    exact_allowed = (
+        keys[None, :] <= rows[:, None] if causal else np.ones((rows.size, n), dtype=bool)
+    )
+    ref = _row_reference(q, k, v, rows, exact_allowed)
+    fast = out[:, :, torch.as_tensor(rows, device=out.device)]
+    scale = float(np.abs(ref).max())
+    error = rel_error(fast, ref)
+    if info.exact:
+        checked(method, fast, ref, rtol=1e-3, atol=1e-4 * scale)
+    if info.family == "sparse":
+        pattern, _ = info.pattern(n, causal)
+        own = _row_reference(q, k, v, rows, pattern.allowed(rows[:, None], keys[None, :], n))
+        checked(
+            f"{method} against its masked reference",
+            fast,
+            own,
+            rtol=1e-3,
+            atol=1e-4 * float(np.abs(own).max()),
+        )
+
+    def call():
+        with torch.no_grad():
+            return attention(q, k, v, method=method, causal=causal)
+
+    t = time_fn(call, warmup=1, repeats=repeats, device=device)
+    peak = peak_memory_bytes(call, device=device) if device.type in ("cpu", "cuda") else None
+    return {
+        "method": method,
+        "n": n,
+        "batch": METHOD_SHAPE["batch"],
+        "heads": heads,
+        "head_dim": METHOD_SHAPE["head_dim"],
+        "causal": causal,
+        "min_s": t.min_s,
+        "q10_s": t.q10_s,
+        "median_s": t.median_s,
+        "q25_s": t.q25_s,
+        "q75_s": t.q75_s,
+        "peak_bytes": None if peak is None else int(peak),
+        "rel_error": error,
+    }

@@ -11,7 +11,9 @@ Typical use::
     attnbook.plot.use_style()
     fig, ax = attnbook.plot.subplots()
     attnbook.plot.loglog_fit(ax, ns, times, "dense", color=attnbook.plot.color("dense"))
-    attnbook.plot.loglog_fit(ax, stored_ns, stored_times, "dense", stored=True, color=attnbook.plot.color("dense"))
+    attnbook.plot.loglog_fit(
+        ax, stored_ns, stored_times, "dense", stored=True, color=attnbook.plot.color("dense")
+    )
     attnbook.plot.labels(ax, "sequence length n (tokens)", "forward time (s)")
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 from attnbook.measure import fit_loglog
 
 __all__ = [
+    "FIGURE_WIDTH",
     "PALETTE",
     "MARKERS",
     "use_style",
@@ -33,15 +36,20 @@ __all__ = [
     "color",
     "marker",
     "tidy_log_axes",
+    "inline_svg",
 ]
 
-# Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion,
-# reddish purple, sky blue, yellow, black. Distinguishable with every common colour-vision deficiency.
+#: Figure width in inches: the content column at 1400 px is about 860 px, and an SVG figure is
+#: shown at 96 px per inch, so text set in points is shown at (at least) its size in pixels.
+FIGURE_WIDTH = 8.6
+
+# Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion, reddish
+# purple, sky blue, yellow, black. Distinguishable with every common colour-vision deficiency.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 _STYLE = {
     "axes.prop_cycle": mpl.cycler(color=PALETTE),
-    "figure.figsize": (6.4, 4.0),
+    "figure.figsize": (FIGURE_WIDTH, 4.3),
     "figure.dpi": 100,
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
@@ -66,6 +74,9 @@ _STYLE = {
     "lines.markersize": 5,
     "font.size": 10,
     "svg.hashsalt": "attnbook",  # the same figure gives the same SVG ids on every run
+    # text stays text in the SVG: sharp, searchable, and measurable by the browser test (its
+    # size as displayed must be at least 9 px at 1400 px, tests/test_site.py)
+    "svg.fonttype": "none",
 }
 
 #: Markers cycled with the colours, so that more series than colours stay distinct (colour, marker).
@@ -95,21 +106,24 @@ def use_style() -> None:
 
 
 def color(name: str) -> str:
-    """A stable colour for a series name (e.g. a mechanism), so it keeps its colour across figures."""
+    """A stable colour for a series name (e.g. a mechanism), so it keeps its colour across
+    figures."""
     if name not in _COLOURS:
         _COLOURS[name] = PALETTE[len(_COLOURS) % len(PALETTE)]
     return _COLOURS[name]
 
 
 def marker(name: str) -> str:
-    """A stable marker for a series name; with :func:`color`, no two of the first 80 names share both."""
+    """A stable marker for a series name; with :func:`color`, no two of the first 80 names share
+    both."""
     if name not in _MARKERS:
         _MARKERS[name] = MARKERS[(len(_MARKERS) // len(PALETTE) + len(_MARKERS)) % len(MARKERS)]
     return _MARKERS[name]
 
 
 def tidy_log_axes(ax) -> None:
-    """Label only the decades (and powers of two on an x axis of lengths): no colliding minor labels."""
+    """Label only the decades (and powers of two on an x axis of lengths): no colliding minor
+    labels."""
     from matplotlib.ticker import LogLocator, NullFormatter
 
     for axis in (ax.xaxis, ax.yaxis):
@@ -119,9 +133,9 @@ def tidy_log_axes(ax) -> None:
 
 
 def subplots(ncols: int = 1, nrows: int = 1, **kwargs):
-    """``plt.subplots`` sized for the book's page width."""
-    width = min(6.4 * ncols, 12.8)
-    kwargs.setdefault("figsize", (width, 4.0 * nrows))
+    """``plt.subplots`` sized for the book's content column: one width for every figure (panels
+    share it), so no figure is scaled down and its text is shown at the size it was set in."""
+    kwargs.setdefault("figsize", (FIGURE_WIDTH, (4.3 if ncols == 1 else 3.6) * nrows))
     return plt.subplots(nrows, ncols, **kwargs)
 
 
@@ -180,3 +194,25 @@ def loglog_fit(
     if legend:
         ax.legend()
     return result
+
+
+def inline_svg(fig):
+    """The figure as an inline SVG element in an IPython ``HTML`` object.
+
+    For a chapter page's figure: a notebook glues it (``glue(key, inline_svg(fig),
+    display=False)``) and the chapter page pastes it with myst-nb's ``{glue}`` directive and its
+    ``:doc:`` option. Pasting from another page, myst-nb renders HTML but no SVG image (and no
+    image whose file the other page did not write), so the figure travels as markup. No date in the
+    metadata, so the same figure gives the same markup, and no RDF block.
+    """
+    import io
+    import re
+
+    from IPython.display import HTML
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]  # without the XML declaration and DOCTYPE
+    # without the RDF metadata, whose text (format, creator) a search index would pick up
+    return HTML(re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnbook.checks import check_array, check_bool, check_mask
+from attnbook.checks import check_array, check_bool, check_mask, check_same_length
 
 __all__ = [
     "softmax",
@@ -54,7 +54,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False):
     v = check_array("v", v)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise ValueError(
-            f"q, k, v must have the same number (>= 2) of dimensions, got {q.shape}, {k.shape}, {v.shape}"
+            f"q, k, v must have the same number (>= 2) of dimensions, got {q.shape}, {k.shape}, "
+            f"{v.shape}"
         )
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k must have last dimension d_k={q.shape[-1]} like q, got {k.shape}")
@@ -62,7 +63,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False):
         raise ValueError(f"v must have as many rows as k ({k.shape[-2]}), got {v.shape}")
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(
-            f"q, k, v must share their leading (batch, head) sizes, got {q.shape}, {k.shape}, {v.shape}"
+            f"q, k, v must share their leading (batch, head) sizes, got {q.shape}, {k.shape}, "
+            f"{v.shape}"
         )
     causal = check_bool("causal", causal)
     n, m = q.shape[-2], k.shape[-2]
@@ -70,8 +72,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False):
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
     allowed = np.ones((n, m), dtype=bool) if mask is None else mask
     if causal:
-        if n != m:
-            raise ValueError(f"causal=True needs as many queries as keys, got {n} and {m}")
+        check_same_length(q, k)
         allowed = allowed & causal_mask(n)
     scores = np.where(allowed, scores, -np.inf)
     weights = softmax(scores, axis=-1)
@@ -92,7 +93,8 @@ def self_attention(X, Wq, Wk, Wv, causal: bool = False):
             raise ValueError(f"{name} must have {d} rows (the width of X), got shape {W.shape}")
     if np.shape(Wq)[1] != np.shape(Wk)[1]:
         raise ValueError(
-            f"Wq and Wk must have the same number of columns d_k, got {np.shape(Wq)} and {np.shape(Wk)}"
+            f"Wq and Wk must have the same number of columns d_k, got {np.shape(Wq)} and "
+            f"{np.shape(Wk)}"
         )
     return scaled_dot_product_attention(X @ Wq, X @ Wk, X @ Wv, causal=causal)
 
@@ -107,7 +109,8 @@ def multi_head_attention(X, Wq_list, Wk_list, Wv_list, Wo, causal: bool = False)
     heads = len(Wq_list)
     if heads == 0 or len(Wk_list) != heads or len(Wv_list) != heads:
         raise ValueError(
-            f"Wq_list, Wk_list, Wv_list must hold the same number (>= 1) of heads, got {len(Wq_list)}, {len(Wk_list)}, {len(Wv_list)}"
+            "Wq_list, Wk_list, Wv_list must hold the same number (>= 1) of heads, got "
+            f"{len(Wq_list)}, {len(Wk_list)}, {len(Wv_list)}"
         )
     outs = [
         self_attention(X, Wq, Wk, Wv, causal=causal)[0]

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attnbook.checks import check_bool, check_qkv
+from attnbook.checks import (
+    check_bool,
+    check_qkv,
+    check_same_length,
+    check_tensor,
+    inputs_validated,
+    is_finite,
+)
 
 __all__ = [
     "Method",
@@ -49,7 +56,8 @@ def _load(target):
 
 @dataclass(frozen=True)
 class Entry:
-    """A named implementation: ``target`` is ``"module:attribute"`` (imported on first use) or a callable."""
+    """A named implementation: ``target`` is
+    ``"module:attribute"`` (imported on first use) or a callable."""
 
     name: str
     target: object
@@ -62,25 +70,50 @@ class Entry:
         return _load(self.target)
 
 
+class _Options:
+    """The option check shared by the records that declare ``options`` (methods, mixers)."""
+
+    def check_options(self, options: dict) -> None:
+        """Refuse an option this entry does not declare, naming the ones it does."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"unknown option {unknown[0]!r} for {type(self).__name__.lower()} {self.name!r}; "
+                f"its options are {sorted(self.options)}"
+            )
+
+
 @dataclass(frozen=True)
-class Method(Entry):
+class Method(_Options, Entry):
     """An attention method ``fn(q, k, v, *, causal, **options) -> (B, H, N, Dv)``.
 
-    ``exact``: equal to softmax attention; ``family``: dense, sparse, low-rank, kernel, linear,
-    recurrent, elementwise, kernel-triton...; ``variant_of``: the method it re-implements (sdpa and
-    flash compute dense attention); ``causal``: one of :data:`CAUSAL_MODES`; ``devices``: the device
-    types it runs on (the Triton kernels: CUDA, or CPU in Triton's interpreter); ``step``/``prefill``: the
-    recurrent decoding form ``step(state, q_t, k_t, v_t, **options) -> (state, o_t)`` where there is one.
+    ``options``: name -> description; ``defaults``: name -> default, where the record is the one
+    place it is written (the sparse pattern factories read theirs from here); ``exact``: equal to
+    softmax attention; ``family``: dense, sparse, low-rank, kernel, linear, recurrent, elementwise,
+    kernel-triton...; ``variant_of``: the method it re-implements (sdpa and flash compute dense
+    attention); ``causal``: one of :data:`CAUSAL_MODES`; ``devices``: the device types it runs on
+    (the Triton kernels: CUDA, or CPU in Triton's interpreter); ``step``/``prefill``: the recurrent
+    decoding form ``step(state, q_t, k_t, v_t, **options) -> (state, o_t)`` where there is one.
     """
 
     exact: bool = False
     family: str = ""
     options: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)
     causal: str = "both"
     variant_of: str | None = None
     devices: tuple = ("cpu", "cuda", "mps")
     step_target: object = None
     prefill_target: object = None
+    #: options that only shape the parallel computation, not the result: decode() drops them
+    parallel_options: tuple = ("chunk_size", "block_size")
+    #: time linear in n at fixed options (chapter 4's linear-cost methods; suite "long-h4")
+    linear_in_n: bool = False
+    #: sparse methods: ``pattern(n, causal, **options) -> (Pattern, tile size)``, what it computes
+    pattern_target: object = None
+    #: inputs whose NaN/inf the output can hide (SDPA's CPU kernel zeroes a NaN query's row):
+    #: attention() scans them before the call; the others are scanned only if the output is bad
+    scan_inputs: tuple = ()
 
     @property
     def step(self):
@@ -90,10 +123,28 @@ class Method(Entry):
     def prefill(self):
         return None if self.prefill_target is None else _load(self.prefill_target)
 
+    def pattern(self, n: int, causal: bool = False, **options):
+        """(pattern, tile size) this sparse method uses at length n with ``options`` (the record's
+        ``defaults`` fill the ones not given)."""
+        if self.pattern_target is None:
+            raise ValueError(f"method {self.name!r} has no sparse pattern")
+        return _load(self.pattern_target)(n, causal, **{**self.defaults, **options})
+
+    def check_call(self, causal, options: dict) -> bool:
+        """The one check of a call's ``causal`` and option names; returns ``causal`` as a bool."""
+        causal = check_bool("causal", causal)
+        self.check_options(options)
+        if self.causal == "causal" and not causal:
+            raise ValueError(f"method {self.name!r} is causal only: pass causal=True")
+        if self.causal == "noncausal" and causal:
+            raise ValueError(f"method {self.name!r} has no causal form: pass causal=False")
+        return causal
+
 
 @dataclass(frozen=True)
-class Mixer(Entry):
-    """A GPT token mixer that is not an attention method: ``fn(config) -> nn.Module`` (B, N, d) -> (B, N, d)."""
+class Mixer(_Options, Entry):
+    """A GPT token mixer that is not an attention method:
+    ``fn(config) -> nn.Module`` (B, N, d) -> (B, N, d)."""
 
     family: str = ""
     options: dict = field(default_factory=dict)
@@ -101,12 +152,26 @@ class Mixer(Entry):
 
 @dataclass(frozen=True)
 class Suite(Entry):
-    """A benchmark suite ``fn(device: torch.device, quick: bool) -> list[dict]`` (``doc`` describes it)."""
+    """A benchmark suite ``fn(device: torch.device, quick: bool) -> list[dict]``
+    (``doc`` describes it).
+
+    ``gpu_quick``, ``gpu_allowance_s``, ``gpu_note``: its step in the GPU edition
+    (:mod:`attnbook.bench.gpu`): the quick or the full sweep, the seconds it may take, and why;
+    ``cpu_threads``: the torch threads it runs with on CPU (None: leave torch's setting), set by
+    the runner before the suite starts and recorded in the result's label.
+    """
+
+    gpu_quick: bool = True
+    gpu_allowance_s: float = 20.0
+    gpu_note: str = "quick: a suite the plan does not size (the default)"
+    cpu_threads: int | None = None
 
 
 _M = "attnbook.mechanisms."
 _CHUNK = "tokens per chunk of the chunked causal form (int >= 1, default 64)"
-_TILE = "tile size of the block-wise kernel (int >= 1, default 64)"
+_TILE = "tile size of the block-wise kernel (int >= 1)"
+#: defaults of the sparse methods' options, read by their pattern factories through the record
+_WINDOW, _SPARSE_TILE = 128, 64
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -129,6 +194,7 @@ METHODS: dict[str, Method] = {
             exact=True,
             family="dense",
             variant_of="dense",
+            scan_inputs=("q",),
         ),
         Method(
             "flash",
@@ -139,7 +205,8 @@ METHODS: dict[str, Method] = {
             family="dense",
             variant_of="dense",
             options={
-                "block_size": "query and key tile size (int >= 1, default flash.BLOCK_SIZE, chosen by measurement)"
+                "block_size": "query and key tile size (int >= 1, default flash.BLOCK_SIZE, "
+                "chosen by measurement)"
             },
         ),
         Method(
@@ -149,20 +216,26 @@ METHODS: dict[str, Method] = {
             "Sliding-window attention (Mistral-style), block-wise; exact once window >= N.",
             family="sparse",
             options={
-                "window": "keys each side incl. itself (int >= 1, default 128); causal: 0 <= i-j < window",
+                "window": "keys each side incl. itself (int >= 1); causal: 0 <= i-j < window",
                 "block_size": _TILE,
             },
+            defaults={"window": _WINDOW, "block_size": _SPARSE_TILE},
+            linear_in_n=True,
+            pattern_target=_M + "sparse:sliding_window_pattern",
         ),
         Method(
             "strided",
             _M + "sparse:strided_attention",
             "04",
-            "Strided attention (Child et al. 2019): the last s keys plus every s-th key, block-wise.",
+            "Strided attention (Child et al. 2019): the last s keys plus every s-th key, "
+            "block-wise.",
             family="sparse",
             options={
-                "stride": "stride s (int >= 1; default ceil(sqrt(N)) as in Child et al.)",
+                "stride": "stride s (int >= 1; None: ceil(sqrt(N)) as in Child et al.)",
                 "block_size": _TILE,
             },
+            defaults={"stride": None, "block_size": _SPARSE_TILE},
+            pattern_target=_M + "sparse:strided_pattern",
         ),
         Method(
             "longformer",
@@ -171,10 +244,13 @@ METHODS: dict[str, Method] = {
             "Longformer attention: sliding window plus global tokens, block-wise.",
             family="sparse",
             options={
-                "window": "local window, |i-j| < window (int >= 1, default 128)",
-                "global_tokens": "positions that attend and are attended everywhere (default (0,))",
+                "window": "local window, |i-j| < window (int >= 1)",
+                "global_tokens": "positions that attend and are attended everywhere",
                 "block_size": _TILE,
             },
+            defaults={"window": _WINDOW, "global_tokens": (0,), "block_size": _SPARSE_TILE},
+            linear_in_n=True,
+            pattern_target=_M + "sparse:longformer_pattern",
         ),
         Method(
             "block_sparse",
@@ -183,63 +259,76 @@ METHODS: dict[str, Method] = {
             "Block-sparse attention over a block layout.",
             family="sparse",
             options={
-                "block_size": "block of the layout and of the kernel (int >= 1, default 64)",
+                "block_size": "block of the layout and of the kernel (int >= 1)",
                 "layout": "(nb, nb) bool block layout, nb = ceil(N / block_size); "
-                "default |I-J| <= 1 plus block 0 global",
+                "None: |I-J| <= 1 plus block 0 global",
             },
+            defaults={"block_size": _SPARSE_TILE, "layout": None},
+            linear_in_n=True,
+            pattern_target=_M + "sparse:block_sparse_pattern",
         ),
         Method(
             "linformer",
-            _M + "linformer:linformer_method",
+            _M + "linformer:linformer_attention",
             "04",
-            "Linformer (Wang et al. 2020): keys and values projected to k rows; O(N·k·D), not causal.",
+            "Linformer (Wang et al. 2020): keys and values projected to k rows; O(N·k·D), not "
+            "causal.",
             family="low-rank",
             causal="noncausal",
             options={
-                "k": "projected length (int, 1..n, default 64)",
+                "rank": "projected length, the book's k (int, 1..n, default 64)",
                 "seed": "seed of the random projections E, F (int >= 0, default 0)",
             },
+            linear_in_n=True,
         ),
         Method(
             "performer",
             _M + "performer:performer_attention",
             "04",
-            "Performer FAVOR+ with positive orthogonal random features (Choromanski et al. 2021): O(N·r·D).",
+            "Performer FAVOR+ with positive orthogonal random features (Choromanski et al. 2021): "
+            "O(N·r·D).",
             family="kernel",
             options={
                 "features": "number of random features r (int >= 1, default 256)",
                 "seed": "seed of the random feature matrix Ω (int >= 0, default 0)",
                 "chunk_size": _CHUNK,
             },
+            linear_in_n=True,
         ),
         Method(
             "linear",
             _M + "linear:linear_attention",
             "04",
-            "Linear attention, φ = elu + 1 (Katharopoulos et al. 2020): O(N·D²) time, O(D²) decoding state.",
+            "Linear attention, φ = elu + 1 (Katharopoulos et al. 2020): O(N·D²) time, O(D²) "
+            "decoding state.",
             family="linear",
             options={"chunk_size": _CHUNK},
             step_target=_M + "linear:linear_step",
             prefill_target=_M + "linear:linear_prefill",
+            linear_in_n=True,
         ),
         Method(
             "retention",
-            _M + "recurrent:retention",
+            _M + "recurrent:retention_attention",
             "04",
-            "RetNet retention (Sun et al. 2023), chunkwise: causal only, O(N·D²), O(D²) decoding state.",
+            "RetNet retention (Sun et al. 2023), chunkwise: causal only, O(N·D²), O(D²) decoding "
+            "state.",
             family="recurrent",
             causal="causal",
             options={
-                "gamma": "decay γ in (0, 1] for every head, or None for RetNet's 1 − 2^(−5−h) (default None)",
+                "gamma": "decay γ in (0, 1] for every head, or None for RetNet's 1 − 2^(−5−h) "
+                "(default None)",
                 "chunk_size": _CHUNK,
             },
             step_target=_M + "recurrent:retention_step",
+            linear_in_n=True,
         ),
         Method(
             "selective_scan",
-            _M + "recurrent:selective_scan",
+            _M + "recurrent:selective_scan_attention",
             "04",
-            "Mamba-style selective scan, scalar decay per head (Mamba-2 SSD): causal only, O(N·D²), O(D²) state.",
+            "Mamba-style selective scan, scalar decay per head (Mamba-2 SSD): causal only, "
+            "O(N·D²), O(D²) state.",
             family="recurrent",
             causal="causal",
             options={
@@ -247,24 +336,80 @@ METHODS: dict[str, Method] = {
                 "chunk_size": _CHUNK,
             },
             step_target=_M + "recurrent:selective_scan_step",
+            linear_in_n=True,
+        ),
+        Method(
+            "delta",
+            _M + "delta:delta_attention",
+            "04",
+            "The delta rule (DeltaNet, Yang et al. 2024), chunked WY form: causal only, O(N·D²), "
+            "O(D²) state that overwrites instead of adding.",
+            family="linear-recurrent",
+            causal="causal",
+            options={
+                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (default None: 1/(1 + ‖k_t‖²))",
+                "chunk_size": _CHUNK,
+            },
+            step_target=_M + "delta:delta_step",
+            prefill_target=_M + "delta:delta_prefill",
+            linear_in_n=True,
+        ),
+        Method(
+            "gated_delta",
+            _M + "delta:gated_delta_attention",
+            "04",
+            "Gated DeltaNet (Yang, Kautz & Hatamizadeh 2025): the delta rule on a state decayed by "
+            "exp(g_t); causal only, O(N·D²), O(D²) state.",
+            family="linear-recurrent",
+            causal="causal",
+            options={
+                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (default None: 1/(1 + ‖k_t‖²))",
+                "g": "log-decays, (B, H, N) tensor <= 0 (default None: RetNet's log(1 − 2^(−5−h)))",
+                "chunk_size": _CHUNK,
+            },
+            step_target=_M + "delta:gated_delta_step",
+            prefill_target=_M + "delta:gated_delta_prefill",
+            linear_in_n=True,
+        ),
+        Method(
+            "gla",
+            _M + "gla:gla_attention",
+            "04",
+            "Gated linear attention (Yang et al. 2024): a forget gate per key channel, chunked in "
+            "log space; causal only, O(N·D²), O(D²) state.",
+            family="linear-recurrent",
+            causal="causal",
+            options={
+                "gk": "log forget gates, (B, H, N, D) tensor <= 0 "
+                "(default None: RetNet's log(1 − 2^(−5−h)) in every channel)",
+                "chunk_size": "tokens per chunk (int >= 1, default 16)",
+            },
+            step_target=_M + "gla:gla_step",
+            prefill_target=_M + "gla:gla_prefill",
+            linear_in_n=True,
         ),
         Method(
             "elementwise",
             _M + "elementwise:elementwise_attention",
             "07",
-            "Element-wise attention (Feng 2025): per-channel exp(−(q−k)²) weights, Taylor order t, O(t·N·D).",
+            "Element-wise attention (Feng 2025): per-channel exp(−(q−k)²) weights, Taylor order t, "
+            "O(t·N·D).",
             family="elementwise",
             options={
-                "order": "Taylor order t of exp(2qk) (int >= 0, default 2; even t keeps weights positive)"
+                "order": "Taylor order t of exp(2qk) (int >= 0, default 2; even t keeps weights "
+                "positive)",
+                "chunk_size": _CHUNK,
             },
             step_target=_M + "elementwise:elementwise_step",
             prefill_target=_M + "elementwise:elementwise_prefill",
+            linear_in_n=True,
         ),
         Method(
             "flash_triton",
             "attnbook.kernels.api:flash_attention_triton",
             "04",
-            "FlashAttention-2 as Triton kernels, forward and backward (CUDA; CPU under TRITON_INTERPRET=1).",
+            "FlashAttention-2 as Triton kernels, forward and backward (CUDA; CPU under "
+            "TRITON_INTERPRET=1).",
             exact=True,
             family="dense",
             variant_of="dense",
@@ -275,15 +420,18 @@ METHODS: dict[str, Method] = {
             "linear_triton",
             "attnbook.kernels.api:linear_attention_triton",
             "04",
-            "Causal linear attention as a chunked Triton recurrence, the state kept on chip (CUDA; CPU "
+            "Causal linear attention as a chunked Triton recurrence, the state kept on chip (CUDA; "
+            "CPU "
             "under TRITON_INTERPRET=1).",
             family="linear",
             variant_of="linear",
             causal="causal",
             devices=("cuda",),
             options={
-                "feature_map": "'elu1' (φ = elu + 1, default) or 'identity' (features computed outside)"
+                "feature_map": "'elu1' (φ = elu + 1, default) or 'identity' "
+                "(features computed outside)"
             },
+            linear_in_n=True,
         ),
     ]
 }
@@ -291,6 +439,33 @@ METHODS: dict[str, Method] = {
 MIXERS: dict[str, Mixer] = {
     m.name: m
     for m in [
+        Mixer(
+            "delta_layer",
+            _M + "gated_layers:delta_layer",
+            "05",
+            "DeltaNet layer: q, k, v and β projected from x, q and k L2-normalised, the chunked "
+            "delta rule.",
+            family="linear-recurrent",
+            options={"chunk_size": _CHUNK},
+        ),
+        Mixer(
+            "gated_delta_layer",
+            _M + "gated_layers:gated_delta_layer",
+            "05",
+            "Gated DeltaNet layer: the DeltaNet layer with a forget gate log σ(W x + 4)/16 per "
+            "head.",
+            family="linear-recurrent",
+            options={"chunk_size": _CHUNK},
+        ),
+        Mixer(
+            "gla_layer",
+            _M + "gated_layers:gla_layer",
+            "05",
+            "GLA layer: q, k, v projected from x, q and k L2-normalised, a forget gate per key "
+            "channel.",
+            family="linear-recurrent",
+            options={"chunk_size": "tokens per chunk (int >= 1, default 64)"},
+        ),
         Mixer(
             "generative",
             _M + "generative:generative_mixer",
@@ -319,78 +494,163 @@ SUITES: dict[str, Suite] = {
             _B + "cost:run",
             "02",
             "forward time of one Transformer layer vs sequence length n and width d",
+            gpu_quick=False,
+            gpu_allowance_s=25,
+            gpu_note="full: n up to 16384, d up to 4096",
         ),
         Suite(
             "memory",
             _B + "memory:run",
             "03",
             "parameters, activations, checkpointing and KV cache: formulas against measured bytes",
+            gpu_quick=False,
+            gpu_allowance_s=20,
+            gpu_note="full",
         ),
         Suite(
             "long",
             _B + "long:run",
             "04",
             "time, peak memory and error of every attention method vs n",
+            gpu_quick=False,
+            gpu_allowance_s=60,
+            gpu_note="full: every method, n = 256 .. 16384",
+            cpu_threads=1,
+        ),
+        Suite(
+            "long-h4",
+            _B + "long:run_wide",
+            "04",
+            "time, peak memory and error of every linear-cost method vs n at H = 4 (chapters 4, 7)",
+            gpu_quick=False,
+            gpu_allowance_s=25,
+            gpu_note="full: the linear-cost methods at H = 4, n = 256 .. 16384",
+            cpu_threads=1,
         ),
         Suite(
             "flash",
             _B + "flash:run",
             "04",
-            "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak memory",
+            "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak "
+            "memory",
+            gpu_quick=False,
+            gpu_allowance_s=15,
+            gpu_note="full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384",
+            cpu_threads=2,
+        ),
+        Suite(
+            "api",
+            _B + "api:run",
+            "04",
+            "the public attention() and decode() against the functions they wrap, interleaved: "
+            "time and peak memory",
+            gpu_quick=False,
+            gpu_allowance_s=10,
+            gpu_note="full: attention() and decode() against the bare functions",
+            cpu_threads=2,
         ),
         Suite(
             "expressivity",
             _B + "expressivity:run",
             "05",
             "associative recall and related tasks, every mechanism",
+            gpu_quick=True,
+            gpu_allowance_s=30,
+            gpu_note=(
+                "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps"
+            ),
         ),
         Suite(
             "design",
             _B + "design:run",
             "06",
             "depth vs width at a fixed parameter budget: time and loss",
+            gpu_quick=False,
+            gpu_allowance_s=25,
+            gpu_note="full",
+            cpu_threads=1,
         ),
         Suite(
             "elementwise",
             _B + "elementwise:run",
             "07",
             "element-wise attention: cost, decoding and quality",
+            gpu_quick=True,
+            gpu_allowance_s=30,
+            gpu_note="quick: the full sweep trains every form on three tasks at 4x scale",
+            cpu_threads=1,
         ),
         Suite(
             "generative",
             _B + "generative:run",
             "08",
-            "generative function vs attention: nanoGPT shakespeare_char training slice; cost vs n",
+            "generative function vs attention: nanoGPT's shakespeare_char recipe; cost vs n",
+            gpu_quick=False,
+            gpu_allowance_s=200,
+            gpu_note="full: nanoGPT's recipe (5,000 iterations), dense and both generative mixers "
+            "in parallel processes on the one GPU",
         ),
         Suite(
             "generative-small",
             _B + "generative:run_small",
             "08",
             "the CPU-sized model of chapter 8 trained for many steps, per mixer",
+            gpu_quick=True,
+            gpu_allowance_s=30,
+            gpu_note="quick: the full sweep trains 5000 steps per mixer",
         ),
         Suite(
             "generative-converged",
             _B + "generative_converged:run",
             "08",
-            "generative function vs attention trained to convergence (nanoGPT's CPU recipe), n-gram baselines",
+            "generative function vs attention trained to convergence (nanoGPT's CPU recipe), "
+            "n-gram baselines",
+            gpu_quick=True,
+            gpu_allowance_s=25,
+            gpu_note="quick: the full sweep trains to convergence",
         ),
         Suite(
             "generative-cost",
             _B + "generative_converged:run_cost",
             "08",
-            "time and peak memory of one training iteration per mixer vs context length; the ×4 inner dimension",
+            "time and peak memory of one training iteration per mixer vs context length; the ×4 "
+            "inner dimension",
+            gpu_quick=False,
+            gpu_allowance_s=20,
+            gpu_note="full: one training iteration per mixer and context length",
         ),
         Suite(
             "kernels",
             _B + "kernels:run",
             "04",
-            "Triton FlashAttention forward and forward+backward against SDPA's flash backend, TFLOP/s (CUDA only)",
+            "Triton FlashAttention forward and forward+backward against SDPA's flash backend, "
+            "TFLOP/s (CUDA only)",
+            gpu_quick=False,
+            gpu_allowance_s=65,
+            gpu_note="full: n = 1024 .. 16384, D = 64, 128, causal and not, fp16 and bf16",
         ),
         Suite(
             "distributed",
             _B + "distributed:run",
             "09",
-            "ring, all-gather and Ulysses attention over P ranks: time, bytes and peak memory per rank vs n",
+            "ring, all-gather and Ulysses attention over P ranks: time, bytes and peak memory per "
+            "rank vs n",
+            gpu_quick=False,
+            gpu_allowance_s=25,
+            gpu_note="full at the world sizes that fit the GPUs present (P = 1 on one GPU)",
+        ),
+        Suite(
+            "inference",
+            _B + "inference:run",
+            "10",
+            "serving: decode on the roofline, KV-cache formats (MLA), paged-cache waste, attention "
+            "sinks, speculative decoding",
+            gpu_quick=True,
+            gpu_allowance_s=20,
+            gpu_note=(
+                "quick: trains four small decoders; the decode and speculative loops "
+                "are Python-bound"
+            ),
         ),
     ]
 }
@@ -403,8 +663,19 @@ def add(entry: Method | Mixer | Suite, *, replace: bool = False) -> None:
     table = _TABLES.get(type(entry))
     if table is None:
         raise TypeError(f"entry must be a Method, Mixer or Suite, got {type(entry).__name__}")
+    if not isinstance(entry.name, str) or not entry.name:
+        raise TypeError(f"entry name must be a non-empty str, got {entry.name!r}")
+    if not (callable(entry.target) or isinstance(entry.target, str) and ":" in entry.target):
+        raise TypeError(
+            f"entry target must be a callable or a 'module:attribute' string, got {entry.target!r}"
+        )
     if isinstance(entry, Method) and entry.causal not in CAUSAL_MODES:
         raise ValueError(f"causal must be one of {CAUSAL_MODES}, got {entry.causal!r}")
+    if isinstance(entry, Method) and not set(entry.defaults) <= set(entry.options):
+        raise ValueError(
+            f"defaults must name declared options {sorted(entry.options)}, got "
+            f"{sorted(entry.defaults)}"
+        )
     # methods and mixers share one namespace (both name a GPT's mixer); suites have their own
     namespace = (SUITES,) if isinstance(entry, Suite) else (METHODS, MIXERS)
     if any(entry.name in t for t in namespace) and not replace:
@@ -428,12 +699,18 @@ def methods(
 ) -> list[str]:
     """Names of the registered attention methods, in catalogue order, optionally filtered.
 
-    ``family``: only that family; ``exact``: only exact (True) or approximate (False) ones; ``causal``:
-    only those that accept ``causal=True`` (True) or ``causal=False`` (False); ``variants=False`` drops
-    re-implementations of another method (sdpa, flash), leaving one entry per mechanism; ``device``
-    (a device or its type, e.g. "cpu"): only those that run there.
+    ``family``: only that family; ``exact``: only exact (True) or approximate (False) ones;
+    ``causal``: only those that accept ``causal=True`` (True) or ``causal=False`` (False);
+    ``variants=False`` drops re-implementations of another method (sdpa, flash), leaving one entry
+    per mechanism; ``device`` (a device or its type, e.g. "cpu"): only those that run there.
     """
-    kind = None if device is None else torch.device(device).type
+    for name, value in (("exact", exact), ("causal", causal)):
+        if value is not None:
+            check_bool(name, value)
+    check_bool("variants", variants)
+    if family is not None and not isinstance(family, str):
+        raise TypeError(f"family must be a str or None, got {type(family).__name__} {family!r}")
+    kind = None if device is None else _device_type(device)
     out = []
     for m in METHODS.values():
         if kind is not None and kind not in m.devices:
@@ -448,6 +725,15 @@ def methods(
             continue
         out.append(m.name)
     return out
+
+
+def _device_type(device) -> str:
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be a torch.device or a name such as 'cpu' or 'cuda', got {device!r}"
+        ) from err
 
 
 def method_info(name: str) -> Method:
@@ -480,18 +766,22 @@ def suite_info(name: str) -> Suite:
     return _get(SUITES, "suite", name)
 
 
-def _check_call(info: Method, causal, options: dict) -> bool:
-    causal = check_bool("causal", causal)
-    unknown = sorted(set(options) - set(info.options))
-    if unknown:
-        raise ValueError(
-            f"unknown option {unknown[0]!r} for method {info.name!r}; its options are {sorted(info.options)}"
-        )
-    if info.causal == "causal" and not causal:
-        raise ValueError(f"method {info.name!r} is causal only: pass causal=True")
-    if info.causal == "noncausal" and causal:
-        raise ValueError(f"method {info.name!r} has no causal form: pass causal=False")
-    return causal
+def _check_output(info: Method, out, inputs: dict, expected: tuple) -> torch.Tensor:
+    """The output's shape, then its values; the inputs are scanned only when the output is bad."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RuntimeError(f"method {info.name!r} returned {got}, expected shape {expected}")
+    if is_finite(out):
+        return out
+    for name, x in inputs.items():
+        check_tensor(name, x)  # names the input that holds NaN or inf
+    q, k = inputs["q"], inputs["k"]
+    raise FloatingPointError(
+        f"method {info.name!r} produced NaN or infinite values from finite inputs (max |q| = "
+        f"{q.abs().max().item():.3g}, max |k| = {k.abs().max().item():.3g}): its feature map "
+        f"over- or underflows in {q.dtype} at this magnitude; scale q and k down, or use an "
+        "exact method"
+    )
 
 
 def attention(
@@ -508,46 +798,44 @@ def attention(
     q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv), on the inputs' device.
     ``causal=True`` needs N == M for every method (the mask is the square lower triangle).
     ``attnbook.methods()`` lists the methods; ``attnbook.method_info(name).options`` their options.
+    Shapes, dtypes and devices are checked once here; NaN/inf inputs are found from the output
+    (a NaN or inf in a position the method never reads, e.g. outside a sparse pattern, is not).
     """
     info = method_info(method)
-    causal = _check_call(info, causal, options)
-    _, _, n, m, _ = check_qkv(q, k, v)
-    if causal and n != m:
-        raise ValueError(
-            f"causal=True needs as many queries as keys, got N={n} queries and M={m} keys"
-        )
-    out = info.fn(q, k, v, causal=causal, **options)
-    expected = (*q.shape[:3], v.shape[-1])
-    if tuple(out.shape) != expected:
-        raise RuntimeError(
-            f"method {method!r} returned shape {tuple(out.shape)}, expected {expected}"
-        )
-    if not bool(torch.isfinite(out).all()):
-        raise FloatingPointError(
-            f"method {method!r} produced NaN or infinite values from finite inputs (max |q| = "
-            f"{q.abs().max().item():.3g}, max |k| = {k.abs().max().item():.3g}): its feature map over- or "
-            f"underflows in {q.dtype} at this magnitude; scale q and k down, or use an exact method"
-        )
-    return out
+    causal = info.check_call(causal, options)
+    check_qkv(q, k, v, finite=False)
+    if causal:
+        check_same_length(q, k)
+    for name in info.scan_inputs:
+        check_tensor(name, {"q": q, "k": k, "v": v}[name])
+    with inputs_validated():
+        out = info.fn(q, k, v, causal=causal, **options)
+    return _check_output(info, out, {"q": q, "k": k, "v": v}, (*q.shape[:3], v.shape[-1]))
 
 
 def decode(
     method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, /, **options
 ) -> torch.Tensor:
-    """Causal attention one token at a time through the method's recurrent ``step`` (chapters 3, 4, 7).
+    """Causal attention one token at a time through the method's recurrent ``step``.
 
     q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv), equal to ``attention(..., causal=True)``.
+    Options that only shape the parallel form (``Method.parallel_options``, e.g. ``chunk_size``) are
+    accepted and dropped. No step waits on the device: the output is checked once at the end.
+
+    Chapters 3, 4, 7.
     """
     info = method_info(method)
     if info.step_target is None:
         with_step = [m.name for m in METHODS.values() if m.step_target is not None]
         raise ValueError(f"method {method!r} has no recurrent step; methods with one: {with_step}")
-    _check_call(info, True, options)
-    _, _, n, m, _ = check_qkv(q, k, v)
-    if n != m:
-        raise ValueError(f"decode needs as many queries as keys, got N={n} and M={m}")
+    info.check_call(True, options)
+    n = check_qkv(q, k, v, finite=False)[2]
+    check_same_length(q, k, "decode")
+    options = {key: val for key, val in options.items() if key not in info.parallel_options}
     step, state, outs = info.step, None, []
-    for t in range(n):
-        state, o = step(state, q[:, :, t], k[:, :, t], v[:, :, t], **options)
-        outs.append(o)
-    return torch.stack(outs, dim=2)
+    with inputs_validated():
+        for t in range(n):
+            state, o = step(state, q[:, :, t], k[:, :, t], v[:, :, t], **options)
+            outs.append(o)
+    out = torch.stack(outs, dim=2)
+    return _check_output(info, out, {"q": q, "k": k, "v": v}, (*q.shape[:3], v.shape[-1]))

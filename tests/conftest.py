@@ -12,8 +12,8 @@ if "ATTNBOOK_DATA" not in os.environ and _SHARED_DATA.exists():
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
-# Without CUDA the Triton kernels run in Triton's interpreter, which must be chosen before anything imports
-# Triton (torch's FlopCounterMode does): so, here, before any test module is collected.
+# Without CUDA the Triton kernels run in Triton's interpreter, which must be chosen before anything
+# imports Triton (torch's FlopCounterMode does): so, here, before any test module is collected.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -10,7 +10,8 @@ def case_id(shape) -> str:
 
 
 def random_qkv(shape, seed: int, dtype=torch.float64, dv: int | None = None, scale: float = 1.0):
-    """Seeded q, k: (B, H, N, D) and v: (B, H, N, dv or D) from a standard normal times ``scale``."""
+    """Seeded q, k: (B, H, N, D) and v: (B, H, N, dv or D) from a standard normal times
+    ``scale``."""
     g = torch.Generator().manual_seed(seed)
     B, H, N, D = shape
     return (

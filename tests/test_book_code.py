@@ -1,4 +1,5 @@
-"""The book shows the code it teaches: every chapter page includes real package code (literalinclude)."""
+"""The book shows the code it teaches: every chapter page includes real package code
+(literalinclude)."""
 
 import ast
 import pathlib

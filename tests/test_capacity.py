@@ -115,7 +115,8 @@ def test_bad_input(call, exc, word):
         call()
 
 
-# ---- state sizes against the mechanisms' own state tensors ----------------------------------------------
+# ---- state sizes against the mechanisms' own state tensors
+# ----------------------------------------------
 
 
 @pytest.mark.parametrize("d_model, heads", [(64, 2), (32, 4), (48, 1)])
@@ -139,3 +140,19 @@ def test_state_numbers_match_the_decoding_states(d_model, heads):
     r = 24
     assert cost.state_numbers("performer", d_model, heads, features=r) == heads * (r * d_k + r)
     assert cost.exact_recall_pairs("linear", d_model, heads) == d_k
+
+
+def test_delta_rule_is_exact_up_to_r_then_keeps_the_latest_pairs():
+    r, d = 8, 16
+    values = np.random.default_rng(0).standard_normal((3 * r, d))
+    keys = orthogonal_keys(3 * r, r, seed=0)
+    for P in (3, r):
+        nmse, acc = recall_errors(store_and_read(keys[:P], values[:P], "delta"), values[:P])
+        assert nmse < 1e-20 and acc == 1.0
+    read = store_and_read(keys, values, "delta")  # three stacked bases: the last overwrites
+    np.testing.assert_allclose(read[-r:], values[-r:], atol=1e-12)
+    assert recall_errors(read, values)[1] < 0.5
+    one, several = (
+        recall_errors(store_and_read(keys, values, m), values)[0] for m in ("delta", "delta_3pass")
+    )
+    assert several < one  # averaged passes trade the latest pairs for a least-squares compromise

@@ -9,6 +9,7 @@ from attnbook.checks import (
     check_mask,
     check_positive_float,
     check_positive_int,
+    check_same_length,
     check_tensor,
 )
 
@@ -48,3 +49,11 @@ def test_mask_check():
         check_mask("mask", [[True]], 1, 1)
     assert check_mask("mask", None, 3, 3) is None
     assert check_mask("mask", torch.ones(2, 3, 4, dtype=torch.bool), 3, 4).shape == (2, 3, 4)
+
+
+def test_check_same_length_names_what_needs_it():
+    check_same_length(np.zeros((1, 1, 4, 2)), torch.zeros(1, 1, 4, 2))  # equal: no error
+    with pytest.raises(ValueError, match=r"^retention needs as many queries as keys, got N=3 "):
+        check_same_length(torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 5, 2), "retention")
+    with pytest.raises(ValueError, match=r"^causal=True needs .* N=5 queries and M=3 keys"):
+        check_same_length(np.zeros((5, 2)), np.zeros((3, 2)))

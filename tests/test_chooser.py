@@ -1,4 +1,5 @@
-"""The mechanism chooser (chapter 6) on a stored-results fixture, the live fallback, and bad input."""
+"""The mechanism chooser (chapter 6) on a stored-results fixture, the live fallback, and bad
+input."""
 
 from __future__ import annotations
 

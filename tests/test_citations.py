@@ -69,6 +69,13 @@ CHAPTER_CITES = {
     "07": ["feng2025elementwise"],
     "08": ["hilsenbek2024breaking"],
     "09": ["liu2023ring", "jacobs2023deepspeed", "brandon2023striped", "dubey2024llama3"],
+    "10": [
+        "kwon2023efficient",
+        "deepseekai2024deepseekv2",
+        "xiao2023efficient",
+        "leviathan2023fast",
+        "chen2023accelerating",
+    ],
 }
 
 

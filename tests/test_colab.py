@@ -1,4 +1,5 @@
-"""The notebooks a reader opens in Colab or downloads: present, fresh, readable, installing the right attnbook.
+"""The notebooks a reader opens in Colab or downloads: present, fresh, readable, installing the
+right attnbook.
 
 * Every section has ``notebooks/NN_*.ipynb`` committed next to its source (the path of the site's
   Colab button) and it equals what ``make colab`` (book/_ext/colab.py) writes from the source now.
@@ -6,7 +7,8 @@
   code cell of the source is there, in order.
 * Every source's set-up cell installs ``attnbook`` from ``_config.yml``'s repository at the
   package version, and only where it is missing.
-* ``test_colab_path_in_a_fresh_environment`` (marked ``slow``, about two minutes; runs in `make test`) runs one converted
+* ``test_colab_path_in_a_fresh_environment`` (marked ``slow``, about two minutes; runs in `make
+test`) runs one converted
   notebook in a new virtual environment without ``attnbook``: its set-up cell installs the package
   from this checkout (git's ``url.<base>.insteadOf`` set through ``GIT_CONFIG_*`` environment
   variables rewrites the repository URL to a local snapshot) and every cell's asserts must pass.
@@ -151,15 +153,21 @@ def test_converter_rewrites_roles_and_solutions(tmp_path):
     src = tmp_path / "notebooks" / "01_x.md"
     src.write_text(
         "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# Title\n\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# "
+        "Title\n\n"
         "```{code-cell} ipython3\n:tags: [remove-cell]\nimport importlib.util\n"
         'if importlib.util.find_spec("attnbook") is None:\n'
         '    %pip install -q "attnbook @ git+https://example.org/old/repo@v0.0.1"\n```\n\n'
-        "```{include} ../book/_note.md\n```\n\nAs {cite:t}`vaswani2017attention` and {cite}`dao2022flashattention` show; "
-        "{doc}`../book/other` and {doc}`the other page <../book/other>`; {glue:text}`value:.2f`.\n\n"
-        '```{code-cell} ipython3\nfrom myst_nb import glue\nglue("value", 1.5, display=False)\n```\n\n'
-        "```{exercise} Try it\n:label: ex-x\n\nDo it.\n```\n\n```{solution-start} ex-x\n:class: dropdown\n```\n\nFirst.\n\n"
-        "```{code-cell} ipython3\n:tags: [remove-cell]\nx = 1\n```\n\nSecond.\n\n```{solution-end}\n```\n\nAfter.\n"
+        "```{include} ../book/_note.md\n```\n\nAs {cite:t}`vaswani2017attention` and "
+        "{cite}`dao2022flashattention` show; "
+        "{doc}`../book/other` and {doc}`the other page <../book/other>`; "
+        "{glue:text}`value:.2f`.\n\n"
+        '```{code-cell} ipython3\nfrom myst_nb import glue\nglue("value", 1.5, '
+        "display=False)\n```\n\n"
+        "```{exercise} Try it\n:label: ex-x\n\nDo it.\n```\n\n```{solution-start} ex-x\n:class: "
+        "dropdown\n```\n\nFirst.\n\n"
+        "```{code-cell} ipython3\n:tags: [remove-cell]\nx = "
+        "1\n```\n\nSecond.\n\n```{solution-end}\n```\n\nAfter.\n"
     )
     colab.book_config.cache_clear(), colab.labels.cache_clear(), colab.bibliography.cache_clear()
     try:
@@ -200,7 +208,8 @@ def test_converter_rewrites_roles_and_solutions(tmp_path):
 
 # ------------------------------------------------------------------------ the Colab path, simulated
 def _snapshot(dest: Path) -> None:
-    """This checkout's files (tracked and new, not ignored) as a git repository tagged v<version>."""
+    """This checkout's files (tracked and new, not ignored) as a git repository tagged
+    v<version>."""
     listed = (
         subprocess.run(
             ["git", "ls-files", "-co", "--exclude-standard", "-z"],
@@ -236,7 +245,8 @@ def _snapshot(dest: Path) -> None:
 RUNNER = """
 import sys, nbformat, nbclient
 nb = nbformat.read(sys.argv[1], as_version=4)
-nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+resources = {"metadata": {"path": sys.argv[2]}}
+nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
 nbformat.write(nb, sys.argv[3])
 """
 
@@ -249,7 +259,8 @@ def test_colab_path_in_a_fresh_environment(tmp_path):
     _snapshot(repo)
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    # what Colab has before the first cell runs: torch (the pinned local CPU wheel), NumPy, matplotlib, a kernel
+    # what Colab has before the first cell runs: torch (the pinned local CPU wheel), NumPy,
+    # matplotlib, a kernel
     subprocess.run(
         [
             py,
@@ -315,3 +326,21 @@ def test_colab_path_in_a_fresh_environment(tmp_path):
         check=True,
     ).stdout.split()
     assert where[0].startswith(str(venv)) and where[1] == colab.package_version(ROOT), where
+
+
+def test_exercises_are_numbered_as_on_the_site():
+    """Exercise N.K: per chapter, in book order across the chapter's sections, from 1 (the site's
+    numbering), with the exercise's title in parentheses."""
+    numbers: dict[str, list[str]] = {}
+    for path in SOURCES:
+        for cell in _cells(path.with_suffix(".ipynb")):
+            source = "".join(cell["source"])
+            for line in source.splitlines():
+                match = re.match(r"### Exercise (\d+)\.(\d+)(?: \(.+\))?$", line)
+                if line.startswith("### Exercise"):
+                    assert match, f"{path.name}: unnumbered exercise heading {line!r}"
+                    assert int(match.group(1)) == int(path.name[:2]), f"{path.name}: {line!r}"
+                    numbers.setdefault(match.group(1), []).append(int(match.group(2)))
+    assert numbers, "no exercises in the Colab copies"
+    for chapter, ks in numbers.items():
+        assert ks == list(range(1, len(ks) + 1)), f"chapter {chapter}: exercises numbered {ks}"

@@ -1,5 +1,6 @@
 """Chapter 2: every FLOP formula against torch's own FlopCounterMode on real modules."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -90,3 +91,11 @@ def test_bad_sizes_raise(bad):
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="d_model \\(10\\) must be divisible by heads \\(4\\)"):
         cost.mha_flops(4, 10, 4)
+
+
+def test_cost_formulas_are_exact_with_numpy_integers():
+    assert cost.mha_flops(np.int64(10**9), np.int64(10**6), 8) == cost.mha_flops(10**9, 10**6, 8)
+    assert cost.mha_flops(np.int64(10**9), np.int64(10**6), 8) > 4e24
+    assert cost.gpt_params(np.int64(96), np.int64(12288), np.int64(50257)) == cost.gpt_params(
+        96, 12288, 50257
+    )

@@ -1,4 +1,5 @@
-"""The corpus loader (chapters 7 and 8): checksum, clear errors, the 90/10 split, batches. Never downloads."""
+"""The corpus loader (chapters 7 and 8): checksum, clear errors, the 90/10 split, batches. Never
+downloads."""
 
 import hashlib
 import urllib.request

@@ -65,7 +65,8 @@ def test_layout_rejects_bad_arguments():
 
 
 def test_zigzag_balances_causal_work_and_contiguous_does_not():
-    """Per-rank forward FLOPs of causal ring attention: zig-zag equal on every rank, contiguous 1 : 2 : ... : P."""
+    """Per-rank forward FLOPs of causal ring attention: zig-zag equal on every rank, contiguous 1 :
+    2 : ... : P."""
     P, n, H, D = 4, 64, 2, 8
     zig = [
         c.flops_forward
@@ -178,7 +179,8 @@ def test_overlap_block_size_solves_compute_equals_transfer():
 
 
 def cases_worker(rank, world_size, cases):
-    """Run each (method, n, heads, causal, layout) case: errors, bytes by phase, FLOPs counted by torch."""
+    """Run each (method, n, heads, causal, layout) case: errors, bytes by phase, FLOPs counted by
+    torch."""
     out = []
     for method, n, heads, causal, layout in cases:
         report = verify(
@@ -210,7 +212,8 @@ def _cases(P):
 @pytest.mark.parametrize("P", [1, 2, 4])
 def test_every_form_equals_dense_and_its_cost_model(P):
     """Outputs and gradients within 1e-5 of float64 dense attention (float32 inputs); the bytes each
-    rank sends and receives, forward and backward, equal the cost model's; so do the FLOPs torch counts."""
+    rank sends and receives, forward and backward, equal the cost model's; so do the FLOPs torch
+    counts."""
     cases = _cases(P)
     per_rank = launch(cases_worker, P, cases, timeout_s=240)
     assert len(per_rank) == P
@@ -291,7 +294,8 @@ def test_bad_input_is_refused_on_every_rank():
 
 
 def dying_worker(rank, world_size, mode):
-    """Rank 1 dies (mode "die") or stalls (mode "stall") in step 0 of the ring, after posting its first
+    """Rank 1 dies (mode "die") or stalls (mode "stall") in step 0 of the ring, after posting its
+    first
     transfer and before its second; the other ranks must stop with a clear error."""
     import attnbook.distributed.ring as ring
 

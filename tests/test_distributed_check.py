@@ -1,4 +1,5 @@
-"""Chapter 9: the torchrun self-check, as a user runs it on a cluster, here with gloo over loopback."""
+"""Chapter 9: the torchrun self-check, as a user runs it on a cluster, here with gloo over
+loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Element-wise attention (chapter 7): forms agree, approach the exact form, gradients, bad input."""
+"""Element-wise attention (chapter 7): forms agree, approach the exact form, gradients, bad
+input."""
 
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def test_gradcheck_parallel_and_step():
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_gradients_match_quadratic_taylor_autograd(causal):
-    """Grads of the O(t·n·D) form equal grads of the (N, N, D) Taylor weights written out in torch."""
+    """Grads of the O(t·n·D) form equal grads of the (N, N, D) Taylor weights written out in
+    torch."""
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 2, 12, 4, generator=g, requires_grad=True) for _ in range(3))
     order = 6
@@ -287,7 +289,8 @@ def test_bad_step_input():
         elementwise.elementwise_step(None, q[0], k, v)
 
 
-# --- chapter 7 tasks: the forecasting generator and the spikiness statistic -------------------------------
+# --- chapter 7 tasks: the forecasting generator and the spikiness statistic
+# -------------------------------
 
 
 def test_make_series_deterministic_with_known_noise():

@@ -1,4 +1,5 @@
-"""Chapter 8: the generative mixing layer against its NumPy reference, its cost formulas, its errors."""
+"""Chapter 8: the generative mixing layer against its NumPy reference, its cost formulas, its
+errors."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""The small GPT and its trainer (chapters 5-8): shapes, tied head, causality of every mixer, seeding, errors."""
+"""The small GPT and its trainer (chapters 5-8): shapes, tied head, causality of every mixer,
+seeding, errors."""
 
 import json
 
@@ -56,8 +57,8 @@ def test_tied_head_is_one_tensor_counted_once():
 def test_every_mixer_is_causal(mixer):
     """Changing tokens after position t must not change any logit at positions <= t.
 
-    A mechanism that cannot be causal (Linformer) must refuse when the model is built, with a ValueError
-    that says so.
+    A mechanism that cannot be causal (Linformer) must refuse when the model is built, with a
+    ValueError that says so.
     """
     if mixer in mixers() or method_info(mixer).causal != "noncausal":
         model = _model(mixer).eval()

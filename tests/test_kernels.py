@@ -1,9 +1,10 @@
-"""Triton kernels (chapter 4): FlashAttention-2 and chunked causal linear attention, forward and backward.
+"""Triton kernels (chapter 4): FlashAttention-2 and chunked causal linear attention, forward and
+backward.
 
 Without CUDA the kernels run in Triton's CPU interpreter. Triton reads TRITON_INTERPRET when it
 decorates functions, its own library included, and again on launch, so without CUDA this file sets
-the variable for the whole process before Triton is first imported. With CUDA the kernels are compiled
-and the same reference tests run on the GPU, plus half-precision tests against SDPA.
+the variable for the whole process before Triton is first imported. With CUDA the kernels are
+compiled and the same reference tests run on the GPU, plus half-precision tests against SDPA.
 """
 
 import importlib
@@ -21,14 +22,15 @@ from hypothesis import strategies as st
 from attnbook.reference import attention as reference_attention
 
 if not torch.cuda.is_available() and "triton" not in sys.modules:
-    # Process-wide, as Triton needs: read when Triton decorates its library on import, and on launch.
+    # Process-wide, as Triton needs: read when Triton decorates its library on import, and on
+    # launch.
     os.environ["TRITON_INTERPRET"] = "1"
 triton = pytest.importorskip("triton")
 flash_triton = importlib.import_module("attnbook.kernels.flash_triton")
 linear_triton = importlib.import_module("attnbook.kernels.linear_triton")
 InterpretedFunction = importlib.import_module("triton.runtime.interpreter").InterpretedFunction
-# Something imported Triton before this file without the interpreter (torch.utils.flop_counter does):
-# then the tests run in a fresh process, see test_in_a_fresh_process.
+# Something imported Triton before this file without the interpreter (torch.utils.flop_counter
+# does): then the tests run in a fresh process, see test_in_a_fresh_process.
 IN_PROCESS = torch.cuda.is_available() or isinstance(triton.language.zeros, InterpretedFunction)
 
 
@@ -70,7 +72,8 @@ def _softmax_attention64(q, k, v, causal, scale=None):
 
 
 def _linear_numpy(q, k, v, elu1=True):
-    """NumPy float64 causal linear attention, the quadratic form: W = tril(φ(Q)φ(K)ᵀ), rows normalised, O = W V."""
+    """NumPy float64 causal linear attention, the quadratic form: W = tril(φ(Q)φ(K)ᵀ), rows
+    normalised, O = W V."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
     phi = (
         (lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))) if elu1 else (lambda x: x)
@@ -158,7 +161,8 @@ def test_flash_very_negative_scores():
 
 @pytest.mark.parametrize("blocks", [(32, 16), (16, 32), (128, 64), (32, 64)])
 def test_flash_unequal_tiles(monkeypatch, blocks):
-    """Unequal tiles, among them the CUDA shapes (128×64 forward, 32×64 backward at D = 128), in either mode."""
+    """Unequal tiles, among them the CUDA shapes (128×64 forward, 32×64 backward at D = 128), in
+    either mode."""
     bm, bn = blocks
     cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4, "num_stages": 2}
     monkeypatch.setattr(flash_triton, "block_sizes", lambda *a: {"fwd": cfg, "bwd": cfg})
@@ -239,7 +243,8 @@ def test_linear_matches_reference(n, d, feature_map):
 
 
 def test_linear_reference_is_the_recurrence():
-    """The quadratic-form reference equals the token-by-token recurrence S_t = S_{t-1} + φ(k_t)v_tᵀ."""
+    """The quadratic-form reference equals the token-by-token recurrence S_t = S_{t-1} +
+    φ(k_t)v_tᵀ."""
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 2, 9, 4)) for _ in range(3))
     phi = lambda x: np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))  # noqa: E731
@@ -256,7 +261,8 @@ def test_linear_reference_is_the_recurrence():
 
 @pytest.mark.parametrize("chunk", [16, 32, 64])
 def test_linear_chunk_sizes(monkeypatch, chunk):
-    """The state carried across chunks: ten chunks of 16 (the CUDA size), five of 32, three of 64."""
+    """The state carried across chunks: ten chunks of 16 (the CUDA size), five of 32, three of
+    64."""
     monkeypatch.setattr(linear_triton, "chunk_size", lambda *a: {"CHUNK": chunk, "num_warps": 4})
     q, k, v = _qkv((1, 2, 150, 32), seed=chunk)
     o = api.linear_attention_triton(q, k, v)
@@ -325,7 +331,8 @@ def test_missing_triton_is_named(monkeypatch):
 
 
 def test_cpu_tensors_without_the_interpreter_are_refused():
-    """In a fresh process: no TRITON_INTERPRET -> clear error; set after Triton's import -> clear error."""
+    """In a fresh process: no TRITON_INTERPRET -> clear error; set after Triton's import -> clear
+    error."""
     script = textwrap.dedent("""
         import os, torch
         from attnbook.kernels.api import flash_attention_triton, linear_attention_triton
@@ -363,7 +370,8 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     from triton.compiler import ASTSource
     from attnbook.kernels import flash_triton as ft, linear_triton as lt
     CUDA = torch.device("cuda")
-    for cc, dtype, d in ((90, torch.float16, 128), (90, torch.float32, 128), (80, torch.bfloat16, 64)):
+    cases = ((90, torch.float16, 128), (90, torch.float32, 128), (80, torch.bfloat16, 64))
+    for cc, dtype, d in cases:
         t = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
         flash_cfg = ft.block_sizes(4096, d, dtype, CUDA)
         lin_cfg = lt.chunk_size(4096, d, CUDA)
@@ -371,19 +379,23 @@ _COMPILE_SCRIPT = textwrap.dedent("""
                 for fn, key in ((ft.flash_fwd_kernel, "fwd"), (ft.flash_bwd_dkdv_kernel, "bwd"),
                                 (ft.flash_bwd_dq_kernel, "bwd"))]
         jobs += [(fn, dict(D=d, ELU1=True, PRECISION=ft.dot_precision(dtype), **lin_cfg))
-                 for fn in (lt.linear_fwd_kernel, lt.linear_bwd_dq_kernel, lt.linear_bwd_dkdv_kernel)]
+                 for fn in (lt.linear_fwd_kernel, lt.linear_bwd_dq_kernel,
+                            lt.linear_bwd_dkdv_kernel)]
         for fn, consts in jobs:
             opts = {k: consts.pop(k) for k in ("num_warps", "num_stages") if k in consts}
             sig = {a: ("constexpr" if a in consts else "i32" if a == "N" else "fp32" if a == "scale"
-                       else "*fp32" if a in ("LSE", "DELTA", "DEN") else "*" + t) for a in fn.arg_names}
-            src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
+                       else "*fp32" if a in ("LSE", "DELTA", "DEN") else "*" + t)
+                   for a in fn.arg_names}
+            constexprs = {(fn.arg_names.index(k),): v for k, v in consts.items()}
+            src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
             kernel = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
             print(f"sm_{cc} {t} D={d} {fn.__name__} shared={kernel.metadata.shared}")
 """)
 
 
 def test_kernels_compile_for_gpus():
-    """No GPU needed: Triton and ptxas compile every kernel for sm_90 and sm_80 with its CUDA tile sizes."""
+    """No GPU needed: Triton and ptxas compile every kernel for sm_90 and sm_80 with its CUDA tile
+    sizes."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when it is unset
     run = subprocess.run(
@@ -428,7 +440,8 @@ def test_importing_the_package_does_not_import_triton():
     assert run.stdout.strip() == "False"
 
 
-# ------------------------------------------------------------------ GPU: half precision against SDPA
+# ------------------------------------------------------------------ GPU: half precision against
+# SDPA
 
 _ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}
 
@@ -440,7 +453,8 @@ _ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}
     "n, causal", [(77, False), (77, True), (1000, True), (4096, False), (4096, True)]
 )
 def test_flash_gpu_against_sdpa(n, d, causal, dtype):
-    """Error against the float64 formula at most twice SDPA's own (plus a dtype-sized margin), outputs and grads."""
+    """Error against the float64 formula at most twice SDPA's own (plus a dtype-sized margin),
+    outputs and grads."""
     g = torch.Generator(device="cuda").manual_seed(n + d)
     q, k, v = (
         torch.randn(2, 4, n, d, device="cuda", generator=g, dtype=dtype).requires_grad_()

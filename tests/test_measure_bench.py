@@ -221,7 +221,7 @@ def test_config_switch(monkeypatch):
     assert isinstance(config.QUICK, bool)
     monkeypatch.setenv("ATTNBOOK_QUICK", "maybe")
     with pytest.raises(ValueError, match="ATTNBOOK_QUICK must be '0' .* or '1'"):
-        config.QUICK
+        _ = config.QUICK
     monkeypatch.setenv("ATTNBOOK_QUICK", "0")
     assert config.QUICK is False and config.quick() is False
     assert config.pick(1, 2) == (1 if config.QUICK else 2)
@@ -250,8 +250,8 @@ def test_gpu_command_refuses_without_cuda():
 
 
 def test_gpu_plan_lists_every_suite_within_the_budget():
-    from attnbook.bench.gpu import BUDGET_S, PLAN, START_STOP_S, plan
-    from attnbook.registry import suites
+    from attnbook.bench.gpu import BUDGET_S, START_STOP_S, plan
+    from attnbook.registry import suite_info, suites
 
     out = subprocess.run(
         [sys.executable, "-m", "attnbook", "gpu", "--plan"],
@@ -262,11 +262,14 @@ def test_gpu_plan_lists_every_suite_within_the_budget():
     )
     listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("  ")]
     assert listed == suites() and "warning" not in out.stdout
-    assert set(PLAN) == set(suites()), (
-        "every registered suite needs a size and an allowance in bench/gpu.py PLAN"
-    )
-    assert sum(s.allowance_s for s in plan()) <= BUDGET_S - START_STOP_S
-    assert "kernels" in suites() and not PLAN["kernels"][0]  # the kernels' full sweep runs
+    steps = {s.suite: s for s in plan()}  # read from the Suite records
+    assert set(steps) == set(suites())
+    for name, step in steps.items():
+        info = suite_info(name)
+        assert (step.quick, step.allowance_s) == (info.gpu_quick, info.gpu_allowance_s)
+        assert not step.why.startswith("quick: a suite the plan does not size"), name
+    assert sum(s.allowance_s for s in steps.values()) <= BUDGET_S - START_STOP_S
+    assert not steps["kernels"].quick  # the kernels' full sweep runs
 
 
 def test_gpu_edition_stops_a_suite_at_its_allowance(monkeypatch):
@@ -316,3 +319,8 @@ def test_kernel_flops_follow_the_counted_products():
     assert kernel_flops(n, d, True, False, heads=3, batch=2) * 2 == forward
     assert shape(1024, 64) == (16, 32, 1024, 64) and shape(16384, 128) == (1, 16, 16384, 128)
     assert shape(32768, 64)[0] == 1
+
+
+def test_fit_loglog_refuses_nan():
+    with pytest.raises(ValueError, match="finite"):
+        measure.fit_loglog([1, 2, 4], [1.0, np.nan, 4.0])

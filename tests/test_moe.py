@@ -1,4 +1,5 @@
-"""Mixture of experts (chapter 6): torch layer against the NumPy reference, gradients, capacity, costs."""
+"""Mixture of experts (chapter 6): torch layer against the NumPy reference, gradients, capacity,
+costs."""
 
 from __future__ import annotations
 

@@ -65,7 +65,10 @@ GREEK = {
     "Omega",
 }
 # Commands whose braced argument is words, not symbols.
-TEXTLIKE = r"operatorname|text|textrm|textit|textbf|texttt|mathrm|mathit|mathsf|mathtt|mbox|label|tag|ref|eqref|begin|end|hspace|vspace|quad"
+TEXTLIKE = (
+    r"operatorname|text|textrm|textit|textbf|texttt|mathrm|mathit|mathsf|mathtt|mbox|label|tag|"
+    r"ref|eqref|begin|end|hspace|vspace|quad"
+)
 DISPLAY = re.compile(
     r"\$\$(?P<dollar>.+?)\$\$"
     r"|^```\{math\}[^\n]*\n(?P<directive>.*?)^```"
@@ -76,8 +79,9 @@ CODE_FENCE = re.compile(r"^```\{code-cell\}.*?^```", re.S | re.M)
 
 
 def symbols(tex: str) -> set[str]:
-    """Symbols of a LaTeX fragment: Latin letters, \\greek, \\mathbb{X}, \\mathcal{X}, d_{sub} widths."""
-    tex = re.sub(r"\\(?:%s)\*?\s*\{[^{}]*\}" % TEXTLIKE, " ", tex)
+    """Symbols of a LaTeX fragment: Latin letters, \\greek, \\mathbb{X}, \\mathcal{X}, d_{sub}
+    widths."""
+    tex = re.sub(r"\\(?:" + TEXTLIKE + r")\*?\s*\{[^{}]*\}", " ", tex)
     found: set[str] = set()
     for sub in re.findall(r"(?<![A-Za-z\\])d_(\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z0-9])", tex):
         found.add("d_" + sub.strip("{}").replace(" ", ""))
@@ -127,7 +131,10 @@ def chapter_sources() -> list[Path]:
 
 
 def test_symbol_extraction():
-    tex = r"\operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V + \alpha\, d_{ff} \in \mathbb{R}^{n}"
+    tex = (
+        r"\operatorname{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}}\right) V"
+        r" + \alpha\, d_{ff} \in \mathbb{R}^{n}"
+    )
     assert symbols(tex) == {
         "Q",
         "K",
@@ -145,7 +152,10 @@ def test_symbol_extraction():
 
 
 def test_display_math_blocks_are_found():
-    text = "a $x$ b\n$$\nQ K\n$$\n```{math}\n:label: eq\n\\zeta\n```\n```{code-cell} ipython3\nx = '$$Z$$'\n```\n"
+    text = (
+        "a $x$ b\n$$\nQ K\n$$\n```{math}\n:label: eq\n\\zeta\n```\n"
+        "```{code-cell} ipython3\nx = '$$Z$$'\n```\n"
+    )
     blocks = display_math(text)
     assert [symbols(b) for b in blocks] == [{"Q", "K"}, {"\\zeta"}]
 

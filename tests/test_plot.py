@@ -68,7 +68,7 @@ def test_loglog_fit_rejects_bad_input(x, y, match):
 
 
 def test_labels_sets_axes_and_title():
-    fig, ax = plot.subplots(ncols=2)[0], plot.subplots()[1]
+    ax = plot.subplots()[1]
     assert (
         plot.labels(ax, "sequence length n (tokens)", "time (s)", "title") is None
     )  # no repr in a notebook
@@ -102,3 +102,20 @@ def test_notebook_figures_carry_no_fixed_pixel_size():
         assert width / height == pytest.approx(8 / 3, rel=0.15)  # bbox "tight" trims a little
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_figures_share_the_column_width_and_keep_text_as_text():
+    """One width for every figure, panels included; SVG text stays <text> (measured by the
+    browser test); a chapter page's figure pastes as inline SVG without date or RDF metadata."""
+    plot.use_style()
+    for ncols in (1, 2, 3):
+        fig, _ = plot.subplots(ncols=ncols)
+        assert fig.get_figwidth() == plot.FIGURE_WIDTH
+    fig, ax = plot.subplots()
+    ax.plot([1, 2], label="a")
+    ax.legend()
+    svg = plot.inline_svg(fig).data
+    assert svg.startswith("<svg") and re.search(r'viewBox="0 0 [\d.]+ [\d.]+"', svg)
+    assert "<text" in svg and re.search(r"font-size: \d+(\.\d+)?px", svg)
+    assert "<metadata>" not in svg and "<dc:date>" not in svg
+    assert plot.inline_svg(fig).data == svg  # the same figure, the same markup

@@ -1,4 +1,5 @@
-"""Figures in the prose of the chapter pages come from code (the book's measurement policy, chapter 2).
+"""Figures in the prose of the chapter pages come from code (the book's measurement policy, chapter
+2).
 
 A chapter page (``book/ch*.md``) may not type a measured figure: a time, a size in bytes, a
 percentage, a slope or a speed-up. Such figures are pasted in with myst-nb's ``{glue:text}`` from
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted((ROOT / "book").glob("ch*.md"))
+#: the chapter pages, the "What to remember" fragments they include, and the page that gathers them
+PAGES = sorted((ROOT / "book").glob("ch*.md")) + sorted((ROOT / "book").glob("_remember_ch*.md"))
+PAGES.append(ROOT / "book" / "key_numbers.md")
 
 #: (page, exact phrase) -> where the figure is asserted. Analytic figures only, never measurements.
 ALLOWED = {
@@ -36,6 +39,10 @@ ALLOWED = {
         "64 GiB",
     ): "notebooks/03c_checkpointing_kv_cache.md: the same cache at 128k tokens",
     ("ch03_memory.md", "16 GiB"): "notebooks/03c_checkpointing_kv_cache.md: GQA-8 at 128k tokens",
+    (
+        "ch09_distributed.md",
+        "100 Gb",
+    ): "the link's name, cost.comm.INTERCONNECTS (not a measurement)",
 }
 
 _STRIP = [
@@ -59,7 +66,8 @@ MEASURED = re.compile(
 
 
 def prose(text: str) -> str:
-    """The page with code, math, roles (glue included) and links removed: what a reader sees as typed text."""
+    """The page with code, math, roles (glue included) and links removed: what a reader sees as
+    typed text."""
     for pattern in _STRIP:
         text = pattern.sub(" ", text)
     return text
@@ -98,7 +106,8 @@ GLUE_REF = re.compile(r"\{glue(?::text|:any|:md|:math)?\}`([^`]*)`")
 
 
 def _glued_keys(notebook: Path) -> tuple[set, list]:
-    """Keys a notebook glues: literal first arguments of glue(...), dict(key=...) literals fed to glue in a loop,
+    """Keys a notebook glues: literal first arguments of glue(...), dict(key=...) literals fed to
+    glue in a loop,
     and the literal prefixes of f-string keys."""
     src = notebook.read_text()
     literal = set(re.findall(r"""glue\(\s*["']([\w-]+)["']""", src))

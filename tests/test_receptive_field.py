@@ -1,4 +1,5 @@
-"""Chapter 8: L stacked generative layers see exactly the last L + 1 tokens; with the average, all of them."""
+"""Chapter 8: L stacked generative layers see exactly the last L + 1 tokens; with the average, all
+of them."""
 
 import pytest
 import torch

@@ -117,3 +117,12 @@ def test_multi_head_rejects_mismatched_head_lists():
         reference.multi_head_attention(
             X, [np.ones((4, 2))], [np.ones((4, 2))], [np.ones((4, 2))], np.ones((3, 4))
         )
+
+
+def test_reference_attention_refuses_mismatched_batch_or_heads():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((2, 3, 5, 4))
+    with pytest.raises(ValueError, match="leading"):
+        reference.attention(q, rng.standard_normal((1, 3, 5, 4)), rng.standard_normal((1, 3, 5, 4)))
+    with pytest.raises(ValueError, match="leading"):
+        reference.attention(q, q, rng.standard_normal((2, 1, 5, 4)))

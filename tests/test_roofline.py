@@ -1,4 +1,5 @@
-"""The roofline (chapter 4): intensities from FlopCounterMode counts and the compulsory-traffic model,
+"""The roofline (chapter 4): intensities from FlopCounterMode counts and the compulsory-traffic
+model,
 the measured roofs, stored GPU points, bad input."""
 
 import numpy as np
@@ -39,7 +40,8 @@ def test_prefill_flops_and_bytes_of_dense_and_flash(n, d):
     assert (
         rl.prefill_bytes("flash", n, d, heads=H, batch=B, bytes_per_number=2) == 4 * n * d * H * 2
     )
-    # the intensities the section derives: dense tends to d/4 FLOPs per float32 byte, flash grows as n/4
+    # the intensities the section derives: dense tends to d/4 FLOPs per float32 byte, flash grows as
+    # n/4
     assert dense / standard == pytest.approx(n * d / (4 * (n + d)))
     assert dense / rl.prefill_bytes("flash", n, d, heads=H, batch=B) == pytest.approx(n / 4)
 

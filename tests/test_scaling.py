@@ -62,11 +62,20 @@ def test_chinchilla_fit_minimises_the_fitted_loss_on_the_budget_line():
 
 
 def test_kaplan_allocation_as_published():
-    a = compute_optimal(cost.PF_DAY, "kaplan")
+    a = compute_optimal(2 * cost.PF_DAY, "kaplan")  # C_min = C / 2 = one PF-day
     assert a.params == pytest.approx(1.3e9) and a.tokens == pytest.approx(2e10)
     fit_n = fit_loglog(BUDGETS, [compute_optimal(c, "kaplan").params for c in BUDGETS])
     fit_d = fit_loglog(BUDGETS, [compute_optimal(c, "kaplan").tokens for c in BUDGETS])
     assert fit_n.slope == pytest.approx(0.73) and fit_d.slope == pytest.approx(0.27)
+
+
+def test_kaplan_reading_reproduces_hoffmann_et_al_comparison():
+    """Hoffmann et al. compare with Kaplan's law at 1e21 FLOPs: 4.68B parameters, which needs
+    C_min = C / 2; reading the budget itself as C_min would give 7.77B."""
+    assert compute_optimal(1e21, "kaplan").params == pytest.approx(4.68e9, rel=0.005)
+    k = scaling.KAPLAN_FIT
+    as_c_min = k["N_e"] * (1e21 / cost.PF_DAY) ** k["p_N"]
+    assert as_c_min == pytest.approx(7.77e9, rel=0.005)
 
 
 def test_kaplan_puts_more_into_parameters_at_large_budgets():

@@ -7,13 +7,15 @@ Two kinds of test live here.
   truth about the stored results, and the configuration keeps math offline and notebooks runnable.
 * Browser checks (marked ``browser``; run after the site is built, ``make test`` does both): the
   site in ``_build/html`` is served from 127.0.0.1 and every page opened in headless Chromium
-  through the DevTools protocol: no JavaScript errors, every image loads, every formula typeset by
-  the MathJax copy inside the site, nothing requested from outside the site, no broken internal
-  link, search finds the chapter on FlashAttention, screenshots saved to ``_build/screenshots``;
-  every image keeps its aspect ratio at 1400 px and 420 px; one search box; the device note
-  folded; edit and issue buttons and the build's date and commit on every page; the execution
-  status page; the download-.ipynb is the readable notebook; the executed notebooks' outputs are
-  clean (no line over 100 characters, no stray reprs, no library log lines); the PDF.
+  driven by Selenium (Debian's chromedriver): no JavaScript errors, every image loads, every
+  formula typeset by the MathJax copy inside the site, nothing requested from outside the site, no
+  broken internal link, no code block scrolling at 1400 px, no figure text under 9 px, no plumbing
+  on the page, search finds the chapter on FlashAttention, screenshots saved to
+  ``_build/screenshots``; every image keeps its aspect ratio at 1400 px and 420 px; one search
+  box; the device note folded; edit and issue buttons and the build's date and commit on every
+  page; the execution status page; the download-.ipynb is the readable notebook; the executed
+  notebooks' outputs are clean (no line over 100 characters, no stray reprs, no library log
+  lines); the PDF is a book (title page, contents with page numbers, bookmarks, page numbers).
 
 The site is ``_build/html`` or the folder in ``$ATTNBOOK_SITE`` (e.g. a build made with
 ``jupyter-book build . --path-output /tmp/site``: then ``ATTNBOOK_SITE=/tmp/site/_build/html``).
@@ -32,8 +34,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import unicodedata
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -45,7 +49,7 @@ EXECUTED = HTML.parent / "jupyter_execute"  # the notebooks as myst-nb executed 
 MAX_LINE = 100
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.md"))
-CHAPTERS = [f"{i:02d}" for i in range(1, 10)]
+CHAPTERS = [f"{i:02d}" for i in range(1, 11)]
 
 
 # ----------------------------------------------------------------------------- source checks
@@ -71,8 +75,8 @@ def test_notebook_shares_the_setup_cell_and_the_device_note(path):
     assert "```{include} ../book/_device_note.md\n```" in text, (
         f"{path.name}: include book/_device_note.md"
     )
-    assert re.match(r"0[1-9]", path.name), (
-        f"{path.name}: no chapter prefix 01..09, so no chapter lists it"
+    assert re.match(r"0[1-9]|10", path.name), (
+        f"{path.name}: no chapter prefix 01..10, so no chapter lists it"
     )
 
 
@@ -85,7 +89,8 @@ def test_chapter_has_exercises_with_gated_solutions(nn):
     labels = re.findall(r"^```\{exercise\}.*\n:label: (\S+)", text, flags=re.M)
     assert labels, f"chapter {nn}: no exercise"
     for label in labels:
-        assert re.search(r"^```\{solution-start\} %s\s*$" % re.escape(label), text, flags=re.M), (
+        pattern = r"^```\{solution-start\} " + re.escape(label) + r"\s*$"
+        assert re.search(pattern, text, flags=re.M), (
             f"chapter {nn}: exercise {label} has no gated solution"
         )
 
@@ -204,8 +209,114 @@ def test_code_lines_fit_the_page():
     assert not long, f"{len(long)} code lines over {MAX_LINE} characters:\n" + "\n".join(long)
 
 
+def _cell_tags(cell: str) -> set[str]:
+    match = re.search(r"^:tags: \[(.*)\]", cell, flags=re.M)
+    return {t.strip() for t in match.group(1).split(",")} if match else set()
+
+
+def test_glue_calls_are_in_hidden_cells():
+    """Bookkeeping is not shown: a cell that glues values is removed from the page (the values
+    appear in the prose)."""
+    visible = [
+        f"{p.name}, code cell {i}"
+        for p in NOTEBOOKS
+        for i, cell in enumerate(_code_cells(p.read_text(encoding="utf-8")), 1)
+        if re.search(r"\bglue\(", cell) and not _cell_tags(cell) & {"remove-cell", "remove-input"}
+    ]
+    assert not visible, "cells that show glue(...) calls (tag them remove-cell):\n" + "\n".join(
+        visible
+    )
+
+
+CHAPTER_PAGES = {nn: sorted((ROOT / "book").glob(f"ch{nn}_*.md")) for nn in CHAPTERS}
+
+
+# A chapter page's opening figure: a container with a name, myst-nb's {glue} directive pasting a
+# notebook's figure (glued as inline SVG: myst-nb pastes no SVG image from another page), a caption.
+KEY_FIGURE = re.compile(
+    r"^:::\{container\} attnbook-key-figure\n:name: \S+\n\n"
+    r"```\{glue\} (\w+)\n:doc: (/notebooks/\S+\.md)\n```\n\n\S.*?\n:::$",
+    flags=re.M | re.S,
+)
+
+
+@pytest.mark.parametrize("nn", CHAPTERS)
+def test_chapter_page_opens_with_a_figure_and_ends_with_what_to_remember(nn):
+    """A glued figure with a caption before the first ``## `` heading; the chapter's "What to
+    remember" fragment included."""
+    (page,) = CHAPTER_PAGES[nn]
+    text = page.read_text(encoding="utf-8")
+    intro = re.split(r"^## ", text, maxsplit=1, flags=re.M)[0]
+    figure = KEY_FIGURE.search(intro)
+    assert figure, f"{page.name}: no attnbook-key-figure container before the first ## heading"
+    key, path = figure.groups()
+    notebook = (ROOT / path.lstrip("/")).read_text(encoding="utf-8")
+    glued = (
+        r"""\bglue\(["']""" + key + r"""["'], attnbook\.plot\.inline_svg\(\w+\), display=False\)"""
+    )
+    assert re.search(glued, notebook), f"{page.name}: {path} glues no inline_svg figure {key!r}"
+    assert re.search(
+        r"^## What to remember\n\n```\{include\} _remember_ch" + nn + r"\.md\n```", text, flags=re.M
+    ), f"{page.name}: include _remember_ch{nn}.md under '## What to remember'"
+
+
+@pytest.mark.parametrize("nn", CHAPTERS)
+def test_what_to_remember_has_three_to_five_points(nn):
+    fragment = ROOT / "book" / f"_remember_ch{nn}.md"
+    bullets = re.findall(r"^- ", fragment.read_text(encoding="utf-8"), flags=re.M)
+    assert 3 <= len(bullets) <= 5, f"{fragment.name}: {len(bullets)} points, not 3 to 5"
+
+
+def test_key_numbers_page_gathers_every_chapter():
+    text = (ROOT / "book" / "key_numbers.md").read_text(encoding="utf-8")
+    for nn, (page,) in CHAPTER_PAGES.items():
+        section = text.split(f"```{{include}} _remember_ch{nn}.md\n```", 1)
+        assert len(section) == 2, f"key_numbers.md: does not include _remember_ch{nn}.md"
+        heading = section[0].rsplit("\n## ", 1)[1]
+        assert f"{{doc}}`{page.stem}`" in heading, f"key_numbers.md: no link to {page.stem}"
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    assert toc.index("file: book/key_numbers") < toc.index("file: book/results_gallery")
+    assert "{doc}`key_numbers`" in (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+
+
+GPU_SECTIONS = [
+    ("04b_flash.md", "### On a GPU: the Triton kernel against SDPA's flash backend"),
+    ("04g_roofline.md", "## Stored GPU results"),
+]
+
+
+@pytest.mark.parametrize("name,heading", GPU_SECTIONS, ids=[n for n, _ in GPU_SECTIONS])
+def test_gpu_sections_fold_until_a_result_is_stored(name, heading):
+    """A section that shows a stored CUDA result opens with one folded admonition (what will
+    appear, and `make gpu` to produce it), and its code is folded; its output comes from the
+    stored file, so it shows the result once attnbook/results/kernels-cuda.json exists."""
+    text = (ROOT / "notebooks" / name).read_text(encoding="utf-8")
+    assert heading in text, f"{name}: no section {heading!r}"
+    section = re.split(r"^#{1,3} ", text.split(heading, 1)[1], maxsplit=1, flags=re.M)[0]
+    note = re.search(r"^```\{admonition\} .+\n:class: dropdown\n(.*?)^```$", section, re.M | re.S)
+    assert note and "make gpu" in note.group(1), f"{name}: {heading}: no folded note on `make gpu`"
+    cells = _code_cells(section)
+    assert cells and all(_cell_tags(c) & {"hide-input", "remove-input"} for c in cells)
+    assert any('load_result("kernels", "cuda")' in c for c in cells)
+
+
+_NUMBER_WORDS = {
+    w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())
+}
+
+
+def test_landing_page_counts_its_ways_to_run_the_book():
+    """'Four ways' is followed by four bullets: the landing page keeps its own promises."""
+    text = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    section = text.split("## How to run it", 1)[1].split("\n## ", 1)[0]
+    word = re.search(r"\b(\w+) ways\b", section).group(1).lower()
+    bullets = re.findall(r"^- \*\*", section, flags=re.M)
+    assert _NUMBER_WORDS[word] == len(bullets), f"says {word} ways, lists {len(bullets)}"
+
+
 def test_device_note_is_folded_by_the_sphinx_extension():
-    """book/_device_note.md is an admonition of class attnbook-device; the extension adds 'dropdown'."""
+    """book/_device_note.md is an admonition of class attnbook-device; the extension adds
+    'dropdown'."""
     note = (ROOT / "book" / "_device_note.md").read_text(encoding="utf-8")
     assert re.search(r"^:class: .*\battnbook-device\b", note, flags=re.M)
     assert "fold_device_note" in (ROOT / "book" / "_ext" / "attnbook_sphinx.py").read_text(
@@ -394,7 +505,8 @@ _BAD_OUTPUT = [
 
 
 def _output_texts(cell: dict) -> list[str]:
-    """What a reader sees of a cell's outputs as text: streams, and text/plain where nothing richer is shown."""
+    """What a reader sees of a cell's outputs as text: streams, and text/plain where nothing
+    richer is shown."""
     texts = []
     for out in cell.get("outputs", []):
         if out.get("output_type") == "stream":
@@ -413,7 +525,8 @@ def _output_texts(cell: dict) -> list[str]:
 
 @pytest.mark.browser
 def test_executed_outputs_are_clean(site):
-    """No printed or code line over 100 characters, no stray reprs, no library log lines, in any executed notebook."""
+    """No printed or code line over 100 characters, no stray reprs, no library log lines, in any
+    executed notebook."""
     executed = sorted(EXECUTED.glob("**/*.ipynb"))
     assert len(executed) >= len(NOTEBOOKS), f"only {len(executed)} executed notebooks in {EXECUTED}"
     problems = []
@@ -446,7 +559,44 @@ def test_executed_outputs_are_clean(site):
     )
 
 
-# ------------------------------------------------------------------ headless Chromium over CDP
+_PLUMBING = [
+    (re.compile(r"±\s*nan\b"), "a standard error of nan (say '1 seed')"),
+    (re.compile(r"\b1 (threads|seeds|runs|layers|heads)\b"), "a singular count with a plural noun"),
+]
+
+
+@pytest.mark.browser
+def test_no_plumbing_on_the_page(site):
+    """No glue(...) call in a visible code cell, no '± nan', no '1 threads', no listing twice."""
+    from bs4 import BeautifulSoup
+
+    problems = []
+    for page in _pages():
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        article = soup.select_one("article.bd-article")
+        if article is None:
+            continue
+        rel = page.relative_to(site).as_posix()
+        for cell in article.select("div.cell_input"):
+            if re.search(r"\bglue\(", cell.get_text()):
+                problems.append(f"{rel}: a visible cell calls glue(): {cell.get_text()[:60]!r}")
+        text = article.get_text(" ")
+        problems += [
+            f"{rel}: {why}: {m.group(0)!r}" for rx, why in _PLUMBING for m in rx.finditer(text)
+        ]
+        captions = [
+            c.get_text(" ", strip=True)
+            for c in article.select("div.literal-block-wrapper .code-block-caption")
+        ]
+        problems += [
+            f"{rel}: listing shown twice: {c!r}" for c, k in Counter(captions).items() if k > 1
+        ]
+    assert not problems, f"{len(problems)} bits of plumbing on the pages:\n" + "\n".join(
+        problems[:40]
+    )
+
+
+# ------------------------------------------------------------ headless Chromium through Selenium
 class _Server:
     """The built site on http://127.0.0.1:PORT/, in a thread."""
 
@@ -467,139 +617,108 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+CHROMEDRIVER = os.environ.get(
+    "CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+)
+
+
 class Browser:
-    """A minimal Chrome DevTools Protocol client for one headless Chromium tab."""
+    """One headless Chromium tab driven by Selenium through Debian's chromedriver.
 
-    def __init__(self, executable: str, profile: str):
-        import websocket  # websocket-client
+    ``events`` are the DevTools events Chromium logged since the last :meth:`open` (the
+    ``performance`` log: Network and Page), plus the console's errors (the ``browser`` log) as
+    ``Log.entryAdded`` events, so that :func:`_problems` reads one list.
+    """
 
-        self.proc = subprocess.Popen(
-            [
-                executable,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-extensions",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-component-update",
-                "--remote-debugging-port=0",
-                "--remote-allow-origins=*",
-                f"--user-data-dir={profile}",
-                "--window-size=1280,900",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        port_file = Path(profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"{executable} did not start (exit code {self.proc.returncode})")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            tab = next(t for t in json.load(response) if t["type"] == "page")
-        self.ws = websocket.create_connection(
-            tab["webSocketDebuggerUrl"], timeout=60, suppress_origin=True
-        )
-        self.events: list[dict] = []
-        self._id = 0
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
+    def __init__(self, executable: str, driver: str, profile: str):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = executable
+        for arg in (
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-extensions",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-component-update",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,900",
+        ):
+            options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        # an explicit driver path: Selenium Manager never looks for (or downloads) a driver
+        self.driver = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+        self.driver.set_script_timeout(180)
+        self._events: list[dict] = []
+
+    def _drain(self) -> None:
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            self._events.append({"method": message["method"], "params": message.get("params", {})})
+        for entry in self.driver.get_log("browser"):
+            if entry["level"] == "SEVERE":
+                text = entry["message"]
+                self._events.append(
+                    {
+                        "method": "Log.entryAdded",
+                        "params": {"entry": {"level": "error", "text": text, "url": ""}},
+                    }
+                )
+
+    @property
+    def events(self) -> list[dict]:
+        self._drain()
+        return self._events
 
     def call(self, method: str, **params):
-        self._id += 1
-        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self._id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-            if "method" in message:
-                self.events.append(message)
+        """A DevTools command through chromedriver (e.g. ``Emulation.setDeviceMetricsOverride``)."""
+        return self.driver.execute_cdp_cmd(method, params)
 
     def wait_for(self, event: str, timeout: float = 30.0) -> dict:
         deadline = time.monotonic() + timeout
-        seen = len(self.events)
-        for message in self.events:
-            if message["method"] == event:
-                return message
         while time.monotonic() < deadline:
-            self.ws.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                message = json.loads(self.ws.recv())
-            except Exception:  # websocket timeout
-                break
-            finally:
-                self.ws.settimeout(60)
-            if "method" in message:
-                self.events.append(message)
+            for message in self.events:
                 if message["method"] == event:
                     return message
-        raise TimeoutError(
-            f"no {event} within {timeout} s ({len(self.events) - seen} other events)"
-        )
+            time.sleep(0.1)
+        raise TimeoutError(f"no {event} within {timeout} s")
 
     def evaluate(self, expression: str, await_promise: bool = False):
-        result = self.call(
-            "Runtime.evaluate",
-            expression=expression,
-            returnByValue=True,
-            awaitPromise=await_promise,
-        )
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"JavaScript error: {result['exceptionDetails']}")
-        return result["result"].get("value")
+        """The value of a JavaScript expression (a returned promise is awaited by WebDriver)."""
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            return self.driver.execute_script(f"return ({expression});")
+        except WebDriverException as error:
+            raise RuntimeError(f"JavaScript error: {error.msg}") from error
 
     def open(self, url: str, timeout: float = 30.0):
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired", timeout)
-
-    def screenshot(self, path: Path, clip: dict | None = None):
-        import base64
-
-        extra = {"clip": {**clip, "scale": 1}, "captureBeyondViewport": True} if clip else {}
-        self.call("Page.bringToFront")
-        # a screenshot waits for a fresh compositor frame: allow a busy machine time for one
-        self.ws.settimeout(180)
-        try:
-            data = self.call("Page.captureScreenshot", format="png", fromSurface=True, **extra)[
-                "data"
-            ]
-        finally:
-            self.ws.settimeout(60)
-        path.write_bytes(base64.b64decode(data))
+        self._drain()
+        self._events.clear()
+        self.driver.set_page_load_timeout(timeout)
+        self.driver.get(url)
 
     def close(self):
-        try:
-            if getattr(self, "ws", None) is not None:
-                self.ws.close()
-        finally:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
+        self.driver.quit()
 
 
 @pytest.fixture(scope="module")
 def browser(site):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; `make test` installs it)",
-            pytrace=False,
-        )
+    for tool, what in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not Path(tool).exists():
+            pytest.fail(
+                f"no {Path(tool).name} at {tool} (Debian: apt-get install {what}; "
+                "`make test` installs it)",
+                pytrace=False,
+            )
     server = _Server(site)
     with tempfile.TemporaryDirectory(prefix="attnbook-chromium-") as profile:
-        chrome = Browser(CHROMIUM, profile)
+        chrome = Browser(CHROMIUM, CHROMEDRIVER, profile)
         chrome.base = server.url
         try:
             yield chrome
@@ -613,16 +732,19 @@ SETTLE_JS = """(async () => {
   const imgs = [...document.images];
   imgs.forEach(i => { i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.decode().catch(() => null)));
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const mj = window.MathJax && MathJax.startup && MathJax.startup.promise;
+  if (mj) { await mj; }
   return true;
 })()"""
 
 INSPECT_JS = """(() => {
-  const images = [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}));
+  const images = [...document.images].map(
+    i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}));
   const maths = [...document.querySelectorAll('span.math, div.math')];
-  const untypeset = maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.trim().slice(0, 60));
-  return {images, maths: maths.length, mjx: document.querySelectorAll('mjx-container').length, untypeset,
-          title: document.title};
+  const untypeset = maths.filter(m => !m.querySelector('mjx-container'))
+    .map(m => m.textContent.trim().slice(0, 60));
+  return {images, maths: maths.length, mjx: document.querySelectorAll('mjx-container').length,
+          untypeset, title: document.title};
 })()"""
 
 
@@ -632,11 +754,10 @@ def _settle(browser) -> None:
         try:
             browser.evaluate(SETTLE_JS, await_promise=True)
             return
-        except RuntimeError as error:
-            if "navigated" not in str(error) or attempt == 2:
+        except RuntimeError:
+            if attempt == 2:
                 raise
-            browser.events.clear()
-            browser.wait_for("Page.loadEventFired", 30)
+            time.sleep(1.0)  # the page navigated away (a redirect): settle on the next one
 
 
 def _problems(events: list[dict], base: str) -> list[str]:
@@ -651,9 +772,8 @@ def _problems(events: list[dict], base: str) -> list[str]:
         elif method == "Runtime.exceptionThrown":
             details = p.get("exceptionDetails", {})
             problems.append(
-                f"exception: {details.get('exception', {}).get('description', details.get('text'))}"[
-                    :300
-                ]
+                "exception: "
+                + str(details.get("exception", {}).get("description", details.get("text")))[:300]
             )
         elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             problems.append(
@@ -686,7 +806,8 @@ def test_every_page_in_headless_chromium(site, browser):
         problems += [f"image did not load: {i['src']}" for i in info["images"] if not i["ok"]]
         if info["untypeset"]:
             problems.append(
-                f"{len(info['untypeset'])} of {info['maths']} formulas not typeset, e.g. {info['untypeset'][0]!r}"
+                f"{len(info['untypeset'])} of {info['maths']} formulas not typeset, "
+                f"e.g. {info['untypeset'][0]!r}"
             )
         if info["maths"]:
             typeset_pages += 1
@@ -714,7 +835,8 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
     deadline, hits = time.monotonic() + 30, []
     while time.monotonic() < deadline:
         hits = browser.evaluate(
-            "[...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'))"
+            "[...document.querySelectorAll('#search-results li a')]"
+            ".map(a => a.getAttribute('href'))"
         )
         done = browser.evaluate("!!document.querySelector('#search-results .search-summary')")
         if done:
@@ -728,11 +850,14 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
 
 
 # Each visible image: its content box against its natural size (1.0 = undistorted).
-ASPECT_JS = """(() => [...document.images].filter(i => i.naturalWidth > 0 && i.getClientRects().length).map(i => {
+ASPECT_JS = """(() => [...document.images]
+  .filter(i => i.naturalWidth > 0 && i.getClientRects().length).map(i => {
   const r = i.getBoundingClientRect(), s = getComputedStyle(i);
   const px = k => parseFloat(s[k]) || 0;
-  const w = r.width - px('paddingLeft') - px('paddingRight') - px('borderLeftWidth') - px('borderRightWidth');
-  const h = r.height - px('paddingTop') - px('paddingBottom') - px('borderTopWidth') - px('borderBottomWidth');
+  const w = r.width - px('paddingLeft') - px('paddingRight')
+    - px('borderLeftWidth') - px('borderRightWidth');
+  const h = r.height - px('paddingTop') - px('paddingBottom')
+    - px('borderTopWidth') - px('borderBottomWidth');
   return {src: i.currentSrc || i.src, w, h, nw: i.naturalWidth, nh: i.naturalHeight,
           ratio: (w / h) / (i.naturalWidth / i.naturalHeight)};
 }).filter(i => i.w > 1 && i.h > 1))()"""
@@ -752,7 +877,8 @@ def _viewport(browser, width: int, height: int = 900) -> None:
 
 @pytest.mark.browser
 def test_images_keep_their_aspect_ratio(site, browser):
-    """At a desktop (1400 px) and a phone (420 px) width, no image is stretched or squashed by more than 2 %."""
+    """At a desktop (1400 px) and a phone (420 px) width, no image is stretched or squashed by more
+    than 2 %."""
     pages = _pages()
     failures, measured = [], 0
     worst = {1400: 1.0, 420: 1.0}
@@ -773,8 +899,9 @@ def test_images_keep_their_aspect_ratio(site, browser):
                         worst[width] = image["ratio"]
                     if abs(image["ratio"] - 1) > ASPECT_TOLERANCE:
                         failures.append(
-                            f"{width} px, {rel}: {image['src'].rsplit('/', 1)[-1]} shown {image['w']:.0f}x{image['h']:.0f}"
-                            f" for {image['nw']}x{image['nh']}: {image['ratio']:.2f} of its aspect ratio"
+                            f"{width} px, {rel}: {image['src'].rsplit('/', 1)[-1]} shown "
+                            f"{image['w']:.0f}x{image['h']:.0f} for {image['nw']}x{image['nh']}: "
+                            f"{image['ratio']:.2f} of its aspect ratio"
                         )
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride")
@@ -785,15 +912,115 @@ def test_images_keep_their_aspect_ratio(site, browser):
     assert not failures, f"{len(failures)} distorted images:\n" + "\n".join(failures[:40])
 
 
+# Every pre element of the article (code, outputs) whose content is wider than its box.
+OVERFLOW_JS = """(() => [...document.querySelectorAll('article.bd-article pre')]
+  .filter(p => p.getClientRects().length && p.scrollWidth > p.clientWidth + 1)
+  .map(p => ({width: p.scrollWidth, box: p.clientWidth,
+              line: p.textContent.split('\\n')
+                      .reduce((a, l) => l.length > a.length ? l : a, '')})))()"""
+
+
+@pytest.mark.browser
+def test_code_fits_its_column_at_1400px(site, browser):
+    """At 1400 px no code block or printed output scrolls sideways: every line is seen whole."""
+    failures, blocks = [], 0
+    try:
+        _viewport(browser, 1400)
+        for page in _pages():
+            rel = page.relative_to(site).as_posix()
+            browser.open(browser.base + rel)
+            blocks += browser.evaluate("document.querySelectorAll('article.bd-article pre').length")
+            failures += [
+                f"{rel}: {o['width']} px of text in a {o['box']} px box: {o['line'].strip()[:70]!r}"
+                for o in browser.evaluate(OVERFLOW_JS)
+            ]
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+    print(f"{blocks} code blocks and outputs measured at 1400 px")
+    assert blocks > 100, f"only {blocks} pre elements found"
+    assert not failures, f"{len(failures)} blocks scroll at 1400 px:\n" + "\n".join(failures[:40])
+
+
+# Each displayed SVG figure of the article: fetched, its smallest text size in SVG units (matplotlib
+# writes `font-size: 9px` in the units of its viewBox), and the scale at which it is shown.
+SVG_TEXT_JS = """(async () => {
+  const out = [];
+  const shownWidth = e => e.getBoundingClientRect().width;
+  const imgs = [...document.querySelectorAll('article.bd-article img')]
+    .filter(i => i.getClientRects().length && /[.]svg([?#]|$)/.test(i.currentSrc || i.src));
+  for (const img of imgs) {
+    const src = img.currentSrc || img.src;
+    const doc = new DOMParser().parseFromString(await (await fetch(src)).text(), 'image/svg+xml');
+    const box = (doc.documentElement.getAttribute('viewBox') || '').trim().split(/[\\s,]+/);
+    const sizes = [...doc.querySelectorAll('text, tspan')].map(t => {
+      const m = /font-size:\\s*([\\d.]+)px/.exec(t.getAttribute('style') || '')
+        || /([\\d.]+)px/.exec(t.getAttribute('font-size') || '');
+      return m ? parseFloat(m[1]) : NaN;
+    }).filter(s => s > 0);
+    const shown = img.getBoundingClientRect().width;
+    out.push({src, texts: sizes.length, smallest: sizes.length ? Math.min(...sizes) : null,
+              scale: box.length === 4 ? shown / parseFloat(box[2]) : null});
+  }
+  for (const svg of document.querySelectorAll('article.bd-article .attnbook-key-figure svg')) {
+    const box = (svg.getAttribute('viewBox') || '').trim().split(/[\\s,]+/);
+    const sizes = [...svg.querySelectorAll('text, tspan')]
+      .map(t => parseFloat(t.style.fontSize)).filter(s => s > 0);
+    out.push({src: 'inline SVG ' + (svg.closest('[id]') || {}).id, texts: sizes.length,
+              smallest: sizes.length ? Math.min(...sizes) : null,
+              scale: box.length === 4 ? shownWidth(svg) / parseFloat(box[2]) : null});
+  }
+  return out;
+})()"""
+MIN_TEXT_PX = 9.0
+
+
+@pytest.mark.browser
+def test_figure_text_is_legible_at_1400px(site, browser):
+    """At 1400 px the smallest text of every SVG figure is shown at least 9 px tall: its font size
+    in the SVG's units times the displayed width over the viewBox width (attnbook.plot keeps text
+    as <text> elements, svg.fonttype "none", so it can be measured)."""
+    failures, figures = [], 0
+    try:
+        _viewport(browser, 1400)
+        for page in _pages():
+            rel = page.relative_to(site).as_posix()
+            browser.open(browser.base + rel)
+            _settle(browser)
+            for fig in browser.evaluate(SVG_TEXT_JS, await_promise=True):
+                name = fig["src"].rsplit("/", 1)[-1]
+                if not fig["texts"]:  # no text to read (or text drawn as paths: not measurable)
+                    continue
+                if fig["scale"] is None:
+                    failures.append(f"{rel}: {name}: no viewBox, so no scale to measure text by")
+                    continue
+                figures += 1
+                shown = fig["smallest"] * fig["scale"]
+                if shown < MIN_TEXT_PX:
+                    failures.append(
+                        f"{rel}: {name}: smallest text {fig['smallest']:g} units shown at "
+                        f"{shown:.1f} px (scale {fig['scale']:.2f})"
+                    )
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
+    print(f"{figures} SVG figures measured at 1400 px")
+    assert figures > 20, f"only {figures} SVG figures with text found"
+    assert not failures, f"{len(failures)} figures with text under {MIN_TEXT_PX:g} px:\n" + (
+        "\n".join(failures[:60])
+    )
+
+
 SEARCH_JS = """(() => [...document.querySelectorAll('input[type=search], .search-button-field')]
-  .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden' && !e.closest('dialog:not([open])'))
+  .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden'
+               && !e.closest('dialog:not([open])'))
   .map(e => e.className || e.tagName))()"""
 
 NOTE_JS = """(() => { const n = document.querySelector('.attnbook-device');
   if (!n) return null;
-  const body = [...n.children].filter(c => !c.classList.contains('admonition-title') && !c.matches('button'));
+  const body = [...n.children]
+    .filter(c => !c.classList.contains('admonition-title') && !c.matches('button'));
   return {height: n.getBoundingClientRect().height,
-          hidden: body.every(c => !c.getClientRects().length || getComputedStyle(c).display === 'none'
+          hidden: body.every(c => !c.getClientRects().length
+                                || getComputedStyle(c).display === 'none'
                                 || getComputedStyle(c).visibility === 'hidden')}; })()"""
 
 
@@ -819,27 +1046,52 @@ def test_one_search_box_and_a_folded_device_note(site, browser):
 
 
 @pytest.mark.browser
-def test_pdf_has_every_chapter(site):
-    """`make pdf`: site/attnbook.pdf, linked from the landing page, every chapter title in its text."""
+def test_pdf_is_a_book(site):
+    """`make pdf`: site/attnbook.pdf, linked from the landing page: a title page (title, version,
+    commit, date), a table of contents with a page number for every chapter, bookmarks for every
+    chapter, page numbers in the footer, one title in the metadata, every chapter title in the
+    text."""
+    from pypdf import PdfReader
+
     pdf = site / "attnbook.pdf"
     assert pdf.is_file(), f"no {pdf}: run `make pdf` (make build runs it)"
     landing = site / "book" / "intro.html"
     assert any(url.endswith("attnbook.pdf") for _, url in _parse(landing).links), (
         "the landing page does not link the PDF"
     )
-    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
-    pages = int(re.search(r"^Pages:\s+(\d+)", info, flags=re.M).group(1))
-    text = subprocess.run(
+    reader = PdfReader(pdf)
+    pages = len(reader.pages)
+    raw = subprocess.run(
         ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
-    ).stdout
-    flat = re.sub(r"\s+", " ", text)
+    )
+    text = [  # one string a page (pdftotext ends each page with a form feed), ligatures unfolded
+        re.sub(r"\s+", " ", unicodedata.normalize("NFKC", page))
+        for page in raw.stdout.split("\f")[:pages]
+    ]
+    flat = " ".join(text)
     chapters = [
         re.search(r"^# (.+)$", p.read_text(encoding="utf-8"), flags=re.M).group(1).strip()
         for p in sorted((ROOT / "book").glob("ch[0-9][0-9]_*.md"))
     ]
-    missing = [t for t in chapters if re.sub(r"\s+", " ", t) not in flat]
+    title = re.search(r"^title: (.+)$", (ROOT / "_config.yml").read_text(), flags=re.M).group(1)
+    version = re.search(r'__version__ = "([^"]+)"', (ROOT / "attnbook/__init__.py").read_text())
     print(f"{pdf.name}: {pages} pages, {pdf.stat().st_size / 2**20:.1f} MiB")
     assert pages >= 10 * len(chapters), f"only {pages} pages for {len(chapters)} chapters"
+    assert title in text[0] and version.group(1) in text[0] and "commit" in text[0], text[0][:300]
+    assert re.search(r"\d{4}-\d{2}-\d{2}", text[0]), "no date on the title page"
+    contents = " ".join(t for t in text[1:4] if "Contents" in text[1])
+    for number, name in enumerate(chapters, 1):
+        match = re.search(rf"{number}\. {re.escape(name)} (\d+)", contents)
+        assert match, f"chapter {number} ({name}) has no numbered entry in the contents"
+        start = int(match.group(1))
+        assert name in text[start - 1], f"the contents send chapter {number} to page {start}"
+    for i in (4, pages // 2, pages - 1):  # the footer's page number ends the page's text
+        assert text[i].rstrip().endswith(str(i + 1)), f"page {i + 1} has no page number"
+    outline = [item.title for item in reader.outline if not isinstance(item, list)]
+    missing = [n for n, name in enumerate(chapters, 1) if not any(name in o for o in outline)]
+    assert not missing, f"chapters without a bookmark: {missing}"
+    assert reader.metadata.title == title, f"PDF title {reader.metadata.title!r}"
+    missing = [t for t in chapters if re.sub(r"\s+", " ", t) not in flat]
     assert not missing, f"chapter titles not in the PDF: {missing}"
 
 

@@ -4,9 +4,10 @@ For each method or series: the time does not fall as n grows (beyond a small tol
 and the slope fitted on log-log axes over the whole stored range stays within what the method's cost
 model allows: quadratic methods at most a little above 2, sub-quadratic ones at most a little above
 their exponent (1 for linear time, 1.5 for the strided pattern's n√n), a decoding step with a fixed
-state flat. No single step between consecutive sizes may be much steeper than that bound either, except one
-cache cliff (:data:`CLIFF`) with the bound holding on each side of it. A curve measured on a busy machine (a call that got ten times slower because another job
-took the core) fails here, so a stored result that a chapter asserts on cannot be silently broken.
+state flat. No single step between consecutive sizes may be much steeper than that bound either,
+except one cache cliff (:data:`CLIFF`) with the bound holding on each side of it. A curve measured
+on a busy machine (a call that got ten times slower because another job took the core) fails here,
+so a stored result that a chapter asserts on cannot be silently broken.
 """
 
 import numpy as np
@@ -19,13 +20,14 @@ from attnbook.measure import fit_loglog
 DROP = 0.10
 #: allowance above the cost model's exponent for memory-hierarchy effects (caches, bandwidth)
 MARGIN = 0.3
-#: a single doubling of n may look steeper than the fit (a working set leaving a cache), but not by more
-#: than this: 1.6 ms at n = 256 and 44 ms at n = 512 (a local slope of 4.8) is another job, not the method
+#: a single doubling of n may look steeper than the fit (a working set leaving a cache), but not by
+#: more than this: 1.6 ms at n = 256 and 44 ms at n = 512 (a local slope of 4.8) is another job, not
+#: the method
 JUMP = 0.7
-#: one step may be steeper still when it is a cache cliff: the working set leaves the last-level cache
-#: (dense causal attention's four (n, n) fp32 score matrices are 16 MiB at n = 1024 and 64 MiB at 2048,
-#: against this CPU's 32 MiB L3), so the time per byte jumps once by the cache-to-DRAM bandwidth ratio;
-#: accepted only if every later step is back within the cost model's exponent
+#: one step may be steeper still when it is a cache cliff: the working set leaves the last-level
+#: cache (dense causal attention's four (n, n) fp32 score matrices are 16 MiB at n = 1024 and 64 MiB
+#: at 2048, against this CPU's 32 MiB L3), so the time per byte jumps once by the cache-to-DRAM
+#: bandwidth ratio; accepted only if every later step is back within the cost model's exponent
 CLIFF = 1.2
 #: cost-model exponent in n of the forward (or forward + backward) time of each long-suite method
 LONG_EXPONENT = {
@@ -36,13 +38,14 @@ LONG_EXPONENT = {
     "strided": 1.5,
 }  # others: linear in n
 
-#: curves of the current stored files known to be non-physical (none since the quiet re-measurement of
-#: 2026-11-29); a name here marks its curve as an expected failure until the lead re-measures it
+#: curves of the current stored files known to be non-physical (none since the quiet re-measurement
+#: of 2026-11-29); a name here marks its curve as an expected failure until the lead re-measures it
 AWAITING: set[str] = set()
 
 
 def _curves():
-    """(id, ns, times, largest allowed slope, smallest allowed slope) of every stored timing curve."""
+    """(id, ns, times, largest allowed slope, smallest allowed slope) of every stored timing
+    curve."""
     out = []
     long = load_result("long", "cpu")
     if long is not None:
@@ -152,10 +155,13 @@ def test_stored_curve_is_plausible(name, ns, times, max_slope, min_slope):
         local[i] <= max_slope + CLIFF and np.all(local[i + 1 :] <= max_slope) and i + 1 < len(local)
     )
     assert local[i] <= max_slope + JUMP or cliff, (
-        f"{name}: jump from n = {ns[i]:.0f} to {ns[i + 1]:.0f} (local slope {local[i]:.2f}, allowed {max_slope + JUMP}, "
-        f"or {max_slope + CLIFF} for a cache cliff after which the curve returns to slope {max_slope})"
+        f"{name}: jump from n = {ns[i]:.0f} to {ns[i + 1]:.0f} (local slope {local[i]:.2f}, "
+        f"allowed {max_slope + JUMP}, "
+        f"or {max_slope + CLIFF} for a cache cliff after which the curve returns to slope "
+        f"{max_slope})"
     )
-    # the cost model's exponent holds over the whole range, or on each side of an accepted cache cliff
+    # the cost model's exponent holds over the whole range, or on each side of an accepted cache
+    # cliff
     parts = [slice(0, i + 1), slice(i + 1, None)] if local[i] > max_slope + JUMP else [slice(None)]
     for part in parts:
         if len(ns[part]) < 2:
@@ -173,7 +179,8 @@ def test_stored_curve_is_plausible(name, ns, times, max_slope, min_slope):
 
 
 def test_the_check_rejects_a_non_physical_jump():
-    """The plausibility test itself: the jump reported in issue 14 (1.6 ms at n = 256, 44 ms at 512) fails it."""
+    """The plausibility test itself: the jump reported in issue 14 (1.6 ms at n = 256, 44 ms at 512)
+    fails it."""
     ns, times = [256, 512, 1024, 2048], [1.6e-3, 44e-3, 105e-3, 230e-3]
     with pytest.raises(AssertionError, match="jump from n = 256 to 512"):
         test_stored_curve_is_plausible("synthetic", ns, times, 2 + MARGIN, None)
@@ -184,7 +191,8 @@ def test_the_check_rejects_a_non_physical_jump():
     with pytest.raises(AssertionError, match="time falls"):
         test_stored_curve_is_plausible("synthetic", ns, [1e-3, 2e-3, 1e-3, 4e-3], 2 + MARGIN, None)
     test_stored_curve_is_plausible("synthetic", ns, [1e-9 * n**2 for n in ns], 2 + MARGIN, None)
-    # a cache cliff (x8.4 for one doubling, as dense attention's scores leaving the L3) then slope 2: accepted
+    # a cache cliff (x8.4 for one doubling, as dense attention's scores leaving the L3) then slope
+    # 2: accepted
     cliff = [1e-3, 4e-3, 16e-3, 134e-3, 536e-3, 2144e-3]
     test_stored_curve_is_plausible(
         "synthetic", [2**i for i in range(8, 14)], cliff, 2 + MARGIN, None

@@ -1,4 +1,5 @@
-"""Synthetic recall tasks (chapter 5): shapes, answers checked by an oracle, determinism, bad input."""
+"""Synthetic recall tasks (chapter 5): shapes, answers checked by an oracle, determinism, bad
+input."""
 
 import numpy as np
 import pytest
@@ -90,7 +91,8 @@ def test_mqar_targets_match_oracle(
 
 
 def test_mqar_query_slots_follow_zoologys_power_law():
-    """The slots' distribution equals Zoology's draw: np.random.choice(space, P, replace=False, p ∝ i^(a-1))."""
+    """The slots' distribution equals Zoology's draw: np.random.choice(space, P, replace=False, p ∝
+    i^(a-1))."""
     pairs, n, a, batch = 4, 40, 0.01, 4000
     space = (n - 2 * pairs) // 2
     x, y = mqar(batch, n, pairs, 64, seed=5, power_a=a)
@@ -141,7 +143,8 @@ def test_long_range_answers_are_far_and_correct(batch, pairs, gap, seed, data):
                 x[b, : 2 * pairs].tolist().index(int(x[b, i]))
             )  # where the key sits in the pair block
             assert i - (j + 1) >= dist
-    # the bound is attained: some query is exactly min_query_distance after its value when it asks the last pair
+    # the bound is attained: some query is exactly min_query_distance after its value when it asks
+    # the last pair
     assert dist == n - 2 * queries - (2 * pairs - 1)
 
 

@@ -22,6 +22,16 @@ from tqdm import tqdm
 
 from attnbook.measure import environment
 from attnbook.registry import suite_info
+from attnbook.results import (
+    RESULTS_DIR,
+    check_destination,
+    load_result,
+    protect,
+    result_path,
+    stored_label,
+    time_of,
+    user_results_dir,
+)
 
 __all__ = [
     "RESULTS_DIR",
@@ -34,22 +44,10 @@ __all__ = [
     "stored_label",
 ]
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
-
-
-def user_results_dir() -> Path:
-    """Where a reader's runs go by default: ``$ATTNBOOK_RESULTS``, else ``./attnbook-results``."""
-    return Path(os.environ.get("ATTNBOOK_RESULTS") or "attnbook-results")
-
 
 def sweep(values, desc: str):
     """Iterate over ``values`` with a progress bar (shown only on a terminal)."""
     return tqdm(list(values), desc=desc, leave=False, disable=None)
-
-
-def result_path(name: str, device_kind: str, results_dir: Path | str = RESULTS_DIR) -> Path:
-    """The file of suite ``name`` measured on ``device_kind`` ('cpu', 'cuda', 'mps') in ``results_dir``."""
-    return Path(results_dir) / f"{name}-{device_kind}.json"
 
 
 def _load_average() -> list[float] | None:
@@ -59,19 +57,26 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def _protect(path: Path, quick: bool, store: bool, force: bool) -> None:
-    """Refuse to overwrite the book's stored results without ``store``, or a full run by a quick one."""
-    inside = path.resolve().parent == RESULTS_DIR.resolve()
-    if inside and not store:
-        raise PermissionError(
-            f"{path} is one of the book's stored results; pass store=True (--store) to replace it"
+def _check_device(device) -> torch.device:
+    """The device to run on, refused by name unless it exists here (cpu, cuda, mps)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be cpu, cuda, cuda:N or mps, got {device!r} ({err})"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device} was asked for, but there are only "
+            f"{torch.cuda.device_count()} CUDA devices"
         )
-    if path.exists() and quick and not force:
-        old = json.loads(path.read_text())
-        if old.get("quick") is False:
-            raise PermissionError(
-                f"{path} holds a full run; a quick run replaces it only with force=True (--force)"
-            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for, but MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {str(device)!r}")
+    return device
 
 
 def run_suite(
@@ -92,17 +97,18 @@ def run_suite(
     from attnbook.config import quick as quick_default
 
     info = suite_info(name)
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but CUDA is not available")
+    device = _check_device(device)
     quick = quick_default() if quick is None else bool(quick)
     if store:
         out_dir = RESULTS_DIR
     elif isinstance(out_dir, str) and out_dir == "user":
         out_dir = user_results_dir()
     path = None if out_dir is None else result_path(name, device.type, out_dir)
-    if path is not None:
-        _protect(path, quick, store, force)
+    if path is not None:  # checked before anything is measured
+        protect(path, quick, store, force)
+        check_destination(path)
+    if device.type == "cpu" and info.cpu_threads is not None:  # the record's thread policy
+        torch.set_num_threads(max(1, min(info.cpu_threads, os.cpu_count() or 1)))
     load_start, start = _load_average(), time.perf_counter()
     rows = info.fn(device, quick)
     meta = {
@@ -119,37 +125,3 @@ def run_suite(
         path.write_text(json.dumps(result, indent=1, default=float) + "\n")
         result["path"] = str(path)
     return result
-
-
-def time_of(row: dict, prefix: str = "") -> float:
-    """The headline time of a stored row (chapter 2's measurement policy): its minimum over the
-    repeats, ``row[prefix + "min_s"]``; the median for a row recorded before minima were stored."""
-    key = prefix + "min_s"
-    return row[key] if key in row else row[prefix + "median_s"]
-
-
-def load_result(
-    name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR
-) -> dict | None:
-    """The stored result of suite ``name`` measured on ``device_kind`` ('cuda' or 'cpu'), or None."""
-    path = result_path(name, device_kind, results_dir)
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def stored_label(
-    name: str, device_kind: str = "cuda", results_dir: Path | str = RESULTS_DIR
-) -> str:
-    """Two short lines for a chapter's stored-results cell: what the stored run of suite ``name`` on
-    ``device_kind`` was measured on (device, torch, date, commit, quick or full), or plainly that there is none."""
-    result = load_result(name, device_kind, results_dir)
-    what = "GPU" if device_kind == "cuda" else device_kind.upper()
-    if result is None:
-        return (
-            f"no {what} result stored: attnbook/results has no {result_path(name, device_kind).name}\n"
-            f"(`python -m attnbook gpu` on a CUDA machine writes it)"
-        )
-    m = result["meta"]
-    return (
-        f"stored {what} result ({'quick' if result['quick'] else 'full'} sweep): {m['device']}\n"
-        f"torch {m['torch']}, {m['date']}, commit {m['git_commit']}"
-    )

@@ -1,4 +1,5 @@
-"""Suite "cost" (chapter 2): time of one Transformer layer's forward pass against n and against d."""
+"""Suite "cost" (chapter 2): time of one Transformer
+layer's forward pass against n and against d."""
 
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ LAYERS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def shapes(n_params: int, layers=LAYERS) -> list[tuple[int, int]]:
-    """(L, d) pairs whose blocks hold about ``n_params`` parameters, d a multiple of the head width."""
+    """(L, d) pairs whose blocks hold about ``n_params``
+    parameters, d a multiple of the head width."""
     return [(L, cost.width_for_params(n_params, L, multiple=HEAD_DIM)) for L in layers]
 
 
@@ -87,7 +88,8 @@ def measure_shapes(
     repeats: int = 5,
     rounds: int = 3,
 ) -> list[dict]:
-    """Latency (1 token, and a ``prompt``-token prompt, batch 1) and throughput (batch × seq tokens) of each (L, d).
+    """Latency (1 token, and a ``prompt``-token prompt, batch 1)
+    and throughput (batch × seq tokens) of each (L, d).
 
     The shapes are timed in ``rounds`` interleaved passes, so that a burst of load from other jobs
     does not fall on one shape only; a row reports the median of the passes' medians (and of their
@@ -126,8 +128,7 @@ def measure_shapes(
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    """Single-threaded on CPU (the record's ``cpu_threads``, set by the runner)."""
     _check_mixer(device)
     n_params = 12 * 512**2 if quick else 12 * 1024**2
     return measure_shapes(shapes(n_params), device, rounds=3 if quick else 5)

@@ -156,7 +156,8 @@ def pingpong_worker(
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:
-    """The suite: ping-pong between 2 ranks, then every method for P in WORLD_SIZES over :func:`sizes`."""
+    """The suite: ping-pong between 2 ranks, then every
+    method for P in WORLD_SIZES over :func:`sizes`."""
     device = torch.device(device)
     gpus = torch.cuda.device_count() if device.type == "cuda" else None
     worlds = [P for P in WORLD_SIZES if gpus is None or P <= gpus]

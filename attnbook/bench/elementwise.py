@@ -1,4 +1,5 @@
-"""Suite "elementwise" (chapter 7): training-time scaling, decoding cost vs context, and a quality sweep.
+"""Suite "elementwise" (chapter 7): training-time
+scaling, decoding cost vs context, and a quality sweep.
 
 Three parts, each row tagged with ``part``:
 
@@ -74,7 +75,8 @@ def random_qkv(n: int, shape: dict, device, seed: int = 0, requires_grad: bool =
 
 
 def check_parallel(order: int, device) -> None:
-    """Refuse (CorrectnessError) a causal parallel form that differs from the NumPy Taylor reference."""
+    """Refuse (CorrectnessError) a causal parallel
+    form that differs from the NumPy Taylor reference."""
     q, k, v = random_qkv(96, TRAIN_SHAPE, device)
     ref = elementwise.elementwise_taylor_numpy(
         *(x.double().cpu().numpy() for x in (q, k, v)), order=order, causal=True
@@ -134,15 +136,63 @@ def train_scaling(device, quick: bool) -> list[dict]:
 
 
 def _dense_decode(cache_k, cache_v, length: int, q_t, k_t, v_t):
-    """Append (k_t, v_t) at position ``length`` of preallocated caches, attend over length+1 keys."""
+    """Append (k_t, v_t) at position ``length`` of
+    preallocated caches, attend over length+1 keys."""
     cache_k[:, :, length], cache_v[:, :, length] = k_t, v_t
     keys, values = cache_k[:, :, : length + 1], cache_v[:, :, : length + 1]
     w = torch.softmax((keys @ q_t.unsqueeze(-1)).squeeze(-1) / math.sqrt(q_t.shape[-1]), dim=-1)
     return (w.unsqueeze(-2) @ values).squeeze(-2)
 
 
+def _checked_decoders(q, k, v, L: int, tokens: int, order: int):
+    """EA's state after L tokens and a dense KV cache holding them, each checked at position L (EA
+    against its parallel form's row L, dense against the NumPy reference for that query row);
+    returns (state, cache_k, cache_v)."""
+    state = elementwise.elementwise_prefill(k[:, :, :L], v[:, :, :L], order=order)
+    _, o = elementwise.elementwise_step(state, q[:, :, L], k[:, :, L], v[:, :, L])
+    par = elementwise.elementwise_attention(
+        q[:, :, : L + 1], k[:, :, : L + 1], v[:, :, : L + 1], order=order, causal=True
+    )
+    checked(f"EA step at L={L}", o, par[:, :, L], rtol=1e-3, atol=1e-4)
+    cache_k = torch.zeros(q.shape[0], q.shape[1], L + tokens, q.shape[3], device=q.device)
+    cache_v = torch.zeros_like(cache_k)
+    cache_k[:, :, :L], cache_v[:, :, :L] = k[:, :, :L], v[:, :, :L]
+    dense_o = _dense_decode(cache_k, cache_v, L, q[:, :, L], k[:, :, L], v[:, :, L])
+    qn, kn, vn = (
+        x.double().cpu().numpy() for x in (q[:, :, L : L + 1], k[:, :, : L + 1], v[:, :, : L + 1])
+    )
+    ref = reference.scaled_dot_product_attention(qn, kn, vn)[0][:, :, 0]
+    checked(f"dense decode at L={L}", dense_o, ref)
+    return state, cache_k, cache_v
+
+
+def _decode_forms(q, k, v, L: int, tokens: int, order: int):
+    """[(form, fn, state bytes)]: ``tokens`` decoding steps after L tokens, EA's recurrent step
+    and softmax over a KV cache, both checked first."""
+    state, cache_k, cache_v = _checked_decoders(q, k, v, L, tokens, order)
+
+    def ea_tokens(state=state):
+        for i in range(tokens):
+            state, _ = elementwise.elementwise_step(
+                state, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i]
+            )
+
+    def dense_tokens():
+        for i in range(tokens):
+            _dense_decode(cache_k, cache_v, L + i, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i])
+
+    elem = q.element_size()
+    ea_bytes = (state.A.numel() + state.Z.numel()) * elem
+    kv_bytes = 2 * L * q.shape[1] * q.shape[3] * q.shape[0] * elem
+    return [
+        (f"EA t={order} (recurrent)", ea_tokens, ea_bytes),
+        ("softmax + KV cache", dense_tokens, kv_bytes),
+    ]
+
+
 def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=None) -> list[dict]:
-    """Seconds per generated token and state bytes vs context length L, EA step against a dense KV cache.
+    """Seconds per generated token and state bytes vs context length L: EA's step against a dense
+    KV cache (chapter 7).
 
     ``lengths`` defaults to 256 .. 32768 (quick) or 256 .. 131072 (full).
     """
@@ -154,53 +204,7 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
     with torch.no_grad():
         for L in sweep(lengths, "decode"):
             q, k, v = random_qkv(L + tokens, DECODE_SHAPE, device, seed=1)
-            # EA: the state after L tokens, checked against the parallel form's row L
-            state = elementwise.elementwise_prefill(k[:, :, :L], v[:, :, :L], order=order)
-            _, o = elementwise.elementwise_step(state, q[:, :, L], k[:, :, L], v[:, :, L])
-            par = elementwise.elementwise_attention(
-                q[:, :, : L + 1], k[:, :, : L + 1], v[:, :, : L + 1], order=order, causal=True
-            )
-            checked(f"EA step at L={L}", o, par[:, :, L], rtol=1e-3, atol=1e-4)
-            # dense: the cached read at position L, checked against the NumPy reference for that query row
-            cache_k = torch.zeros(q.shape[0], q.shape[1], L + tokens, q.shape[3], device=device)
-            cache_v = torch.zeros_like(cache_k)
-            cache_k[:, :, :L], cache_v[:, :, :L] = k[:, :, :L], v[:, :, :L]
-            dense_o = _dense_decode(cache_k, cache_v, L, q[:, :, L], k[:, :, L], v[:, :, L])
-            qn, kn, vn = (
-                x.double().cpu().numpy()
-                for x in (q[:, :, L : L + 1], k[:, :, : L + 1], v[:, :, : L + 1])
-            )
-            checked(
-                f"dense decode at L={L}",
-                dense_o,
-                reference.scaled_dot_product_attention(qn, kn, vn)[0][:, :, 0],
-            )
-
-            def ea_tokens(state=state):
-                for i in range(tokens):
-                    state, _ = elementwise.elementwise_step(
-                        state, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i]
-                    )
-
-            def dense_tokens():
-                for i in range(tokens):
-                    _dense_decode(
-                        cache_k, cache_v, L + i, q[:, :, L + i], k[:, :, L + i], v[:, :, L + i]
-                    )
-
-            elem = q.element_size()
-            for form, fn, state_bytes in (
-                (
-                    f"EA t={order} (recurrent)",
-                    ea_tokens,
-                    (state.A.numel() + state.Z.numel()) * elem,
-                ),
-                (
-                    "softmax + KV cache",
-                    dense_tokens,
-                    2 * L * q.shape[1] * q.shape[3] * q.shape[0] * elem,
-                ),
-            ):
+            for form, fn, state_bytes in _decode_forms(q, k, v, L, tokens, order):
                 t = time_fn(fn, warmup=1, repeats=5 if quick else 9, device=device)
                 rows.append(
                     {
@@ -220,7 +224,8 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
 
 
 def quality_sweep(device, quick: bool) -> list[dict]:
-    """Train every (method, options) of :data:`attnbook.experiments.elementwise_tasks.METHODS` on the three tasks."""
+    """Train every (method, options) of
+    :data:`attnbook.experiments.elementwise_tasks.METHODS` on the three tasks."""
     from attnbook.experiments.data import CharCorpus, load_tinyshakespeare
 
     seeds = (0, 1) if quick else (0, 1, 2)
@@ -274,9 +279,8 @@ def quality_sweep(device, quick: bool) -> list[dict]:
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:
-    """All three parts. On CPU single-threaded, as the long-sequence suite (and torch is left at one
-    thread, so that the stored label says so): two threads turn the timing curves' cache effects into
-    steps that depend on the thread count, and the tiny models of the quality part gain nothing from them."""
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    """All three parts. On CPU single-threaded, as the long-sequence suite (the record's
+    ``cpu_threads``, set by the runner, so the stored label says so): two threads turn the timing
+    curves' cache effects into steps that depend on the thread count, and the tiny models of the
+    quality part gain nothing from them."""
     return train_scaling(device, quick) + decode_costs(device, quick) + quality_sweep(device, quick)

@@ -1,10 +1,14 @@
-"""Suite "expressivity": Zoology-style MQAR, every mechanism, accuracy against pairs and width (chapter 5).
+"""Suite "expressivity": Zoology-style MQAR, every mechanism, accuracy against the number of pairs
+around the state bound (chapter 5).
 
-Two sweeps on one training budget (:data:`BUDGET`, :data:`STEPS`): the number of key-value pairs at a
-fixed width (:data:`WIDTH`), and the width at a fixed number of pairs (:data:`PAIRS`). Each row is one run
-(method, seed, setting) with its accuracy on held-out sequences; ``sweep`` says which sweep it
-belongs to. The rows of dense attention carry the claim the sweep is built for: dense attention is
-trained until it solves the task, and every other mechanism gets the same budget.
+The sweep tests the chapter's capacity bound: a fixed state of d_k × d_v numbers per head returns at
+most r = d_k pairs exactly, so the pairs P run from below r to at least 2·r (:data:`PAIRS`, with
+d_k = d_model / n_head = 8). The vocabulary (:data:`BUDGET`) has more key ids than any P needs and
+more than d_k, so keys can be told apart. Every model (:data:`MODELS`: one-layer mixers, the 2-layer
+dense model and the 2-layer hybrid of one dense and one Gated DeltaNet layer) gets its own learning
+rate: each (model, P) is trained at every rate of :data:`LR_GRID` on seed 0 (``phase``
+"lr-search"), the rate with the best accuracy is kept (``chosen``), and seeds 1 and 2 are trained at
+that rate (``phase`` "seeds"). The rows with ``chosen`` True are the result: 3 seeds per point.
 """
 
 from __future__ import annotations
@@ -15,103 +19,144 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from attnbook.experiments.recall import causal_problem, method_options, recall_methods, train_recall
+from attnbook.experiments.recall import train_recall
 
-#: Shared training budget: one-layer GPTs with a short convolution (kernel 4) in front of the mixer, as
-#: Zoology's backbones have, on fresh Zoology MQAR batches with blanks between the queries, AdamW with
-#: warm-up then cosine decay from 3e-3 to 3e-4, no early stop (a run on its plateau would stop before
-#: it learns). Found by short runs of dense attention on 2 cores, each change needed:
-#:
-#: * two layers without the convolution (the previous edition) left dense attention on its plateau
-#:   for 1,500 steps at P = 8 and at one of three seeds at P = 4: it must first build an induction
-#:   circuit across two layers; with the convolution one layer sees each key beside its value and
-#:   dense attention leaves the plateau within 150-750 steps;
-#: * random ids between the queries (Zoology's default) with a 64-id vocabulary repeat some key before
-#:   its query about one time in four, so the model must also find the *first* occurrence: dense
-#:   attention stayed below 0.3 accuracy at P = 4 after 1,000 steps; blanks (Zoology's
-#:   ``random_non_queries=False``) remove that ambiguity, not the recall;
-#: * width 32 or 16 left dense attention below 0.95 at P = 8 within 1,500 steps, so the width sweep
-#:   goes up from :data:`WIDTH`, not down.
+__all__ = ["BUDGET", "STEPS", "PAIRS", "LR_GRID", "SEEDS", "MODELS", "settings", "choose_lr", "run"]
+
+#: One budget for every model: GPTs with a short convolution (kernel 4) in front of each mixer, as
+#: Zoology's backbones have, 8 heads of width 8, on fresh MQAR batches whose non-query positions
+#: are blanks (``random_non_queries=False``, the setting of Zoology's paper sweep), AdamW with
+#: warm-up then cosine decay to a tenth of the rate, no early stop (a run on its plateau would stop
+#: before it learns). Vocabulary 256: 127 key ids, far more than d_k = 8 and than any swept P.
 BUDGET = dict(
     task="mqar",
     seq_len=64,
-    vocab_size=64,
+    vocab_size=256,
     n_layer=1,
-    n_head=2,
+    n_head=8,
+    d_model=64,
     short_conv=4,
     batch_size=32,
-    lr=3e-3,
     warmup_steps=100,
-    min_lr=3e-4,
     weight_decay=0.0,
     eval_size=512,
     task_options={"random_non_queries": False},
 )
 STEPS = 1500  #: training steps of every run of the full sweep
-WIDTH = 64  #: d_model of the pairs sweep
-PAIRS = 8  #: pairs of the width sweep
-#: Left out: at n = 64 block_sparse's default block (64) covers the whole sequence, so it is dense attention.
-LEFT_OUT = ("block_sparse",)
+PAIRS = (4, 8, 16)  #: P below, at (d_k = 8) and above the state bound, up to 2·d_k
+LR_GRID = (1e-3, 3e-3, 1e-2)  #: learning rates searched per (model, P) on seed 0
+SEEDS = (0, 1, 2)  #: seed 0 chooses the rate; all three are trained at it
+#: label -> how the model differs from BUDGET (the mixer, and layers for the 2-layer models). The
+#: delta rule, Gated DeltaNet and GLA are trained as their layers (β and gates projected from x, q
+#: and k L2-normalised); the windowed methods and the Performer get the options of
+#: :func:`~attnbook.experiments.recall.method_options`; block_sparse is left out (at this length its
+#: default layout is dense).
+MODELS = {
+    "dense": dict(method="dense"),
+    "dense_2layer": dict(method="dense", n_layer=2),
+    "hybrid": dict(method="dense", n_layer=2, layer_mixers=("dense", "gated_delta_layer")),
+    "linear": dict(method="linear"),
+    "delta": dict(method="delta_layer"),
+    "gated_delta": dict(method="gated_delta_layer"),
+    "gla": dict(method="gla_layer"),
+    "retention": dict(method="retention"),
+    "selective_scan": dict(method="selective_scan"),
+    "performer": dict(method="performer"),
+    "elementwise": dict(method="elementwise"),
+    "sliding_window": dict(method="sliding_window"),
+}
+_QUICK = dict(
+    pairs=(4, 16),
+    lrs=(3e-3, 1e-2),
+    seeds=(0, 1),
+    steps=300,
+    models=("dense", "linear", "gated_delta", "hybrid"),
+)
 
 
-def settings(quick: bool) -> tuple[list[dict], tuple[int, ...], int, list[str]]:
-    """(settings, seeds, steps, methods): the pairs sweep P = 4, 8, 16 at width :data:`WIDTH` and the
-    width sweep d_model = 64, 128 at :data:`PAIRS` pairs (the point they share is run once).
-    ``quick`` shrinks the sweep, the seeds, the steps and the method list."""
-    pairs, widths = ((2, 4), ()) if quick else ((4, 8, 16), (WIDTH, 128))
-    grid = [dict(sweep="pairs", num_pairs=p, d_model=WIDTH) for p in pairs]
-    grid += [
-        dict(sweep="width", num_pairs=PAIRS, d_model=w)
-        for w in widths
-        if not (PAIRS in pairs and w == WIDTH)
-    ]
-    methods = [m for m in recall_methods() if m not in LEFT_OUT]
+def settings(quick: bool) -> dict:
+    """The sweep: ``pairs``, ``lrs``, ``seeds``, ``steps`` and ``models`` (labels of
+    :data:`MODELS`); ``quick`` shrinks every one of them."""
     if quick:
-        methods = [m for m in methods if m in ("dense", "sliding_window", "linear", "retention")]
-    return grid, ((0,) if quick else (0, 1, 2)), (300 if quick else STEPS), methods
+        return dict(_QUICK)
+    return dict(pairs=PAIRS, lrs=LR_GRID, seeds=SEEDS, steps=STEPS, models=tuple(MODELS))
+
+
+def _job(label: str, num_pairs: int, lr: float, seed: int, steps: int, device) -> dict:
+    model = dict(MODELS[label])
+    return {
+        **BUDGET,
+        **model,
+        "label": label,
+        "num_pairs": num_pairs,
+        "lr": lr,
+        "min_lr": lr / 10,
+        "seed": seed,
+        "steps": steps,
+        "device": str(device),
+        "eval_every": max(1, steps // 10),
+    }
 
 
 def _one(job: dict) -> dict:
     """One training run in a worker process (one thread: tiny models are fastest on one core)."""
     torch.set_num_threads(1)
-    sweep = job.pop("sweep")
-    return {**train_recall(**job), "sweep": sweep}
+    job = dict(job)
+    label = job.pop("label")
+    row = train_recall(**job)
+    return {
+        **row,
+        "method": label,
+        "mixer": job["method"],
+        "d_k": row["d_model"] // row["n_head"],
+        "heads": row["n_head"],
+    }
+
+
+def choose_lr(rows: list[dict]) -> dict:
+    """{(method, num_pairs): rate} from the search rows: best accuracy, ties to the lower loss."""
+    best = {}
+    for r in rows:
+        key = (r["method"], r["num_pairs"])
+        score = (r["accuracy"], -r["val_loss"])
+        if key not in best or score > best[key][0]:
+            best[key] = (score, r["lr"])
+    return {key: lr for key, (_, lr) in best.items()}
+
+
+def _map(jobs: list[dict], workers: int, device) -> list[dict]:
+    if workers > 1 and device.type == "cpu":
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_one, jobs))  # job order: the rows do not depend on scheduling
+    threads = torch.get_num_threads()
+    try:
+        return [_one(job) for job in jobs]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run(device, quick: bool, workers: int | None = None) -> list[dict]:
-    """Every (method, setting, seed) run, ``workers`` at a time (default: one per core, at most 2)."""
-    grid, seeds, steps, methods = settings(quick)
+    """The learning-rate search on the first seed, then the other seeds at the chosen rates,
+    ``workers`` runs at a time (default: one per core, at most 2)."""
+    plan = settings(quick)
     device = torch.device(device)
-    rows, skipped, jobs = [], {}, []
-    for method in methods:
-        reason = causal_problem(method, method_options(method, BUDGET["seq_len"]))
-        if reason is not None:
-            skipped[method] = reason
-            continue
-        jobs += [
-            {
-                **BUDGET,
-                **setting,
-                "method": method,
-                "seed": seed,
-                "steps": steps,
-                "device": str(device),
-                "eval_every": max(1, steps // 10),
-            }
-            for setting in grid
-            for seed in seeds
-        ]
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    if workers > 1 and device.type == "cpu":
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(
-                pool.map(_one, jobs)
-            )  # results in job order: the rows do not depend on scheduling
-    else:
-        threads = torch.get_num_threads()
-        try:
-            rows = [_one(dict(job)) for job in jobs]
-        finally:
-            torch.set_num_threads(threads)
-    rows += [{"method": m, "skipped": reason} for m, reason in skipped.items()]
+    first, rest = plan["seeds"][0], plan["seeds"][1:]
+    search = [
+        _job(label, p, lr, first, plan["steps"], device)
+        for label in plan["models"]
+        for p in plan["pairs"]
+        for lr in plan["lrs"]
+    ]
+    rows = [{**r, "phase": "lr-search"} for r in _map(search, workers, device)]
+    chosen = choose_lr(rows)
+    for r in rows:
+        r["chosen"] = r["lr"] == chosen[(r["method"], r["num_pairs"])]
+    seeds = [
+        _job(label, p, chosen[(label, p)], seed, plan["steps"], device)
+        for label in plan["models"]
+        for p in plan["pairs"]
+        for seed in rest
+    ]
+    rows += [{**r, "phase": "seeds", "chosen": True} for r in _map(seeds, workers, device)]
     return rows

@@ -1,15 +1,19 @@
-"""Suite "generative-converged" (chapter 8): the generative function against attention, trained to convergence.
+"""Suite "generative-converged" (chapter 8): the generative function against attention, converged.
 
-The configuration is nanoGPT's CPU recipe for tiny Shakespeare (4 layers, 4 heads, width 128, context 64,
-batch 12, no dropout, 2000 iterations, learning rate 1e-3 with 100 warm-up steps and a cosine decay to
-1e-4). Dense attention and both generative mixers run with 3 seeds, linear and element-wise attention
-with 1 as reference points; every run evaluates every 100 steps on 20 batches and keeps its best
-validation loss. The count-based n-gram baselines (orders 1–5) are rows too (``mixer`` = ``ngram-K``).
-A smaller part trains at context lengths 64, 256 and 1024 (a fixed number of tokens per batch, 400
-steps). Part "long" (:func:`run_long`) trains dense attention and both generative mixers once each
-for :data:`LONG_STEPS` steps, scoring the **whole** validation split at every checkpoint
-(:func:`attnbook.models.train.split_loss`, as the n-grams are scored), and dense attention and the
-generative mixer with its running mean again at context 256 (the same 768 tokens per batch). Suite "generative-cost" (:func:`run_cost`, measured apart on a quiet machine) holds the time and
+The configuration is nanoGPT's CPU recipe for tiny Shakespeare (4 layers, 4 heads, width 128,
+context 64, batch 12, no dropout, 2000 iterations, learning rate 1e-3 with 100 warm-up steps and a
+cosine decay to 1e-4). Dense attention and both generative mixers run with 3 seeds, linear and
+element-wise attention with 1 as reference points; every run evaluates every 100 steps on 20
+batches and keeps its best validation loss. The count-based n-gram baselines (orders 1–5) are rows
+too (``mixer`` = ``ngram-K``). A smaller part trains at context lengths 64, 256 and 1024 (a fixed
+number of tokens per batch, 400 steps).
+
+Part "long" (:func:`run_long`) trains dense attention and both generative mixers once each for
+:data:`LONG_STEPS` steps, scoring the **whole** validation split at every checkpoint
+(:func:`attnbook.models.train.split_loss`, as the n-grams are scored), and dense attention again at
+context 256 (the same 768 tokens per batch).
+
+Suite "generative-cost" (:func:`run_cost`, measured apart on a quiet machine) holds the time and
 peak memory of one training iteration per mixer and context length, and the paper's ×4 inner
 dimension of the generative function as ratios.
 """
@@ -59,7 +63,8 @@ LONG_EVAL_EVERY = 500
 
 
 def converged_mixers() -> dict[str, int]:
-    """{mixer: seeds}: dense and the generative mixers with 3 seeds, the linear-time references with 1."""
+    """{mixer: seeds}: dense and the generative mixers with 3 seeds, the linear-time references
+    with 1."""
     seeds = {"dense": 3, **{m: 3 for m in mixers(family="generative")}}
     seeds.update(
         {m: 1 for m in methods(family="linear", variants=False) + methods(family="elementwise")}
@@ -149,7 +154,10 @@ def iteration_cost(
     repeats: int = 5,
     **mixer_options,
 ) -> dict:
-    """Time (minimum of ``repeats``) and peak memory of one training iteration (forward, backward, AdamW)."""
+    """Time (minimum of ``repeats``) and peak memory of one training iteration.
+
+    The iteration is forward, backward and an AdamW step.
+    """
     torch.manual_seed(0)
     config = GPTConfig(
         vocab_size=corpus.vocab_size, mixer=mixer, mixer_options=mixer_options, **shape
@@ -187,7 +195,8 @@ def _sizes(quick: bool) -> tuple[dict, dict]:
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:
-    """Suite "generative-converged": the n-gram rows, the converged runs, validation loss vs context."""
+    """Suite "generative-converged": the n-gram rows, the converged runs, validation loss vs
+    context length."""
     corpus = _corpus()
     rows = [{"part": "ngram", **r} for r in ngram_rows(corpus)]
     schedule, shape = _sizes(quick)
@@ -222,23 +231,11 @@ def long_jobs(quick: bool) -> list[tuple]:
     schedule, shape = _sizes(quick)
     schedule.update(steps=60 if quick else LONG_STEPS, eval_every=30 if quick else LONG_EVAL_EVERY)
     block = 2 * shape["block_size"] if quick else 256
-    wide = [
-        (
-            "long",
-            m,
-            0,
-            {**schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)},
-            {**shape, "block_size": block},
-            True,
-        )
-        for m in ("dense", "generative+avg")
+    wide = {**schedule, "batch_size": max(1, TOKENS_PER_BATCH // block)}
+    # dense attention at the longer context first: the longest run, so two workers finish together
+    return [("long", "dense", 0, wide, {**shape, "block_size": block}, True)] + [
+        ("long", m, 0, schedule, shape, True) for m in ["dense", *mixers(family="generative")]
     ]
-    # the longest run first, so that two workers finish together
-    return (
-        wide[:1]
-        + [("long", m, 0, schedule, shape, True) for m in ["dense", *mixers(family="generative")]]
-        + wide[1:]
-    )
 
 
 def run_long(device: torch.device, quick: bool) -> list[dict]:
@@ -269,8 +266,11 @@ def _job(args) -> dict:
 
 
 def run_cost(device: torch.device, quick: bool) -> list[dict]:
-    """Suite "generative-cost": time (minimum) and peak memory of one training iteration per mixer at the
-    converged configuration and against the context length, and the ×4 inner dimension as ratios."""
+    """Suite "generative-cost": time (minimum) and peak memory of one training iteration per mixer.
+
+    At the converged configuration and against the context length, and the ×4 inner dimension as
+    ratios.
+    """
     corpus = _corpus()
     _, shape = _sizes(quick)
     rows = []

@@ -1,11 +1,12 @@
-"""The one-command GPU edition (``python -m attnbook gpu``, ``make gpu``): every suite on CUDA, stored.
+"""The one-command GPU edition (``python -m attnbook gpu``, ``make gpu``): every suite on CUDA.
 
 Each registered suite runs through :func:`attnbook.bench.run_suite` with ``store=True`` (it writes
-the labelled ``attnbook/results/NAME-cuda.json``), in a process of its own, at the sizes of
-:data:`PLAN`, and is stopped when it passes its time allowance. The allowances add up to at most
-:data:`BUDGET_S` (8 minutes), so the edition finishes within its budget on any GPU by construction; on
-one H100/H200-class GPU every suite is expected to finish well inside its allowance. A suite that
-is stopped writes nothing (``run_suite`` writes only a finished run) and is reported as such.
+the labelled ``attnbook/results/NAME-cuda.json``), in a process of its own, at the sweep its
+:class:`~attnbook.registry.Suite` record names (``gpu_quick``), and is stopped when it passes its
+time allowance (``gpu_allowance_s``). The allowances add up to at most :data:`BUDGET_S` (11
+minutes), so the edition finishes within its budget on any GPU by construction; on one
+H100/H200-class GPU every suite is expected to finish well inside its allowance. A suite that is
+stopped writes nothing (``run_suite`` writes only a finished run) and is reported as such.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["BUDGET_S", "PLAN", "Step", "plan", "format_plan", "run_plan"]
+__all__ = ["BUDGET_S", "Step", "plan", "format_plan", "run_plan"]
 
 #: wall-clock budget of the whole GPU edition, in seconds
-BUDGET_S = 480.0
+BUDGET_S = 660.0
 #: of which kept for starting and stopping the suites' processes: the allowances share the rest
 START_STOP_S = 20.0
-#: allowance of a suite a reader added to the registry and PLAN does not know
-DEFAULT_ALLOWANCE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -37,47 +36,15 @@ class Step:
     why: str
 
 
-#: suite -> (quick sweep?, allowance in seconds, why). Full sweeps where they fit; the suites whose full
-#: sweep is training to convergence (tens of minutes to hours on one GPU) run their quick sweep.
-PLAN: dict[str, tuple[bool, float, str]] = {
-    "cost": (False, 25, "full: n up to 16384, d up to 4096"),
-    "memory": (False, 20, "full"),
-    "long": (False, 85, "full: every method, n = 256 .. 16384"),
-    "flash": (False, 15, "full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384"),
-    "expressivity": (
-        True,
-        30,
-        "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps",
-    ),
-    "design": (False, 25, "full"),
-    "elementwise": (True, 30, "quick: the full sweep trains every form on three tasks at 4x scale"),
-    "generative": (
-        True,
-        25,
-        "quick: the full sweep trains nanoGPT shakespeare_char for 2000 iterations",
-    ),
-    "generative-small": (True, 30, "quick: the full sweep trains 5000 steps per mixer"),
-    "generative-converged": (True, 25, "quick: the full sweep trains to convergence"),
-    "generative-cost": (False, 30, "full: one training iteration per mixer and context length"),
-    "kernels": (False, 95, "full: n = 1024 .. 16384, D = 64, 128, causal and not, fp16 and bf16"),
-    "distributed": (
-        False,
-        25,
-        "full at the world sizes that fit the GPUs present (P = 1 on one GPU)",
-    ),
-}
-
-
 def plan() -> list[Step]:
-    """The GPU edition's steps, one per registered suite, in catalogue order."""
-    from attnbook.registry import suites
+    """The GPU edition's steps, one per registered suite, in catalogue order, read from each
+    :class:`~attnbook.registry.Suite` record (``gpu_quick``, ``gpu_allowance_s``, ``gpu_note``)."""
+    from attnbook.registry import suite_info, suites
 
     steps = []
     for name in suites():
-        quick, allowance, why = PLAN.get(
-            name, (True, DEFAULT_ALLOWANCE_S, "quick: a suite the plan does not know")
-        )
-        steps.append(Step(name, quick, float(allowance), why))
+        info = suite_info(name)
+        steps.append(Step(name, info.gpu_quick, float(info.gpu_allowance_s), info.gpu_note))
     return steps
 
 
@@ -85,18 +52,22 @@ def format_plan(steps: list[Step], device: str) -> str:
     """The plan as printed before anything runs: suites, sweeps, allowances and the total."""
     total = sum(s.allowance_s for s in steps)
     lines = [
-        f"attnbook GPU edition on {device}: {len(steps)} suites, stored in attnbook/results/*-cuda.json",
-        f"each suite runs in its own process and is stopped at its allowance; at most {total / 60:.1f} min "
+        f"attnbook GPU edition on {device}: {len(steps)} suites, stored in "
+        "attnbook/results/*-cuda.json",
+        "each suite runs in its own process and is stopped at its allowance; at most "
+        f"{total / 60:.1f} min "
         f"in all (budget {BUDGET_S / 60:.0f} min)",
         "",
     ]
     for s in steps:
         lines.append(
-            f"  {s.suite:22s} {'quick' if s.quick else 'full ':5s} <= {s.allowance_s:4.0f} s  {s.why}"
+            f"  {s.suite:22s} {'quick' if s.quick else 'full ':5s} <= {s.allowance_s:4.0f} s  "
+            f"{s.why}"
         )
     if total > BUDGET_S - START_STOP_S:
         lines.append(
-            f"warning: the allowances add up to {total:.0f} s, above the {BUDGET_S - START_STOP_S:.0f} s "
+            f"warning: the allowances add up to {total:.0f} s, above the "
+            f"{BUDGET_S - START_STOP_S:.0f} s "
             "they share (suites were added to the registry that the plan does not know)"
         )
     return "\n".join(lines)
@@ -104,7 +75,8 @@ def format_plan(steps: list[Step], device: str) -> str:
 
 def _environment() -> dict:
     env = dict(os.environ)
-    # Triton 3.9 warns on every compile when this is unset; 1 keeps its current default (FP fusion on).
+    # Triton 3.9 warns on every compile when this is unset; 1 keeps its current default (FP fusion
+    # on).
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     env.pop("TRITON_INTERPRET", None)  # compiled kernels on the GPU, never the CPU interpreter
     return env
@@ -127,7 +99,8 @@ def _command(step: Step, device: str, force: bool) -> list[str]:
 def run_plan(
     steps: list[Step], device: str = "cuda", force: bool = False, out=sys.stdout
 ) -> list[dict]:
-    """Run each step as ``python -m attnbook bench SUITE --device DEVICE --store`` under its allowance.
+    """Run each step as ``python -m attnbook bench SUITE --device DEVICE --store``
+    under its allowance.
 
     Returns one record per suite: suite, status ("stored", "failed" or "stopped"), seconds, message.
     """

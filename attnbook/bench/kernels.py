@@ -1,4 +1,5 @@
-"""Suite "kernels" (chapter 4): the book's Triton FlashAttention against SDPA's flash backend, in TFLOP/s, on CUDA.
+"""Suite "kernels" (chapter 4): the book's Triton FlashAttention against SDPA's flash backend, in
+TFLOP/s, on CUDA.
 
 For n = 1024 … 16384, D = 64 and 128, causal and not, float16 and bfloat16, it times the forward
 pass and the forward plus backward pass of :func:`attnbook.kernels.api.flash_attention_triton`
@@ -36,7 +37,8 @@ _ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
 def sizes(quick: bool) -> dict:
-    """The grid: {'n': ..., 'head_dim': ..., 'causal': ..., 'dtype': ...}; quick: n = 1024, 4096, float16 only."""
+    """The grid: {'n': ..., 'head_dim': ..., 'causal': ...,
+    'dtype': ...}; quick: n = 1024, 4096, float16 only."""
     return {
         "n": [1024, 4096] if quick else [1024, 2048, 4096, 8192, 16384],
         "head_dim": [64, 128],
@@ -101,7 +103,8 @@ def _check_forward(forms, q, k, v, causal) -> dict:
 
 
 def _check_backward(forms, q, k, v, causal) -> None:
-    """Gradients of batch 0, heads 0-1: Triton's error against float64 autograd at most twice SDPA-flash's
+    """Gradients of batch 0, heads 0-1: Triton's error against float64 autograd at most twice
+    SDPA-flash's
     plus a margin."""
     q, k, v = (x[:1, :2].detach().clone().requires_grad_() for x in (q, k, v))
     do = torch.randn_like(q)
@@ -202,8 +205,9 @@ def run(device: torch.device, quick: bool) -> list[dict]:
 
 
 def ratios(result: dict, min_n: int = 4096) -> list[dict]:
-    """Triton's TFLOP/s over SDPA-flash's for each stored (direction, D, causal, dtype, n >= min_n), from a
-    stored result of this suite: the figure the chapter reports (goal: at least 0.8 for the forward)."""
+    """Triton's TFLOP/s over SDPA-flash's for each stored (direction, D,
+    causal, dtype, n >= min_n), from a stored result of this suite: the
+    figure the chapter reports (goal: at least 0.8 for the forward)."""
     if not isinstance(result, dict) or result.get("suite") != "kernels":
         raise ValueError("result must be a stored result of the suite 'kernels'")
     rows = [r for r in result["rows"] if r["kind"] == "kernel" and r["n"] >= min_n]

@@ -1,4 +1,5 @@
-"""Suite "long" (chapter 4): time, peak memory and error of every registered attention method against n.
+"""Suite "long" (chapter 4): time, peak memory and
+error of every registered attention method against n.
 
 Every method found by :func:`attnbook.methods` is run at its default options,
 causal when it supports it. Before timing, its output on a sample of query rows
@@ -8,8 +9,8 @@ sparse patterns must match their own masked reference; every method's error
 against exact attention is recorded as ``rel_error``. A method stops growing n
 once its predicted time per call exceeds the budget.
 
-On CPU the suite times single-threaded and leaves torch at one thread (so the
-stored label says so): on the shared 2-core machine where the book's stored
+On CPU the suite times single-threaded (its record's ``cpu_threads``, which the
+runner sets, so the stored label says so): on the shared 2-core machine where the book's stored
 results were made, two OpenMP threads spin-waiting against other jobs made the
 same call 5 to 60 times slower and far noisier.
 """
@@ -21,12 +22,11 @@ import warnings
 import numpy as np
 import torch
 
-from attnbook import reference
 from attnbook.bench import sweep, time_of
-from attnbook.checks import CorrectnessError, checked, rel_error
-from attnbook.measure import fit_loglog, peak_memory_bytes, time_fn
-from attnbook.mechanisms.sparse import method_pattern
-from attnbook.registry import attention, method_info, methods
+from attnbook.checks import CorrectnessError
+from attnbook.measure import METHOD_SHAPE as SHAPE
+from attnbook.measure import fit_loglog, measure_method
+from attnbook.registry import method_info, methods
 
 __all__ = [
     "SHAPE",
@@ -39,80 +39,10 @@ __all__ = [
     "comparison_table",
 ]
 
-SHAPE = {"batch": 1, "heads": 2, "head_dim": 64}
-SAMPLE_ROWS = 48
-
 
 def sizes(quick: bool) -> list[int]:
     """Sequence lengths swept: 256 .. 2048 (quick) or 256 .. 16384 (full)."""
     return [256 * 2**i for i in range(4 if quick else 7)]
-
-
-def _inputs(n: int, device, seed: int = 0):
-    g = torch.Generator().manual_seed(seed + n)
-    B, H, D = SHAPE["batch"], SHAPE["heads"], SHAPE["head_dim"]
-    return [torch.randn(B, H, n, D, generator=g).to(device) for _ in range(3)]
-
-
-def _row_reference(q, k, v, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """Float64 attention for the query ``rows`` only; ``allowed``: (len(rows), N) bool."""
-    qn, kn, vn = (x.detach().double().cpu().numpy() for x in (q, k, v))
-    return reference.scaled_dot_product_attention(qn[:, :, rows], kn, vn, mask=allowed)[0]
-
-
-def measure_method(method: str, n: int, causal: bool, device, repeats: int = 3) -> dict:
-    """One row of the suite: check ``method`` at length n, then time it and measure its peak memory.
-
-    Raises :class:`~attnbook.bench.CorrectnessError` (and times nothing) when an exact method, or a
-    sparse pattern against its own masked reference, disagrees beyond float32 rounding.
-    """
-    info = method_info(method)
-    q, k, v = _inputs(n, device)
-    with torch.no_grad():
-        out = attention(q, k, v, method=method, causal=causal)
-    rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).astype(int))
-    keys = np.arange(n)
-    exact_allowed = (
-        keys[None, :] <= rows[:, None] if causal else np.ones((rows.size, n), dtype=bool)
-    )
-    ref = _row_reference(q, k, v, rows, exact_allowed)
-    fast = out[:, :, torch.as_tensor(rows, device=out.device)]
-    scale = float(np.abs(ref).max())
-    error = rel_error(fast, ref)
-    if info.exact:
-        checked(method, fast, ref, rtol=1e-3, atol=1e-4 * scale)
-    if info.family == "sparse":
-        pattern, _ = method_pattern(method, n, causal)
-        own = _row_reference(q, k, v, rows, pattern.allowed(rows[:, None], keys[None, :], n))
-        checked(
-            f"{method} against its masked reference",
-            fast,
-            own,
-            rtol=1e-3,
-            atol=1e-4 * float(np.abs(own).max()),
-        )
-
-    def call():
-        with torch.no_grad():
-            return attention(q, k, v, method=method, causal=causal)
-
-    t = time_fn(call, warmup=1, repeats=repeats, device=device)
-    peak = peak_memory_bytes(call, device=device) if device.type in ("cpu", "cuda") else None
-    return {
-        "method": method,
-        "n": n,
-        "batch": SHAPE["batch"],
-        "heads": SHAPE["heads"],
-        "head_dim": SHAPE["head_dim"],
-        "causal": causal,
-        "min_s": t.min_s,
-        "q10_s": t.q10_s,
-        "median_s": t.median_s,
-        "q25_s": t.q25_s,
-        "q75_s": t.q75_s,
-        "peak_bytes": None if peak is None else int(peak),
-        "rel_error": error,
-    }
 
 
 def supports_causal(method: str) -> bool:
@@ -121,7 +51,13 @@ def supports_causal(method: str) -> bool:
 
 
 def sweep_method(
-    method: str, causal: bool, ns, device, repeats: int, budget_s: float
+    method: str,
+    causal: bool,
+    ns,
+    device,
+    repeats: int,
+    budget_s: float,
+    heads: int = SHAPE["heads"],
 ) -> list[dict]:
     """Rows of ``method`` for growing n, until its predicted time per call passes ``budget_s``;
     a method failing its correctness check is refused (a warning, no row)."""
@@ -135,22 +71,20 @@ def sweep_method(
             ):  # steeper than n²: noise
                 break
         try:
-            rows.append(measure_method(method, n, causal, device, repeats))
+            rows.append(measure_method(method, n, causal, device, repeats, heads))
         except CorrectnessError as err:
-            warnings.warn(f"not timed: {err}")
+            warnings.warn(f"not timed: {err}", stacklevel=2)
             break
         except (
             RuntimeError,
             MemoryError,
         ) as err:  # out of memory, or a form that cannot run at this n
-            warnings.warn(f"{method} stopped at n={n}: {err}")
+            warnings.warn(f"{method} stopped at n={n}: {err}", stacklevel=2)
             break
     return rows
 
 
 def run(device: torch.device, quick: bool) -> list[dict]:
-    if device.type == "cpu":
-        torch.set_num_threads(1)
     ns = sizes(quick)
     repeats, budget = (3, 0.5) if quick else (3, 5.0)
     rows = []
@@ -159,6 +93,23 @@ def run(device: torch.device, quick: bool) -> list[dict]:
         rows += sweep_method(method, causal, ns, device, repeats, budget)
         if method == "sdpa":  # the baseline for methods that only run non-causally
             rows += sweep_method(method, False, ns, device, repeats, budget)
+    return rows
+
+
+#: heads of the second shape, where a working set that grows with n outgrows the cache sooner
+HEADS_WIDE = 4
+
+
+def run_wide(device: torch.device, quick: bool) -> list[dict]:
+    """Suite "long-h4": the methods whose time is linear in n (``Method.linear_in_n``) at
+    H = :data:`HEADS_WIDE`, the rest of the shape as :data:`SHAPE`, causal where they can be."""
+    ns = sizes(quick)
+    repeats, budget = (3, 0.5) if quick else (3, 5.0)
+    rows = []
+    for method in sweep(methods(device=device), "methods"):
+        if method_info(method).linear_in_n:
+            causal = supports_causal(method)
+            rows += sweep_method(method, causal, ns, device, repeats, budget, HEADS_WIDE)
     return rows
 
 
@@ -178,7 +129,8 @@ def slopes(rows, min_n: int = 1024, value=time_of) -> dict:
 
 
 def crossovers(rows, baseline: str = "sdpa") -> dict:
-    """{(method, causal): smallest measured n from which it beats ``baseline`` at every larger common n, or None}."""
+    """{(method, causal): smallest measured n from which it beats ``baseline`` at every larger
+    common n, or None}."""
     base = {(r["n"], r["causal"]): time_of(r) for r in rows if r["method"] == baseline}
     out = {}
     for key in sorted({(r["method"], r["causal"]) for r in rows if r["method"] != baseline}):

@@ -1,4 +1,5 @@
-"""Suite "memory" (chapter 3): activation bytes, formula vs measured, and the checkpointing sweep."""
+"""Suite "memory" (chapter 3): activation bytes,
+formula vs measured, and the checkpointing sweep."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Generalization bounds and recall-capacity formulas (chapter 5, What efficient attention gives up).
+"""Generalization bounds and recall-capacity formulas
+(chapter 5, What efficient attention gives up).
 
 All logarithms are natural unless a function says otherwise. A bound on the
 gap between test and training 0-1 error is *vacuous* when it is >= 1, since
@@ -46,7 +47,8 @@ def vc_bound(d_vc: float, n: float, delta: float = 0.05) -> float:
     )
     if d_vc > n:
         raise ValueError(
-            f"d_vc must be <= n for this bound (n={n:g}), got {d_vc:g}; with d_vc > n it says nothing"
+            f"d_vc must be <= n for this bound (n={n:g}), got {d_vc:g}; with d_vc > n it says "
+            "nothing"
         )
     return math.sqrt(2 * d_vc * math.log(math.e * n / d_vc) / n) + math.sqrt(
         math.log(1 / delta) / (2 * n)
@@ -55,9 +57,11 @@ def vc_bound(d_vc: float, n: float, delta: float = 0.05) -> float:
 
 @exact_ints
 def vc_rate(d_vc: float, n: float, log_base: float = 2.0) -> float:
-    """The order-of-magnitude form of the VC bound, sqrt(d_vc · log(n) / n), without constants. Chapter 5.
+    """The order-of-magnitude form of the VC bound, sqrt(d_vc · log(n) / n), without constants.
 
     ``log_base`` picks the logarithm (2 by default, as in a bits-per-sample reading).
+
+    Chapter 5.
     """
     d_vc, n = check_positive_float("d_vc", d_vc), check_positive_float("n", n)
     log_base = check_positive_float("log_base", log_base)
@@ -68,7 +72,8 @@ def vc_rate(d_vc: float, n: float, log_base: float = 2.0) -> float:
 
 @exact_ints
 def occam_bound(bits: float, n: float, delta: float = 0.05) -> float:
-    """Compression (Occam) bound: a hypothesis described in ``bits`` bits, chosen after seeing n samples.
+    """Compression (Occam) bound: a hypothesis described
+    in ``bits`` bits, chosen after seeing n samples.
 
     R(h) - R̂(h) <= sqrt((bits·ln 2 + ln(1/δ)) / (2n)) for a [0, 1]-bounded loss
     (Hoeffding plus a union bound with prior 2^-bits). Chapter 5.
@@ -83,9 +88,11 @@ def occam_bound(bits: float, n: float, delta: float = 0.05) -> float:
 
 @exact_ints
 def pac_bayes_bound(kl: float, n: float, delta: float = 0.05) -> float:
-    """PAC-Bayes bound (McAllester 1999, in Maurer's 2004 form) on the gap of a posterior Q. Chapter 5.
+    """PAC-Bayes bound (McAllester 1999, in Maurer's 2004 form) on the gap of a posterior Q.
 
     E_Q[R] - E_Q[R̂] <= sqrt((KL(Q‖P) + ln(2·sqrt(n)/δ)) / (2n)); ``kl`` in nats, >= 0.
+
+    Chapter 5.
     """
     if isinstance(kl, bool) or not isinstance(kl, (int, float)) or not math.isfinite(kl) or kl < 0:
         raise ValueError(f"kl must be a finite number >= 0 (nats), got {kl!r}")
@@ -107,9 +114,11 @@ def recall_state_bits(num_pairs: int, num_values: int) -> float:
 
 @exact_ints
 def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) -> int:
-    """Most pairs a state of ``state_numbers`` numbers of ``bits_per_number`` bits can recall exactly.
+    """Most pairs a state of ``state_numbers`` numbers
+    of ``bits_per_number`` bits can recall exactly.
 
-    floor(state_numbers · bits_per_number / log2(num_values)), from :func:`recall_state_bits`. Chapter 5.
+    floor(state_numbers · bits_per_number / log2(num_values)), from :func:`recall_state_bits`.
+    Chapter 5.
     """
     check_positive_int("state_numbers", state_numbers)
     check_positive_int("bits_per_number", bits_per_number)
@@ -121,10 +130,20 @@ def max_recall_pairs(state_numbers: int, bits_per_number: int, num_values: int) 
     return math.floor(state_numbers * bits_per_number / math.log2(num_values))
 
 
-#: Mechanisms whose decoding state does not grow with the context, and the feature dimension r of one
-#: head that their linear read-out φ(q)ᵀS uses (chapter 5): d_k, the Performer's random features, the
-#: t + 1 Taylor features of element-wise attention (one scalar-valued kernel per channel).
-FIXED_STATE = ("linear", "performer", "retention", "selective_scan", "elementwise")
+#: Mechanisms whose decoding state does not grow with the context, and the feature dimension r of
+#: one head that their linear read-out φ(q)ᵀS uses (chapter 5): d_k, the Performer's random
+#: features, the t + 1 Taylor features of element-wise attention (one scalar-valued kernel per
+#: channel).
+FIXED_STATE = (
+    "linear",
+    "performer",
+    "retention",
+    "selective_scan",
+    "elementwise",
+    "delta",
+    "gated_delta",
+    "gla",
+)
 
 
 def _head_dim(d_model: int, heads: int) -> int:
@@ -152,11 +171,13 @@ def _features(method: str, d_k: int, features: int, order: int) -> int:
 def state_numbers(
     method: str, d_model: int, heads: int, features: int = 256, order: int = 2
 ) -> int:
-    """Numbers in one layer's decoding state of a fixed-state mechanism, whatever the context length. Chapter 5.
+    """Numbers in one layer's decoding state of a fixed-state mechanism, whatever the context
+    length. Chapter 5.
 
     Per head, with d_k = d_model / heads: linear attention S (d_k × d_k) and z (d_k); the Performer
-    S (r × d_k) and z (r), r = ``features``; retention and the selective scan S (d_k × d_k); element-wise
-    attention A and Z, (t+1) × d_k each (t = ``order``). Times ``heads``.
+    S (r × d_k) and z (r), r = ``features``; retention, the selective scan, the delta rule, Gated
+    DeltaNet and GLA S (d_k × d_k); element-wise attention A and Z, (t+1) × d_k each
+    (t = ``order``). Times ``heads``.
     """
     d_k = _head_dim(d_model, heads)
     r = _features(method, d_k, features, order)
@@ -166,6 +187,9 @@ def state_numbers(
         "retention": d_k * d_k,
         "selective_scan": d_k * d_k,
         "elementwise": 2 * r * d_k,
+        "delta": d_k * d_k,
+        "gated_delta": d_k * d_k,
+        "gla": d_k * d_k,
     }[method]
     return heads * per_head
 
@@ -176,19 +200,21 @@ def exact_recall_pairs(
     """Most pairs one head's linear read-out can return exactly: its feature dimension r. Chapter 5.
 
     The read-out φ(q)ᵀS is linear in r features, so P > r values (in general position) cannot all be
-    returned without interference: r = d_k (linear, retention, selective scan), ``features`` (Performer),
-    ``order`` + 1 (element-wise attention, per channel).
+    returned without interference: r = d_k (linear, retention, selective scan, the delta rules,
+    GLA), ``features`` (Performer), ``order`` + 1 (element-wise attention, per channel).
     """
     return _features(method, _head_dim(d_model, heads), features, order)
 
 
 @exact_ints
 def entry_size_threshold(n: int) -> float:
-    """sqrt(ln n): the entry size B at which approximate attention turns hard (Alman & Song 2023). Chapter 5.
+    """sqrt(ln n): the entry size B at which approximate attention turns hard (Alman & Song 2023).
 
     With head dimension d = O(log n) and entries of Q, K, V bounded by B: B = o(sqrt(log n)) allows
-    an n^{1+o(1)} algorithm with 1/poly(n) error; B = Θ(sqrt(log n)) rules out n^{2-Ω(1)} under SETH.
-    Constant factors are not fixed by the theorem; this returns the scale sqrt(ln n).
+    an n^{1+o(1)} algorithm with 1/poly(n) error; B = Θ(sqrt(log n)) rules out n^{2-Ω(1)} under
+    SETH. Constant factors are not fixed by the theorem; this returns the scale sqrt(ln n).
+
+    Chapter 5.
     """
     check_positive_int("n", n)
     if n < 2:

@@ -1,4 +1,5 @@
-"""Communication cost of attention across devices: the α–β model (chapter 9, Attention across devices).
+"""Communication cost of attention across devices:
+the α–β model (chapter 9, Attention across devices).
 
 Per rank, for the three distributed forms of :mod:`attnbook.distributed` on a sequence of n tokens
 split over P ranks under a layout: FLOPs of the forward and backward passes (a multiply-add is 2
@@ -10,8 +11,11 @@ on this one.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
+from ..checks import check_bool, check_positive_float, check_positive_int, check_sizes
 from ..distributed.layout import make_layout, pair_kind
 
 __all__ = [
@@ -44,7 +48,8 @@ class RankCost:
     """The cost of one rank's share of one attention call (chapter 9).
 
     ``step_flops``/``step_bytes``: forward FLOPs of each compute step and bytes of the transfer that
-    overlaps it (0 when none); ``kv_bytes``: K/V elements held at once in the forward pass, in bytes.
+    overlaps it (0 when none); ``kv_bytes``: K/V elements held at once in the forward pass, in
+    bytes.
     """
 
     rank: int
@@ -67,6 +72,26 @@ class RankCost:
     @property
     def received(self) -> int:
         return self.recv_forward + self.recv_backward
+
+
+def _check_shape(n, world_size, heads, head_dim, causal, batch, dtype_bytes) -> None:
+    check_sizes(
+        n=n,
+        world_size=world_size,
+        heads=heads,
+        head_dim=head_dim,
+        batch=batch,
+        dtype_bytes=dtype_bytes,
+    )
+    check_bool("causal", causal)
+
+
+def _check_nonnegative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
 
 
 def attention_pair_flops(
@@ -104,6 +129,7 @@ def ring_cost(
     P - 1 transfers of a K/V gradient (the blocks of ranks r - 1, ..., r - P + 1 leaving, its own
     and those of ranks r - 2, ..., r - P + 1 arriving).
     """
+    _check_shape(n, world_size, heads, head_dim, causal, batch, dtype_bytes)
     lay = make_layout(layout, n, world_size)
     P, blk = (
         world_size,
@@ -155,8 +181,10 @@ def allgather_cost(
 
     Forward: an all-gather of K/V shards padded to the longest, n_max; a ring all-gather moves P - 1
     shards in and out of every rank, (P - 1)·2·B·H·n_max·D·b each way. Backward: a reduce-scatter of
-    the K/V gradients, the same bytes. The whole K/V is resident: 2·B·H·n·D·b, plus the P padded parts.
+    the K/V gradients, the same bytes. The whole K/V is resident: 2·B·H·n·D·b, plus the P padded
+    parts.
     """
+    _check_shape(n, world_size, heads, head_dim, causal, batch, dtype_bytes)
     lay = make_layout(layout, n, world_size)
     P, longest = world_size, max(lay.sizes)
     moved = (P - 1) * 2 * batch * heads * longest * head_dim * dtype_bytes
@@ -184,13 +212,15 @@ def ulysses_cost(
 
     Forward: an all-to-all of q, k, v (3·D channels) from the sequence split to H/P heads of all n
     tokens (rank r sends its n_r rows of the other ranks' heads, B·(H/P)·3D·n_r·(P-1)·b bytes, and
-    receives B·(H/P)·3D·(n - n_r)·b), local attention of H/P heads over all n tokens, and an all-to-all
-    of the output (D channels) back. Backward: the same two all-to-alls in reverse order and direction.
+    receives B·(H/P)·3D·(n - n_r)·b), local attention of H/P heads over all n tokens, and an
+    all-to-all of the output (D channels) back. Backward: the same two all-to-alls in reverse order
+    and direction.
     """
     if heads % world_size:
         raise ValueError(
             f"ulysses needs heads divisible by the world size, got H={heads}, P={world_size}"
         )
+    _check_shape(n, world_size, heads, head_dim, causal, batch, dtype_bytes)
     lay = make_layout(layout, n, world_size)
     P, h, unit = (
         world_size,
@@ -211,14 +241,22 @@ def ulysses_cost(
 
 def message_time(nbytes, alpha_s: float, bandwidth: float):
     """α + m/β: seconds to move m bytes over a link of latency α (s) and bandwidth β (bytes/s)."""
+    _check_nonnegative("nbytes", nbytes)
+    _check_nonnegative("alpha_s", alpha_s)
+    check_positive_float("bandwidth", bandwidth)
     return alpha_s + nbytes / bandwidth
 
 
 def ring_time(cost: RankCost, flops_per_s: float, alpha_s: float, bandwidth: float) -> float:
-    """Forward seconds of one ring rank when each transfer overlaps the step it runs beside (chapter 9).
+    """Forward seconds of one ring rank when each transfer overlaps the step it runs beside.
 
     Σ_s max(F_s / F, α + m_s / β) over the steps that send, plus the last step's compute.
+
+    Chapter 9.
     """
+    check_positive_float("flops_per_s", flops_per_s)
+    _check_nonnegative("alpha_s", alpha_s)
+    check_positive_float("bandwidth", bandwidth)
     total = 0.0
     for flops, nbytes in zip(cost.step_flops, cost.step_bytes):
         compute = flops / flops_per_s
@@ -234,12 +272,22 @@ def overlap_block_size(
     alpha_s: float = 0.0,
     batch_heads_dim: int = 128,
 ) -> float:
-    """Smallest block c = n/P at which a ring step's compute hides the transfer of the next block (chapter 9).
+    """Smallest block c = n/P at which a ring step's compute hides the transfer of the next block.
 
     A step computes 4·w·B·H·D·c² FLOPs (w = ``work_fraction``: 1 without a mask, 1/2 for a balanced
-    causal layout) and moves 2·B·H·D·c·b bytes. With α = 0, compute ≥ transfer iff c ≥ F·b / (2·w·β),
-    whatever B, H and D; with α > 0 the quadratic in c is solved for B·H·D = ``batch_heads_dim``.
+    causal layout) and moves 2·B·H·D·c·b bytes. With α = 0, compute ≥ transfer iff c ≥ F·b /
+    (2·w·β), whatever B, H and D; with α > 0 the quadratic in c is solved for B·H·D =
+    ``batch_heads_dim``.
+
+    Chapter 9.
     """
+    check_positive_float("flops_per_s", flops_per_s)
+    check_positive_float("bandwidth", bandwidth)
+    check_positive_int("dtype_bytes", dtype_bytes)
+    if check_positive_float("work_fraction", work_fraction) > 1:
+        raise ValueError(f"work_fraction must be in (0, 1], got {work_fraction}")
+    _check_nonnegative("alpha_s", alpha_s)
+    check_positive_int("batch_heads_dim", batch_heads_dim)
     if alpha_s == 0.0:
         return flops_per_s * dtype_bytes / (2 * work_fraction * bandwidth)
     a = 4 * work_fraction * batch_heads_dim / flops_per_s

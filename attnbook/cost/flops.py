@@ -48,6 +48,8 @@ __all__ = [
     "training_flops",
     "generative_flops",
     "running_mean_flops",
+    "delta_chunked_flops",
+    "gla_chunked_flops",
 ]
 
 
@@ -76,7 +78,8 @@ def scores_flops(n: int, d_model: int, heads: int = 1, *, batch: int = 1) -> int
 
 @exact_ints
 def softmax_flops(n: int, heads: int = 1, *, batch: int = 1) -> int:
-    """Softmax over H·n² scores, counted as ~5 operations per score (max, subtract, exp, sum, divide).
+    """Softmax over H·n² scores, counted as ~5 operations
+    per score (max, subtract, exp, sum, divide).
 
     Not counted by FlopCounterMode, and O(n²H) against the O(n²d) matrix products. Chapter 2.
     """
@@ -220,7 +223,10 @@ def sliding_window_nnz(n: int, window: int, causal: bool = False) -> int:
 
 @exact_ints
 def strided_nnz(n: int, stride: int, causal: bool = False) -> int:
-    """Allowed pairs of the strided pattern: the local band plus the pairs with i - j = k·s, k >= 1. Chapter 4."""
+    """Allowed pairs of the strided pattern: the local band plus the pairs with i - j = k·s, k >= 1.
+
+    Chapter 4.
+    """
     n, s = check_sizes(n=n, stride=stride)
     q, r = divmod(n, s)
     far = s * q * (q - 1) // 2 + q * r  # sum over i of floor(i / s): the keys i - s, i - 2s, ...
@@ -229,7 +235,10 @@ def strided_nnz(n: int, stride: int, causal: bool = False) -> int:
 
 @exact_ints
 def longformer_nnz(n: int, window: int, global_tokens, causal: bool = False) -> int:
-    """Allowed pairs of Longformer: the band plus global rows and columns, overlaps counted once. Chapter 4."""
+    """Allowed pairs of Longformer: the band plus global rows and columns, overlaps counted once.
+
+    Chapter 4.
+    """
     n, w = check_sizes(n=n, window=window)
     g = sorted({int(t) for t in global_tokens})
     if any(not 0 <= t < n for t in g):
@@ -240,7 +249,8 @@ def longformer_nnz(n: int, window: int, global_tokens, causal: bool = False) -> 
             causal
         ):  # row t: keys 0..t; column t: queries t..n-1; the band already holds min(., w) of each
             total += (t + 1 - min(t + 1, w)) + (n - t - min(n - t, w))
-        else:  # row and column t have n entries, min(t, w-1) + min(n-1-t, w-1) + 1 of them in the band
+        # row and column t have n entries, min(t, w-1) + min(n-1-t, w-1) + 1 of them in the band
+        else:
             total += 2 * (n - (min(t, w - 1) + min(n - 1 - t, w - 1) + 1))
     far = sum(1 for a in g for b in g if abs(a - b) >= w and (not causal or a > b))
     return total - far  # (global row, global column) pairs outside the band were counted twice
@@ -248,7 +258,8 @@ def longformer_nnz(n: int, window: int, global_tokens, causal: bool = False) -> 
 
 @exact_ints
 def block_sparse_nnz(n: int, block_size: int, layout, causal: bool = False) -> int:
-    """Allowed pairs of a block layout: the sizes of its blocks (diagonal ones triangular when causal). Chapter 4."""
+    """Allowed pairs of a block layout: the sizes of its blocks (diagonal ones triangular when
+    causal). Chapter 4."""
     n, b = check_sizes(n=n, block_size=block_size)
     layout = np.asarray(layout, dtype=bool)
     sizes = np.minimum(b, n - b * np.arange(math.ceil(n / b)))
@@ -269,21 +280,28 @@ def sparse_flops(nnz: int, d_k: int, *, heads: int = 1, batch: int = 1) -> int:
 
 @exact_ints
 def sparse_flops_total(n: int, s: int, d_k: int) -> int:
-    """A sequence whose n queries each see s keys: 4·n·s·d_k FLOPs, O(s·n·d), linear in n. Chapter 4."""
+    """A sequence whose n queries each see s keys: 4·n·s·d_k FLOPs, O(s·n·d), linear in n.
+
+    Chapter 4.
+    """
     n, s, d_k = check_sizes(n=n, s=s, d_k=d_k)
     return 4 * n * s * d_k
 
 
 @exact_ints
 def sparse_flops_per_token(s: int, d_k: int) -> int:
-    """One query seeing s keys: 4·s·d_k FLOPs, O(s·d), the part that is independent of n. Chapter 4."""
+    """One query seeing s keys: 4·s·d_k FLOPs, O(s·d), the part that is independent of n.
+
+    Chapter 4.
+    """
     s, d_k = check_sizes(s=s, d_k=d_k)
     return 4 * s * d_k
 
 
 @exact_ints
 def sliding_window_tiles(n: int, window: int, block_size: int, causal: bool = False) -> int:
-    """Tiles a block-wise sliding window touches: a band of c = 1 + ceil((w-1)/b) tiles on ceil(n/b). Chapter 4."""
+    """Tiles a block-wise sliding window touches: a band of c = 1 + ceil((w-1)/b) tiles on
+    ceil(n/b). Chapter 4."""
     n, w, b = check_sizes(n=n, window=window, block_size=block_size)
     return sliding_window_nnz(math.ceil(n / b), 1 + math.ceil((w - 1) / b), causal)
 
@@ -292,7 +310,10 @@ def sliding_window_tiles(n: int, window: int, block_size: int, causal: bool = Fa
 def blockwise_flops(
     tiles: int, block_size: int, d_k: int, *, heads: int = 1, batch: int = 1
 ) -> int:
-    """FLOPs a block-wise kernel spends on ``tiles`` full b×b tiles: 4·tiles·b²·d_k per head. Chapter 4."""
+    """FLOPs a block-wise kernel spends on ``tiles`` full b×b tiles: 4·tiles·b²·d_k per head.
+
+    Chapter 4.
+    """
     tiles, b, d_k, heads, batch = check_sizes(
         tiles=tiles, block_size=block_size, d_k=d_k, heads=heads, batch=batch
     )
@@ -303,7 +324,8 @@ def blockwise_flops(
 def flash_flops(
     n: int, d_k: int, block_size: int, causal: bool = False, *, heads: int = 1, batch: int = 1
 ) -> int:
-    """Matrix-product FLOPs of the torch FlashAttention loop (``mechanisms.flash.flash_attention``): 4n²d_k;
+    """Matrix-product FLOPs of the torch FlashAttention loop (``mechanisms.flash.flash_attention``):
+    4n²d_k;
     causal, query tile [r0, r1) meets keys [0, r1) only: Σ_tiles 4·(r1 − r0)·r1·d_k. Chapter 4."""
     n, d_k, b, heads, batch = check_sizes(
         n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch
@@ -336,7 +358,10 @@ PF_DAY = 1e15 * 86400  # one petaflop/s-day, in FLOPs (Kaplan et al.'s unit of c
 
 @exact_ints
 def training_flops(n_params: float, tokens: float) -> float:
-    """C ≈ 6·N·D: forward 2N and backward 4N FLOPs per token (attention's n² term left out). Chapter 6."""
+    """C ≈ 6·N·D: forward 2N and backward 4N FLOPs per token (attention's n² term left out).
+
+    Chapter 6.
+    """
     return 6.0 * check_positive_float("n_params", n_params) * check_positive_float("tokens", tokens)
 
 
@@ -351,8 +376,8 @@ def generative_flops(
 ) -> int:
     """Forward FLOPs of the generative layer on n tokens: 2·n·k·d·h + 2·n·h·d.
 
-    With h = d: 6nd² (k = 2) or 8nd² (k = 3), linear in n; attention costs 8nd² + 4n²d.
-    The running mean (``running_mean_flops``) is not a matrix product and is not included. Chapter 8.
+    With h = d: 6nd² (k = 2) or 8nd² (k = 3), linear in n; attention costs 8nd² + 4n²d. The running
+    mean (``running_mean_flops``) is not a matrix product and is not included. Chapter 8.
     """
     check_positive_int("n", n)
     h = _hidden(d_model, hidden)
@@ -362,8 +387,65 @@ def generative_flops(
 
 @exact_ints
 def running_mean_flops(n: int, d_model: int, *, batch: int = 1) -> int:
-    """Causal running mean by cumulative sum: n·d additions + n·d divisions = 2nd (not a matmul). Chapter 8."""
+    """Causal running mean by cumulative sum: n·d additions + n·d divisions = 2nd (not a matmul).
+
+    Chapter 8.
+    """
     check_positive_int("n", n)
     check_positive_int("d_model", d_model)
     check_positive_int("batch", batch)
     return 2 * n * d_model * batch
+
+
+def _chunks(n: int, chunk_size: int) -> tuple[int, int]:
+    """(C, number of chunks): C = min(chunk_size, n), n padded up to a multiple of C."""
+    check_sizes(n=n, chunk_size=chunk_size)
+    C = min(chunk_size, n)
+    return C, -(-n // C)
+
+
+@exact_ints
+def delta_chunked_flops(
+    n: int,
+    d_k: int,
+    d_v: int | None = None,
+    *,
+    chunk_size: int = 64,
+    heads: int = 1,
+    batch: int = 1,
+) -> int:
+    """Matrix-product FLOPs of the chunked (WY) delta rule, gated or not. Chapter 4.
+
+    Per chunk of C = min(chunk_size, n) tokens: KKᵀ and QKᵀ (2·2C²d_k), the scores times the
+    corrections (2C²d_v), and three products with the (d_k × d_v) state, W·S, Q·S and KᵀU
+    (3·2C·d_k·d_v); n is padded to a multiple of C. Per token 6·d_k·d_v + C(4d_k + 2d_v): linear
+    in n. The unit triangular solve, C²(d_k + d_v) more per chunk, is not a matrix product and
+    FlopCounterMode does not count it.
+    """
+    d_v = d_k if d_v is None else d_v
+    check_sizes(d_k=d_k, d_v=d_v, heads=heads, batch=batch)
+    C, chunks = _chunks(n, chunk_size)
+    return batch * heads * chunks * (4 * C * C * d_k + 2 * C * C * d_v + 6 * C * d_k * d_v)
+
+
+@exact_ints
+def gla_chunked_flops(
+    n: int,
+    d_k: int,
+    d_v: int | None = None,
+    *,
+    chunk_size: int = 16,
+    heads: int = 1,
+    batch: int = 1,
+) -> int:
+    """Matrix-product FLOPs of chunked gated linear attention. Chapter 4.
+
+    Per chunk of C = min(chunk_size, n) tokens: the scores times V (2C²d_v) and two products with
+    the (d_k × d_v) state, the gated queries reading it and the gated keys writing it
+    (2·2C·d_k·d_v); n is padded to a multiple of C. The within-chunk scores Σ_d q_id k_jd
+    e^{G_id − G_jd} are element-wise (3C²d_k more, and C²d_k exponentials), not matrix products.
+    """
+    d_v = d_k if d_v is None else d_v
+    check_sizes(d_k=d_k, d_v=d_v, heads=heads, batch=batch)
+    C, chunks = _chunks(n, chunk_size)
+    return batch * heads * chunks * (2 * C * C * d_v + 4 * C * d_k * d_v)

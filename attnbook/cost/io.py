@@ -36,8 +36,9 @@ def tiled_attention_io(
     heads: int = 1,
     batch: int = 1,
 ) -> int:
-    """Elements the tiled loop moves: Q and O once (2nd), the log-sum-exp (n), and K and V once per
-    query tile: 2d·n·ceil(n/B_r), about 2n²d/B_r (causal: only tiles up to the diagonal). Chapter 4."""
+    """Elements the tiled loop moves: Q and O once (2nd), the
+    log-sum-exp (n), and K and V once per query tile: 2d·n·ceil(n/B_r),
+    about 2n²d/B_r (causal: only tiles up to the diagonal). Chapter 4."""
     n, d_k, br, heads, batch = check_sizes(
         n=n, d_k=d_k, block_size=block_size, heads=heads, batch=batch
     )
@@ -56,7 +57,8 @@ def flash_block_sizes(d_k: int, sram: int) -> tuple[int, int]:
     """Tile sizes for M elements of SRAM: B = ceil(M / 4d) rows held, min(B, d) streamed.
 
     FlashAttention-1 holds B_c = ceil(M / 4d) keys and streams B_r = min(B_c, d) queries; the
-    FlashAttention-2 loop of :func:`attnbook.mechanisms.flash.flash_attention_numpy` swaps the roles,
+    FlashAttention-2 loop of :func:`attnbook.mechanisms.flash.flash_attention_numpy` swaps the
+    roles,
     so this returns (block_size, block_size_k) = (B_c, B_r). Chapter 4."""
     d_k, sram = check_sizes(d_k=d_k, sram=sram)
     b = math.ceil(sram / (4 * d_k))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from attnbook.checks import check_positive_int, check_sizes, exact_ints
+from attnbook.checks import check_nonnegative_int, check_positive_int, check_sizes, exact_ints
 
 __all__ = [
     "param_bytes",
@@ -22,6 +22,7 @@ __all__ = [
     "checkpoint_peak_bytes",
     "best_checkpoint_every",
     "kv_cache_bytes",
+    "recurrent_state_bytes",
 ]
 
 
@@ -81,7 +82,9 @@ def block_saved_bytes(
     fused: bool = False,
     causal: bool = True,
 ) -> int:
-    """Exact bytes autograd saves for backward in one ``attnbook.models.gpt.Block`` (no dropout). Chapter 3.
+    """Exact bytes autograd saves for backward in one ``attnbook.models.gpt.Block`` (no dropout).
+
+    Chapter 3.
 
     Eight (b, n, d) tensors (two LayerNorm inputs and outputs, q, k, v, the attention output),
     four (b, n) LayerNorm statistics, two (b, n, d_ff) FFN tensors (GELU input and output),
@@ -100,7 +103,10 @@ def block_saved_bytes(
 
 @exact_ints
 def korthikanti_layer_bytes(s: int, b: int, h: int, a: int) -> int:
-    """Korthikanti et al. (2022): 34·s·b·h + 5·a·s²·b bytes per layer, 16-bit, with dropout. Chapter 3."""
+    """Korthikanti et al. (2022): 34·s·b·h + 5·a·s²·b bytes per layer, 16-bit, with dropout.
+
+    Chapter 3.
+    """
     check_sizes(s=s, b=b, h=h, a=a)
     return 34 * s * b * h + 5 * a * s * s * b
 
@@ -109,14 +115,19 @@ def korthikanti_layer_bytes(s: int, b: int, h: int, a: int) -> int:
 def checkpoint_saved_bytes(
     layers: int, every: int, batch: int, n: int, d_model: int, bytes_per_element: int = 4
 ) -> int:
-    """Bytes kept after a forward pass checkpointed every ``every`` layers: one (b, n, d) input per segment. Chapter 3."""
+    """Bytes kept after a forward pass checkpointed every ``every`` layers.
+
+    One (b, n, d) input per segment. Chapter 3.
+    """
     check_sizes(layers=layers, every=every, batch=batch, n=n, d_model=d_model)
     return math.ceil(layers / every) * batch * n * d_model * bytes_per_element
 
 
 @exact_ints
 def checkpoint_peak_bytes(layers: int, every: int, layer_bytes: int, boundary_bytes: int) -> int:
-    """Activation memory model of checkpointing: ⌈L/k⌉ segment inputs plus one segment recomputed. Chapter 3.
+    """Activation memory of checkpointing: ⌈L/k⌉ segment inputs plus one segment recomputed.
+
+    Chapter 3.
 
     (L/k)·boundary + k·layer is smallest at k = √(L·boundary/layer): √L when a layer keeps
     about as much as its input, which gives memory O(√L) (Chen et al., 2016).
@@ -144,11 +155,16 @@ def kv_cache_bytes(
     kv_heads: int | None = None,
     bytes_per_element: int = 2,
     batch: int = 1,
+    latent_dim: int | None = None,
+    rope_dim: int = 0,
 ) -> int:
-    """KV cache: 2 (K and V) · L · tokens · batch · kv_heads · d_k · bytes. Chapter 3.
+    """KV cache: 2 (K and V) · L · tokens · batch · kv_heads · d_k · bytes. Chapters 3 and 10.
 
     Multi-head attention (kv_heads = H) needs 2·L·d bytes-per-element per token;
     multi-query (kv_heads = 1) and grouped-query attention divide that by H / kv_heads.
+    Multi-head latent attention (``latent_dim`` d_c given, chapter 10) caches one latent of
+    width d_c and one shared RoPE key of width ``rope_dim`` d_h^R per token and layer:
+    L · tokens · batch · (d_c + d_h^R) · bytes, whatever the heads.
     """
     check_sizes(
         layers=layers,
@@ -158,9 +174,37 @@ def kv_cache_bytes(
         bytes_per_element=bytes_per_element,
         batch=batch,
     )
+    if latent_dim is not None:
+        check_positive_int("latent_dim", latent_dim)
+        check_nonnegative_int("rope_dim", rope_dim)
+        if kv_heads is not None:
+            raise ValueError("kv_heads and latent_dim exclude each other (GQA or MLA)")
+        return layers * tokens * batch * (latent_dim + rope_dim) * bytes_per_element
+    if rope_dim:
+        raise ValueError("rope_dim is MLA's decoupled key width: give latent_dim with it")
     kv_heads = heads if kv_heads is None else check_positive_int("kv_heads", kv_heads)
     if d_model % heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
     if heads % kv_heads:
         raise ValueError(f"heads ({heads}) must be divisible by kv_heads ({kv_heads})")
     return 2 * layers * tokens * batch * kv_heads * (d_model // heads) * bytes_per_element
+
+
+@exact_ints
+def recurrent_state_bytes(
+    layers: int,
+    heads: int,
+    d_k: int,
+    d_v: int | None = None,
+    bytes_per_element: int = 4,
+    batch: int = 1,
+) -> int:
+    """Decoding state of a matrix-state layer (linear attention's S, retention, the delta rule,
+    Gated DeltaNet, GLA): L · batch · heads · d_k · d_v · bytes, whatever the context. Chapter 4.
+
+    Linear attention also keeps its normaliser z, heads · d_k more numbers per layer.
+    """
+    d_v = d_k if d_v is None else d_v
+    check_sizes(layers=layers, heads=heads, d_k=d_k, d_v=d_v, batch=batch)
+    check_sizes(bytes_per_element=bytes_per_element)
+    return layers * batch * heads * d_k * d_v * bytes_per_element

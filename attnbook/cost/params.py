@@ -32,7 +32,10 @@ __all__ = [
 
 @exact_ints
 def attention_params(d_model: int, *, bias: bool = True) -> int:
-    """Multi-head self-attention (fused QKV + output projection): 4d² (+ 4d biases). Chapters 3 and 8."""
+    """Multi-head self-attention (fused QKV + output projection): 4d² (+ 4d biases).
+
+    Chapters 3 and 8.
+    """
     (d,) = check_sizes(d_model=d_model)
     return 4 * d * d + (4 * d if check_bool("bias", bias) else 0)
 
@@ -46,7 +49,8 @@ def ffn_params(d_model: int, d_ff: int, *, bias: bool = True) -> int:
 
 @exact_ints
 def layer_params(d_model: int, d_ff: int | None = None, *, bias: bool = True) -> int:
-    """One pre-norm Transformer layer: attention 4d² + FFN 2·d·d_ff, biases, two LayerNorms (2d or d each).
+    """One pre-norm Transformer layer: attention 4d² +
+    FFN 2·d·d_ff, biases, two LayerNorms (2d or d each).
 
     Matches ``nn.TransformerEncoderLayer`` and :class:`attnbook.models.gpt.Block`. Chapter 3.
     """
@@ -68,9 +72,10 @@ def gpt_params(
     tied: bool = True,
     short_conv: int = 0,
 ) -> int:
-    """Exact parameters of a GPT: L layers, token (and, if ``block_size``, learned position) embeddings,
-    a final LayerNorm, and an LM head tied to the token embedding unless ``tied=False``; ``short_conv``
-    adds each layer's depthwise convolution of that kernel size (k·d weights, d biases).
+    """Exact parameters of a GPT: L layers, token (and, if ``block_size``,
+    learned position) embeddings, a final LayerNorm, and an LM head tied to
+    the token embedding unless ``tied=False``; ``short_conv`` adds each
+    layer's depthwise convolution of that kernel size (k·d weights, d biases).
 
     P ≈ 12Ld² + |V|d for d_ff = 4d; this adds every lower-order term. Chapters 3 and 6.
     """
@@ -105,7 +110,10 @@ def moe_active_params(d_model: int, d_ff: int, n_experts: int, k: int, *, bias: 
 def generative_params(
     d_model: int, hidden: int | None = None, *, avg: bool = False, bias: bool = True
 ) -> int:
-    """Parameters of the generative layer: k·d·h + h·d (+ h + d biases), k = 3 with the average. Chapter 8."""
+    """Parameters of the generative layer: k·d·h + h·d (+ h + d biases), k = 3 with the average.
+
+    Chapter 8.
+    """
     (d,) = check_sizes(d_model=d_model)
     h = d if hidden is None else check_positive_int("hidden", hidden)
     k = 3 if check_bool("avg", avg) else 2

@@ -17,7 +17,8 @@ __all__ = ["allgather_attention", "gather_sequence"]
 
 
 class _GatherSequence(torch.autograd.Function):
-    """All-gather along the sequence (dim -2) of shards of unequal length; backward: reduce-scatter."""
+    """All-gather along the sequence (dim -2) of shards of unequal length; backward:
+    reduce-scatter."""
 
     @staticmethod
     def forward(ctx, x, plan):

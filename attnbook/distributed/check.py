@@ -2,7 +2,8 @@
 
 Run it on any machine or cluster with torchrun::
 
-    torchrun --standalone --nproc-per-node 4 -m attnbook.distributed.check --method ring --seq-len 1001 --causal
+    torchrun --standalone --nproc-per-node 4 -m attnbook.distributed.check --method ring --seq-len
+    1001 --causal
 
 Every rank builds the same random q, k, v and output gradient (one seed), runs the chosen method
 on its shard forward and backward, and compares its rows of the output and of the gradients with
@@ -122,6 +123,23 @@ def verify_many(rank: int, world_size: int, cases) -> list[list[dict]]:
     return [[everyone[r][i] for r in range(world_size)] for i in range(len(cases))]
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` (int or float) > 0, or an argparse error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a {kind.__name__} > 0, got {text!r}"
+            ) from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a finite {kind.__name__} > 0, got {text}")
+        return value
+
+    return parse
+
+
 def main(argv=None) -> int:
     """Command line: see the module docstring. Returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -129,20 +147,21 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument(
-        "--seq-len", type=int, required=True, help="sequence length n (any n >= 2P)"
+        "--seq-len", type=_positive(int), required=True, help="sequence length n (any n >= 2P)"
     )
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=16)
+    parser.add_argument("--heads", type=_positive(int), default=4)
+    parser.add_argument("--head-dim", type=_positive(int), default=16)
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--layout", choices=LAYOUTS, default="zigzag")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds any collective may wait"
+        "--timeout", type=_positive(float), default=120.0, help="seconds any collective may wait"
     )
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
         parser.error(
-            "run under torchrun, e.g. torchrun --standalone --nproc-per-node 2 -m attnbook.distributed.check ..."
+            "run under torchrun, e.g. torchrun --standalone --nproc-per-node 2 -m "
+            "attnbook.distributed.check ..."
         )
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -54,7 +54,8 @@ class CommStats:
     """Bytes this rank sent and received, counted where each transfer is posted (chapter 9).
 
     ``sent_bytes``/``recv_bytes`` count the payload (q, k, v, outputs and their gradients);
-    ``control_bytes`` the small metadata exchange that checks the inputs; ``steps`` the compute steps.
+    ``control_bytes`` the small metadata exchange that checks the inputs; ``steps`` the compute
+    steps.
     """
 
     sent_bytes: int = 0
@@ -104,8 +105,10 @@ class Plan:
 
     def fail(self, what: str, error: Exception) -> DistributedAttentionError:
         return DistributedAttentionError(
-            f"{self.method} attention, rank {self.rank} of {self.world_size}: {what} failed or timed out after "
-            f"{self.timeout.total_seconds():g} s; a peer rank has probably died or stopped ({error})"
+            f"{self.method} attention, rank {self.rank} of {self.world_size}: {what} failed or "
+            "timed out after "
+            f"{self.timeout.total_seconds():g} s; a peer rank has probably died or stopped "
+            f"({error})"
         )
 
 
@@ -124,20 +127,18 @@ def _check_shapes(q, k, v):
         )
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in _DTYPES:
         raise ValueError(
-            f"q, k, v must share one floating dtype of {_DTYPES}, got {q.dtype}, {k.dtype}, {v.dtype}"
+            f"q, k, v must share one floating dtype of {_DTYPES}, got {q.dtype}, {k.dtype}, "
+            f"{v.dtype}"
         )
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
 
 
-def make_plan(method: str, q, k, v, causal: bool, layout, group, stats, timeout_s: float) -> Plan:
-    """Check this rank's inputs, agree with every rank on shapes, dtype and options, build the layout.
+#: The fields every rank sends in :func:`make_plan`, in order; N_local ("") may differ by rank.
+_AGREED = ("batch B", "heads H", "", "head dim D", "value dim Dv", "dtype", "causal", "method")
 
-    Every rank sends its (B, H, N_local, D, Dv, dtype, causal, method) to all others (an all-gather
-    of 8 integers, counted as control bytes); a rank whose entry differs gets a ValueError that names
-    the rank and the field, on every rank, so that no rank goes on alone and hangs.
-    """
-    _check_shapes(q, k, v)
+
+def _check_setup(method: str, causal, timeout_s) -> None:
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             f"{method} attention needs torch.distributed initialised "
@@ -147,49 +148,57 @@ def make_plan(method: str, q, k, v, causal: bool, layout, group, stats, timeout_
         raise TypeError(f"causal must be a bool, got {causal!r}")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-    stats = CommStats() if stats is None else stats
+
+
+def _exchange(method: str, mine, group, stats, timeout_s: float) -> list:
+    """Every rank's ``mine`` (an all-gather, counted as control bytes), or a named error."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    B, H, n_local, D = q.shape
-    mine = torch.tensor(
-        [
-            B,
-            H,
-            n_local,
-            D,
-            v.shape[-1],
-            _DTYPES.index(q.dtype),
-            int(causal),
-            _METHODS.index(method),
-        ],
-        dtype=torch.int64,
-        device=q.device,
-    )
     everyone = [torch.empty_like(mine) for _ in range(world)]
     work = dist.all_gather(everyone, mine, group=group, async_op=True)
-    timeout = datetime.timedelta(seconds=timeout_s)
     try:
-        work.wait(timeout=timeout)
+        work.wait(timeout=datetime.timedelta(seconds=timeout_s))
     except RuntimeError as e:
         raise DistributedAttentionError(
             f"{method} attention, rank {rank}: exchanging input shapes failed or timed out "
             f"after {timeout_s:g} s; a peer rank has probably died ({e})"
         ) from e
     stats.control_bytes += 2 * (world - 1) * nbytes(mine)
-    names = ["batch B", "heads H", "", "head dim D", "value dim Dv", "dtype", "causal", "method"]
+    return everyone
+
+
+def _shown(name: str, value: int):
+    """A field of :data:`_AGREED` as the user passed it (the dtype and method by name)."""
+    return _DTYPES[value] if name == "dtype" else _METHODS[value] if name == "method" else value
+
+
+def _check_agreement(method: str, rank: int, mine, everyone) -> None:
     for r, theirs in enumerate(everyone):
-        for i, name in enumerate(names):
+        for i, name in enumerate(_AGREED):
             if name and int(theirs[i]) != int(mine[i]):
-                show = (
-                    (lambda x: _DTYPES[x])
-                    if name == "dtype"
-                    else (lambda x: _METHODS[x])
-                    if name == "method"
-                    else (lambda x: x)
-                )
                 raise ValueError(
-                    f"{method} attention: rank {r} has {name} = {show(int(theirs[i]))} but rank {rank} "
-                    f"has {show(int(mine[i]))}; every rank must pass the same shapes, dtype and options"
+                    f"{method} attention: rank {r} has {name} = {_shown(name, int(theirs[i]))} "
+                    f"but rank {rank} has {_shown(name, int(mine[i]))}; every rank must pass the "
+                    "same shapes, dtype and options"
                 )
+
+
+def make_plan(method: str, q, k, v, causal: bool, layout, group, stats, timeout_s: float) -> Plan:
+    """Check this rank's inputs, agree with every rank on shapes, dtype and options, build the
+    layout (chapter 9).
+
+    Every rank sends its (B, H, N_local, D, Dv, dtype, causal, method) to all others (an all-gather
+    of 8 integers, counted as control bytes); a rank whose entry differs gets a ValueError that
+    names the rank and the field, on every rank, so that no rank goes on alone and hangs.
+    """
+    _check_shapes(q, k, v)
+    _check_setup(method, causal, timeout_s)
+    stats = CommStats() if stats is None else stats
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    B, H, n_local, D = q.shape
+    fields = [B, H, n_local, D, v.shape[-1], _DTYPES.index(q.dtype), int(causal)]
+    mine = torch.tensor([*fields, _METHODS.index(method)], dtype=torch.int64, device=q.device)
+    everyone = _exchange(method, mine, group, stats, timeout_s)
+    _check_agreement(method, rank, mine, everyone)
     sizes = [int(t[2]) for t in everyone]
     lay = make_layout(layout, sum(sizes), world)
     if sizes != lay.sizes:
@@ -197,11 +206,13 @@ def make_plan(method: str, q, k, v, causal: bool, layout, group, stats, timeout_
             f"{method} attention: the ranks hold {sizes} tokens, but the {lay.kind} layout of "
             f"n={lay.n} over {world} ranks gives them {lay.sizes}; shard with Layout.shard"
         )
+    timeout = datetime.timedelta(seconds=timeout_s)
     return Plan(method, rank, world, lay, causal, group, stats, timeout)
 
 
 def post(plan: Plan, phase: str, send=None, recv=None, src=None, dst=None, tag: int = 0):
-    """Start sending ``send`` to ``dst`` and receiving into ``recv`` from ``src`` (either may be None).
+    """Start sending ``send`` to ``dst`` and receiving
+    into ``recv`` from ``src`` (either may be None).
 
     Messages between two ranks are matched in the order they are posted, per ``tag``. Counts the
     bytes in ``plan.stats`` under ``phase`` and returns the pending works for :func:`wait`.
@@ -223,7 +234,8 @@ def post(plan: Plan, phase: str, send=None, recv=None, src=None, dst=None, tag: 
 
 
 def wait(plan: Plan, works, what: str) -> None:
-    """Wait for ``works``; raise :class:`DistributedAttentionError` naming ``what`` on failure or timeout."""
+    """Wait for ``works``; raise :class:`DistributedAttentionError`
+    naming ``what`` on failure or timeout."""
     for work in works:
         try:
             work.wait(timeout=plan.timeout)

@@ -58,16 +58,49 @@ def _worker(rank, world_size, port, device_type, fn, args, results, timeout_s, t
         dist.destroy_process_group()
     except BaseException:  # report every failure, then exit non-zero
         results.put((rank, "error", traceback.format_exc()))
-        raise SystemExit(1)
+        raise SystemExit(1) from None
 
 
 def launch(fn, world_size: int, *args, device="cpu", timeout_s: float = 120.0, threads: int = 1):
-    """Call ``fn(rank, world_size, *args)`` on ``world_size`` new processes and return rank 0's value.
+    """Call ``fn(rank, world_size, *args)`` on
+    ``world_size`` new processes and return rank 0's value.
 
     device: "cpu" (gloo) or "cuda" (NCCL, rank r on GPU r). Each process uses ``threads`` torch
     threads. Raises LaunchError naming the rank when one raises or exits early, and when the whole
     launch takes longer than ``timeout_s`` seconds (process start-up included).
     """
+    device = _check_launch(fn, world_size, device)
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    # collectives give up before the launch does
+    inner_timeout = max(5.0, min(DEFAULT_TIMEOUT_S, timeout_s / 2))
+    procs = [
+        ctx.Process(
+            target=_worker,
+            daemon=True,
+            args=(r, world_size, port, device.type, fn, args, results, inner_timeout, threads),
+        )
+        for r in range(world_size)
+    ]
+    _start(procs, threads)
+    deadline, finished = time.monotonic() + timeout_s, False
+    try:
+        values = _collect(results, procs, world_size, deadline, timeout_s)
+        finished = True
+    finally:
+        for p in procs:
+            if finished:  # every rank reported: let them leave the process group and exit
+                p.join(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        results.close()
+    return values[0]
+
+
+def _check_launch(fn, world_size, device) -> torch.device:
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
     device = torch.device(device)
@@ -82,20 +115,11 @@ def launch(fn, world_size: int, *args, device="cpu", timeout_s: float = 120.0, t
         raise TypeError(
             f"fn must be importable by name (a module-level function), got {fn!r}: {e}"
         ) from None
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = free_port()
-    inner_timeout = max(
-        5.0, min(DEFAULT_TIMEOUT_S, timeout_s / 2)
-    )  # collectives give up before the launch does
-    procs = [
-        ctx.Process(
-            target=_worker,
-            daemon=True,
-            args=(r, world_size, port, device.type, fn, args, results, inner_timeout, threads),
-        )
-        for r in range(world_size)
-    ]
+    return device
+
+
+def _start(procs, threads: int) -> None:
+    """Start the ranks with OMP_NUM_THREADS=threads, restoring the variable afterwards."""
     env_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
@@ -106,44 +130,37 @@ def launch(fn, world_size: int, *args, device="cpu", timeout_s: float = 120.0, t
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = env_before
-    deadline, values, finished = time.monotonic() + timeout_s, {}, False
-    try:
-        while len(values) < world_size:
-            try:
-                rank, status, payload = results.get(timeout=0.2)
-            except _queue.Empty:
-                dead = [
-                    (r, p.exitcode)
-                    for r, p in enumerate(procs)
-                    if p.exitcode not in (None, 0) and r not in values
-                ]
-                if dead:
-                    time.sleep(0.5)  # its report, if it wrote one, may still be in the queue
-                    try:
-                        rank, status, payload = results.get(timeout=0.5)
-                    except _queue.Empty:
-                        r, code = dead[0]
-                        raise LaunchError(
-                            f"rank {r} of {world_size} died (exit code {code}) without reporting"
-                        ) from None
-                elif time.monotonic() > deadline:
-                    missing = [r for r in range(world_size) if r not in values]
+
+
+def _collect(results, procs, world_size: int, deadline: float, timeout_s: float) -> dict:
+    """{rank: value} as the ranks report; LaunchError naming a rank that fails, dies or is late."""
+    values = {}
+    while len(values) < world_size:
+        try:
+            rank, status, payload = results.get(timeout=0.2)
+        except _queue.Empty:
+            dead = [
+                (r, p.exitcode)
+                for r, p in enumerate(procs)
+                if p.exitcode not in (None, 0) and r not in values
+            ]
+            if dead:
+                time.sleep(0.5)  # its report, if it wrote one, may still be in the queue
+                try:
+                    rank, status, payload = results.get(timeout=0.5)
+                except _queue.Empty:
+                    r, code = dead[0]
                     raise LaunchError(
-                        f"ranks {missing} of {world_size} did not finish within {timeout_s:g} s"
+                        f"rank {r} of {world_size} died (exit code {code}) without reporting"
                     ) from None
-                else:
-                    continue
-            if status == "error":
-                raise LaunchError(f"rank {rank} of {world_size} failed:\n{payload}")
-            values[rank] = pickle.loads(payload)
-        finished = True
-    finally:
-        for p in procs:
-            if finished:  # every rank reported: let them leave the process group and exit
-                p.join(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-        results.close()
-    return values[0]
+            elif time.monotonic() > deadline:
+                missing = [r for r in range(world_size) if r not in values]
+                raise LaunchError(
+                    f"ranks {missing} of {world_size} did not finish within {timeout_s:g} s"
+                ) from None
+            else:
+                continue
+        if status == "error":
+            raise LaunchError(f"rank {rank} of {world_size} failed:\n{payload}")
+        values[rank] = pickle.loads(payload)
+    return values

@@ -52,7 +52,8 @@ class Piece:
 
 
 def pair_kind(q: Piece, k: Piece, causal: bool) -> str:
-    """How queries ``q`` meet keys ``k``: "full" (every pair allowed), "masked" (some) or "skip" (none)."""
+    """How queries ``q`` meet keys ``k``: "full" (every
+    pair allowed), "masked" (some) or "skip" (none)."""
     if not causal or q.lo >= k.hi:
         return "full"
     if q.hi < k.lo:
@@ -62,7 +63,10 @@ def pair_kind(q: Piece, k: Piece, causal: bool) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """The positions 0..n-1 split over ``world_size`` ranks in the way ``kind`` names (chapter 9)."""
+    """The positions 0..n-1 split over ``world_size`` ranks in the way ``kind`` names.
+
+    Chapter 9.
+    """
 
     kind: str
     n: int
@@ -76,7 +80,8 @@ class Layout:
         need = 2 * self.world_size if self.kind == "zigzag" else self.world_size
         if self.n < need:
             raise ValueError(
-                f"the {self.kind} layout over {self.world_size} ranks needs n >= {need} tokens, got n={self.n}"
+                f"the {self.kind} layout over {self.world_size} ranks needs n >= {need} tokens, "
+                f"got n={self.n}"
             )
 
     @cached_property
@@ -138,7 +143,8 @@ class Layout:
 
 
 def make_layout(kind, n: int, world_size: int) -> Layout:
-    """A :class:`Layout` from its name (or return ``kind`` itself if it is one and fits n, world_size)."""
+    """A :class:`Layout` from its name (or return
+    ``kind`` itself if it is one and fits n, world_size)."""
     if isinstance(kind, Layout):
         if (kind.n, kind.world_size) != (n, world_size):
             raise ValueError(

@@ -21,7 +21,8 @@ Q_TILE = 512
 
 
 def _keys(k_pieces, q: Piece, causal: bool):
-    """The key pieces q meets, the rows they occupy, their positions, and whether any needs a mask."""
+    """The key pieces q meets, the rows they occupy,
+    their positions, and whether any needs a mask."""
     kept = [(kp, pair_kind(q, kp, causal)) for kp in k_pieces]
     kept = [(kp, kind) for kp, kind in kept if kind != "skip"]
     rows = torch.cat([torch.arange(kp.start, kp.stop) for kp, _ in kept]) if kept else None
@@ -85,11 +86,13 @@ def merge(o, lse, o_b, lse_b):
 
 
 def attend_backward(q, k, v, do, lse, delta, dq, q_pieces, k_pieces, causal: bool, scale: float):
-    """Backward of :func:`attend` for queries whose full softmax has log-sum-exp ``lse`` (chapter 9).
+    """Backward of :func:`attend` for queries whose full softmax has log-sum-exp ``lse``.
 
     do: (B, H, Nq, Dv); lse, delta = rowsum(do ∘ o): (B, H, Nq), over *all* keys the queries see.
     Adds the queries' gradient from these keys into ``dq`` (B, H, Nq, D) and returns (dk, dv), the
     gradients of these keys and values (shapes of k and v).
+
+    Chapter 9.
     """
     dk, dv = torch.zeros_like(k), torch.zeros_like(v)
     lse = torch.where(

@@ -43,8 +43,32 @@ def ring_forward(plan, q, k, v):
     return o, lse
 
 
+def _block_gradient(plan, q, kv, D: int, do, lse, delta, dq, owner: int, scale: float):
+    """This rank's share of the gradient of block ``owner``, (dK | dV) concatenated; adds the
+    queries' gradient into ``dq``."""
+    lay = plan.layout
+    k, v = kv[..., :D], kv[..., D:]
+    pieces = (lay.pieces(plan.rank), lay.pieces(owner))
+    dk, dv = attend_backward(q, k, v, do, lse, delta, dq, *pieces, plan.causal, scale)
+    plan.stats.steps += 1
+    return torch.cat([dk, dv], dim=-1)
+
+
+def _plus_peers(plan, own):
+    """``own`` block's gradient plus every other rank's share, which arrives from rank r - 1."""
+    if plan.world_size == 1:
+        return own
+    acc = torch.empty_like(own)
+    wait(
+        plan,
+        post(plan, "backward", recv=acc, src=plan.prev, tag=1),
+        f"receiving our K/V gradient from rank {plan.prev}",
+    )
+    return own + acc
+
+
 def ring_backward(plan, q, k, v, o, lse, do):
-    """The backward ring: returns (dq, dk, dv) for this rank's shard.
+    """The backward ring: returns (dq, dk, dv) for this rank's shard (chapter 9).
 
     The K/V blocks go round again (P - 1 hops); the gradient of block b starts at rank b + 1, gains
     each rank's contribution as it follows the block, and reaches rank b after P - 1 hops.
@@ -59,56 +83,27 @@ def ring_backward(plan, q, k, v, o, lse, do):
     for step in range(P):
         owner = (r - step) % P
         works = []
-        if (
-            step >= 2
-        ):  # the gradient of this block so far: rank r - 1 sent it before its next K/V block
+        if step >= 2:  # this block's gradient so far: rank r - 1 sent it before its next K/V block
             acc = kv.new_empty(kv.shape)
             works_acc = post(plan, "backward", recv=acc, src=plan.prev, tag=1)
         if step < P - 1:
             incoming = kv.new_empty(*kv.shape[:2], lay.sizes[(owner - 1) % P], kv.shape[-1])
             works += post(plan, "backward", send=kv, dst=plan.next, recv=incoming, src=plan.prev)
-        dk, dv = attend_backward(
-            q,
-            kv[..., :D],
-            kv[..., D:],
-            do,
-            lse,
-            delta,
-            dq,
-            lay.pieces(r),
-            lay.pieces(owner),
-            plan.causal,
-            scale,
-        )
-        plan.stats.steps += 1
-        grad = torch.cat([dk, dv], dim=-1)
+        grad = _block_gradient(plan, q, kv, D, do, lse, delta, dq, owner, scale)
         if step == 0:
             own = grad
         else:
             if step >= 2:
-                wait(
-                    plan,
-                    works_acc,
-                    f"backward step {step}: receiving a K/V gradient from rank {plan.prev}",
-                )
+                where = f"backward step {step}: receiving a K/V gradient from rank {plan.prev}"
+                wait(plan, works_acc, where)
                 grad = grad + acc
             sent += post(plan, "backward", send=grad, dst=plan.next, tag=1)
             keep.append(grad)
         if works:
-            wait(
-                plan,
-                works,
-                f"backward step {step}: passing K/V on (to rank {plan.next}, from rank {plan.prev})",
-            )
+            hop = f"to rank {plan.next}, from rank {plan.prev}"
+            wait(plan, works, f"backward step {step}: passing K/V on ({hop})")
             kv = incoming
-    if P > 1:  # our block's gradient, from every other rank, arrives from rank r - 1
-        acc = torch.empty_like(own)
-        wait(
-            plan,
-            post(plan, "backward", recv=acc, src=plan.prev, tag=1),
-            f"receiving our K/V gradient from rank {plan.prev}",
-        )
-        own = own + acc
+    own = _plus_peers(plan, own)
     wait(plan, sent, f"sending K/V gradients to rank {plan.next}")
     return dq, own[..., :D], own[..., D:]
 
@@ -142,10 +137,11 @@ def ring_attention(
     """Exact attention with the sequence split over the ranks of ``group``, by a ring (chapter 9).
 
     q, k: (B, H, N_r, D), v: (B, H, N_r, Dv): this rank's shard, the rows ``Layout.shard`` gives it
-    under ``layout`` ("contiguous", "zigzag", "striped" or a :class:`~attnbook.distributed.layout.Layout`).
-    Returns this rank's rows of softmax(q kᵀ/√D) v, (B, H, N_r, Dv), differentiable. Peak memory per
-    rank O(N/P); ``stats`` (a :class:`~attnbook.distributed.common.CommStats`) counts the bytes sent.
-    Raises DistributedAttentionError if a peer dies or stalls for ``timeout_s`` seconds.
+    under ``layout`` ("contiguous", "zigzag", "striped" or a
+    :class:`~attnbook.distributed.layout.Layout`). Returns this rank's rows of softmax(q kᵀ/√D) v,
+    (B, H, N_r, Dv), differentiable. Peak memory per rank O(N/P); ``stats`` (a
+    :class:`~attnbook.distributed.common.CommStats`) counts the bytes sent. Raises
+    DistributedAttentionError if a peer dies or stalls for ``timeout_s`` seconds.
     """
     plan = make_plan("ring", q, k, v, causal, layout, group, stats, timeout_s)
     return _Ring.apply(q, k, v, plan)

@@ -17,7 +17,8 @@ __all__ = ["ulysses_attention", "seq_to_heads", "heads_to_seq"]
 
 
 def _all_to_all(plan, x_parts, out_sizes, phase, what):
-    """Send x_parts[j] to rank j; return the P received parts with the numbers of elements ``out_sizes``."""
+    """Send x_parts[j] to rank j; return the P received
+    parts with the numbers of elements ``out_sizes``."""
     send = torch.cat([p.reshape(-1) for p in x_parts])
     recv = send.new_empty(sum(out_sizes))
     in_sizes = [p.numel() for p in x_parts]
@@ -85,7 +86,8 @@ class _HeadsToSeq(torch.autograd.Function):
 
 
 def seq_to_heads(x, plan):
-    """(B, H, N_r, C) shards of the sequence -> (B, H/P, N, C), rank order along N (differentiable)."""
+    """(B, H, N_r, C) shards of the sequence -> (B, H/P, N, C), rank order along N
+    (differentiable)."""
     return _SeqToHeads.apply(x, plan)
 
 

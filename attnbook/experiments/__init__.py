@@ -1,2 +1,3 @@
-"""The chapters' experiments: synthetic tasks, recall, element-wise tasks, scaling laws, the mechanism
+"""The chapters' experiments: synthetic tasks, recall, element-wise tasks, scaling laws, the
+mechanism
 chooser and the character corpus."""

@@ -8,7 +8,11 @@ mechanism and read back with the keys themselves as queries, in NumPy float64:
   Performer's positive random features, the feature maps of the registered ``linear`` and
   ``performer`` mechanisms);
 * softmax attention over all P cached pairs (its "state" is the cache, which grows with P);
-* a sliding window: softmax attention over the ``window`` most recent pairs only.
+* a sliding window: softmax attention over the ``window`` most recent pairs only;
+* the delta rule (chapter 4), S ← S + β k (v − Sᵀk)ᵀ, read as kᵀS: one pass over the pairs with
+  β = 1 (``delta``: each write makes the read under k exactly v), or :data:`DELTA_PASSES` passes
+  with β = 1/p in pass p (``delta_3pass``), which averages the passes and moves S towards the
+  least-squares fit of all the pairs.
 
 The keys are as orthogonal as r dimensions allow: P <= r keys are orthonormal, more keys are
 stacked orthonormal bases (as the Performer's orthogonal features). The error that no linear-readout
@@ -25,6 +29,7 @@ from attnbook.mechanisms.performer import feature_map, random_features
 
 __all__ = [
     "CAPACITY_METHODS",
+    "DELTA_PASSES",
     "orthogonal_keys",
     "store_and_read",
     "recall_errors",
@@ -32,15 +37,21 @@ __all__ = [
     "capacity_sweep",
 ]
 
-#: Memories compared: three feature maps of a fixed r × d state, softmax over the cache, a window.
-CAPACITY_METHODS = ("identity", "elu", "performer", "softmax", "window")
+#: Memories compared: three feature maps of a fixed r × d state, softmax over the cache, a window,
+#: and the delta rule's r × d state written once or DELTA_PASSES times.
+CAPACITY_METHODS = ("identity", "elu", "performer", "softmax", "window", "delta", "delta_3pass")
+#: passes over the pairs of ``delta_3pass``
+DELTA_PASSES = 3
 _FEATURE_SEED = (
     7_919  # offsets the Performer's Ω from the keys' seed (same seed would align Ω with the keys)
 )
 
 
 def orthogonal_keys(num_pairs: int, r: int, seed: int = 0) -> np.ndarray:
-    """(P, r) unit keys: orthonormal when P <= r, else ceil(P / r) stacked random orthonormal bases. Chapter 5."""
+    """(P, r) unit keys: orthonormal when P <= r, else ceil(P / r) stacked random orthonormal bases.
+
+    Chapter 5.
+    """
     check_positive_int("num_pairs", num_pairs)
     check_positive_int("r", r)
     rng = np.random.default_rng(check_nonnegative_int("seed", seed))
@@ -54,12 +65,15 @@ def orthogonal_keys(num_pairs: int, r: int, seed: int = 0) -> np.ndarray:
 def store_and_read(
     keys, values, method: str, *, scale: float = 8.0, window: int | None = None, seed: int = 0
 ) -> np.ndarray:
-    """Write the pairs into ``method``'s memory and read every value back with its own key. Chapter 5.
+    """Write the pairs into ``method``'s memory and read every value back with its own key.
 
     keys: (P, r) unit rows, values: (P, d) -> retrieved (P, d). ``scale`` multiplies the query-key
-    score q·k of softmax and window (self-score ``scale``); the feature maps read √scale·k (the Performer's
-    r random features, seed ``seed``, then approximate exp(scale · q·k)). ``window``: pairs the sliding
-    window keeps (default r). Pairs are written in order; the window holds the last ``window`` of them.
+    score q·k of softmax and window (self-score ``scale``); the feature maps read √scale·k (the
+    Performer's r random features, seed ``seed``, then approximate exp(scale · q·k)). ``window``:
+    pairs the sliding window keeps (default r). Pairs are written in order; the window holds the
+    last ``window`` of them.
+
+    Chapter 5.
     """
     keys = np.asarray(keys, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
@@ -73,6 +87,12 @@ def store_and_read(
     num_pairs, r = keys.shape
     if method == "identity":
         return keys @ (keys.T @ values)  # φ(q)ᵀ S with S = Kᵀ V: r × d numbers
+    if method in ("delta", "delta_3pass"):
+        state = np.zeros((r, values.shape[1]))
+        for p in range(1 if method == "delta" else DELTA_PASSES):
+            for k, v in zip(keys, values):  # pass 1, β = 1: the read under k becomes v
+                state += np.outer(k, v - state.T @ k) / (p + 1)
+        return keys @ state
     if method in ("elu", "performer"):
         x = np.sqrt(scale) * keys  # exp(s q·k) = exp((√s q)·(√s k)); elu + 1 gets the same inputs
         phi = (
@@ -92,10 +112,12 @@ def store_and_read(
 
 
 def recall_errors(retrieved, values) -> tuple[float, float]:
-    """(normalised squared error Σ|v̂ − v|² / Σ|v|², nearest-value accuracy) of a read-back. Chapter 5.
+    """(normalised squared error Σ|v̂ − v|² / Σ|v|², nearest-value accuracy) of a read-back.
 
     The accuracy counts the rows whose retrieved vector lies closest (Euclidean) to their own value
     among all P stored values; chance is 1/P.
+
+    Chapter 5.
     """
     retrieved, values = (
         np.asarray(retrieved, dtype=np.float64),
@@ -112,11 +134,13 @@ def recall_errors(retrieved, values) -> tuple[float, float]:
 
 
 def rank_bound(values, r: int) -> float:
-    """Least normalised squared error of any read-back whose P outputs span at most r dimensions. Chapter 5.
+    """Least normalised squared error of any read-back whose P outputs span at most r dimensions.
 
-    A state of r features reads φ(q)ᵀS (or that over a scalar normaliser): every output row lies in the
-    row space of S, of rank <= r. By Eckart–Young the best such (P, d) matrix misses the values by
-    their singular values beyond the r-th: Σ_{i>r} σ_i² / Σ σ_i². Zero when P <= r (or d <= r).
+    A state of r features reads φ(q)ᵀS (or that over a scalar normaliser): every output row lies in
+    the row space of S, of rank <= r. By Eckart–Young the best such (P, d) matrix misses the values
+    by their singular values beyond the r-th: Σ_{i>r} σ_i² / Σ σ_i². Zero when P <= r (or d <= r).
+
+    Chapter 5.
     """
     check_positive_int("r", r)
     sigma2 = np.linalg.svd(np.asarray(values, dtype=np.float64), compute_uv=False) ** 2
@@ -126,10 +150,12 @@ def rank_bound(values, r: int) -> float:
 def capacity_sweep(
     ratios=(0.25, 0.5, 1, 2, 4, 8), r: int = 32, d: int = 64, seeds=(0, 1, 2), scale: float = 8.0
 ) -> list[dict]:
-    """Retrieval error of every memory in :data:`CAPACITY_METHODS` against P / r, with the rank bound. Chapter 5.
+    """Retrieval error of every memory in :data:`CAPACITY_METHODS` against P / r, with the rank
+    bound. Chapter 5.
 
-    For each ratio and seed: P = round(ratio · r) orthogonal-as-possible unit keys (:func:`orthogonal_keys`)
-    and Gaussian values (P, d); one row per method with nmse, accuracy and the rank bound of those values.
+    For each ratio and seed: P = round(ratio · r) orthogonal-as-possible unit keys
+    (:func:`orthogonal_keys`) and Gaussian values (P, d); one row per method with nmse, accuracy and
+    the rank bound of those values.
     """
     check_positive_int("r", r)
     check_positive_int("d", d)

@@ -1,7 +1,8 @@
-"""Recommend an attention mechanism from measurements (chapter 6, Designing efficient architectures).
+"""Recommend an attention mechanism from measurements (chapter 6, Designing efficient
+architectures).
 
 :func:`recommend` reads the long-sequence chapter's stored benchmark
-(``attnbook.bench.load_result("long", device_kind)``: rows of time, peak memory and
+(``attnbook.results.load_result("long", device_kind)``: rows of time, peak memory and
 error against exact attention per method and length n), or, when no result is stored
 for the device, runs a small live benchmark with the same measuring code. For each
 method it predicts time and peak memory at the requested n by log-log interpolation
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from attnbook.bench import RESULTS_DIR, load_result
 from attnbook.checks import CorrectnessError, check_bool, check_positive_float, check_positive_int
-from attnbook.measure import fit_loglog
+from attnbook.measure import fit_loglog, measure_method
 from attnbook.registry import methods
+from attnbook.results import RESULTS_DIR, load_result
 
 __all__ = [
     "RULE_OF_THUMB",
@@ -60,7 +61,8 @@ def family_methods(rule_family: str) -> tuple[str, ...]:
 
 
 def default_live_methods(device="cpu") -> tuple[str, ...]:
-    """What the live mini-benchmark measures on ``device``: every exact form, then the first method of each
+    """What the live mini-benchmark measures on ``device``: every exact form, then the first method
+    of each
     other family."""
     families = dict.fromkeys(fam for fams in RULE_FAMILIES.values() for fam in fams)
     return tuple(methods(family="dense", device=device)) + tuple(
@@ -84,7 +86,8 @@ _LIVE_CACHE: dict = {}
 
 
 def rule_of_thumb(n: int) -> str:
-    """The family the classic table gives for length n: dense, flash, sparse/linformer, performer/hierarchical."""
+    """The family the classic table gives for length n: dense, flash, sparse/linformer,
+    performer/hierarchical."""
     n = check_positive_int("n", n)
     return next(family for bound, family in RULE_OF_THUMB if n < bound)
 
@@ -144,7 +147,8 @@ def _interp(n: int, pts: list[tuple[int, float]]) -> tuple[float, bool]:
 def estimate(
     rows: list[dict], method: str, n: int, causal: bool, scale: float = 1.0
 ) -> Estimate | None:
-    """Predicted time and memory of ``method`` at n from its measured rows (None when it has none)."""
+    """Predicted time and memory of ``method`` at n
+    from its measured rows (None when it has none)."""
     mine = sorted(
         (r for r in rows if r["method"] == method and r["causal"] == causal), key=lambda r: r["n"]
     )
@@ -193,9 +197,8 @@ def _check_rows(result: dict) -> list[dict]:
 
 
 def _live_rows(device: torch.device, causal: bool, sizes: tuple, live_methods: tuple) -> list[dict]:
-    """A small live run of the long suite's measurement for ``live_methods`` at ``sizes`` (cached)."""
-    from attnbook.bench.long import measure_method
-
+    """A small live run of the long suite's measurement
+    for ``live_methods`` at ``sizes`` (cached)."""
     key = (str(device), causal, sizes, live_methods)
     if key not in _LIVE_CACHE:
         rows = []
@@ -232,14 +235,16 @@ def recommend(
     live_sizes: tuple = (256, 512, 1024),
     live_methods: tuple | None = None,
 ) -> Recommendation:
-    """Recommend the fastest mechanism for attention over n tokens within a memory budget. Chapter 6.
+    """Recommend the fastest mechanism for attention over n tokens within a memory budget.
 
     n: sequence length; memory_budget_bytes: peak bytes the attention call may use; device: 'cpu',
     'cuda', 'mps' or a torch.device; causal: causal attention; max_rel_error: largest error against
     exact attention (measured on random inputs) that is accepted (1e-3 keeps exact methods only);
-    batch, heads: the caller's sizes (time and memory scale linearly from the stored ones).
-    Uses ``results`` if given, else the stored 'long' result for the device kind, else (``live=True``)
-    a live mini-benchmark at ``live_sizes``.
+    batch, heads: the caller's sizes (time and memory scale linearly from the stored ones). Uses
+    ``results`` if given, else the stored 'long' result for the device kind, else (``live=True``) a
+    live mini-benchmark at ``live_sizes``.
+
+    Chapter 6.
     """
     n = check_positive_int("n", n)
     budget = check_positive_float("memory_budget_bytes", memory_budget_bytes)
@@ -255,36 +260,56 @@ def recommend(
     if heads is not None:
         heads = check_positive_int("heads", heads)
 
+    rows, source = _rows_and_source(
+        device, causal, results, results_dir, live, live_sizes, live_methods
+    )
+    ref = rows[0]
+    scale = batch * (heads or ref["heads"]) / (ref["batch"] * ref["heads"])
+    estimates = _judged_estimates(rows, n, causal, scale, budget, max_rel_error)
+    ok = sorted((e for e in estimates if not e.rejected), key=lambda e: e.time_s)
+    method = ok[0].method if ok else None
+    head = (
+        f"n={n:,}, {'causal' if causal else 'bidirectional'}, b={batch}, "
+        f"H={heads or ref['heads']}, "
+        f"d_k={ref['head_dim']}, budget {_mib(budget)}, device {device.type}; from the {source}."
+    )
+    lines = _explanation(n, ok, estimates)
+    return Recommendation(
+        method, n, budget, device.type, causal, source, estimates, head + "\n" + "\n".join(lines)
+    )
+
+
+def _rows_and_source(device, causal, results, results_dir, live, live_sizes, live_methods):
+    """The rows the chooser reads (given, stored or measured live) and where they came from."""
     if results is None:
         results = load_result("long", device.type, results_dir)
         if results is not None:
+            meta = results.get("meta", {})
             source = (
-                f"stored result long-{device.type}.json ({results.get('meta', {}).get('device', '?')}, "
-                f"{results.get('meta', {}).get('date', '?')})"
+                f"stored result long-{device.type}.json "
+                f"({meta.get('device', '?')}, {meta.get('date', '?')})"
             )
     else:
         source = "results given by the caller"
-    if results is None:
-        if not live:
-            raise ValueError(
-                f"no stored 'long' result for device {device.type!r} in {results_dir}, and live=False"
-            )
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                "device 'cuda' has no stored 'long' result and CUDA is not available to measure live"
-            )
-        sizes = tuple(check_positive_int("live_sizes", s) for s in live_sizes)
-        rows = _live_rows(
-            device, causal, sizes, tuple(live_methods or default_live_methods(device))
+    if results is not None:
+        return _check_rows(results), source
+    if not live:
+        raise ValueError(
+            f"no stored 'long' result for device {device.type!r} in {results_dir}, and live=False"
         )
-        source = f"live mini-benchmark on {device} at n = {', '.join(map(str, sizes))}"
-        if not rows:
-            raise ValueError(f"the live mini-benchmark measured nothing for causal={causal}")
-    else:
-        rows = _check_rows(results)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' has no stored 'long' result and CUDA is not available to measure live"
+        )
+    sizes = tuple(check_positive_int("live_sizes", s) for s in live_sizes)
+    rows = _live_rows(device, causal, sizes, tuple(live_methods or default_live_methods(device)))
+    if not rows:
+        raise ValueError(f"the live mini-benchmark measured nothing for causal={causal}")
+    return rows, f"live mini-benchmark on {device} at n = {', '.join(map(str, sizes))}"
 
-    ref = rows[0]
-    scale = batch * (heads or ref["heads"]) / (ref["batch"] * ref["heads"])
+
+def _judged_estimates(rows, n, causal, scale, budget, max_rel_error) -> list[Estimate]:
+    """Every method's estimate at n, each with why it is rejected ('' when it is within limits)."""
     estimates = []
     for method in dict.fromkeys(r["method"] for r in rows):
         est = estimate(rows, method, n, causal, scale)
@@ -300,21 +325,22 @@ def recommend(
         estimates.append(Estimate(**{**est.__dict__, "rejected": why}))
     if not estimates:
         raise ValueError(f"the results hold no measurement with causal={causal}")
-    ok = sorted((e for e in estimates if not e.rejected), key=lambda e: e.time_s)
-    method = ok[0].method if ok else None
-    head = (
-        f"n={n:,}, {'causal' if causal else 'bidirectional'}, b={batch}, H={heads or ref['heads']}, "
-        f"d_k={ref['head_dim']}, budget {_mib(budget)}, device {device.type}; from the {source}."
-    )
+    return estimates
+
+
+def _explanation(n: int, ok: list, estimates: list) -> list[str]:
+    """The recommendation's lines: the best method, the runners-up, the rejected and why."""
     if ok:
         best = ok[0]
         how = (
-            f"extrapolated from n={best.measured_n[0] if n < best.measured_n[0] else best.measured_n[-1]:,}"
+            "extrapolated from "
+            f"n={best.measured_n[0] if n < best.measured_n[0] else best.measured_n[-1]:,}"
             if best.extrapolated
             else f"interpolated within n={best.measured_n[0]:,}..{best.measured_n[-1]:,}"
         )
         lines = [
-            f"Recommended: {best.method} — predicted {best.time_s * 1e3:,.2f} ms and {_mib(best.peak_bytes)} "
+            f"Recommended: {best.method} — predicted {best.time_s * 1e3:,.2f} ms and "
+            f"{_mib(best.peak_bytes)} "
             f"({how}), error {best.rel_error:.1e} against exact attention."
         ]
         lines += [
@@ -325,7 +351,4 @@ def recommend(
         lines = [
             "Nothing fits: every measured method is over the memory budget or the error tolerance."
         ]
-    lines += [f"  rejected: {e.method} ({e.rejected})" for e in estimates if e.rejected]
-    return Recommendation(
-        method, n, budget, device.type, causal, source, estimates, head + "\n" + "\n".join(lines)
-    )
+    return lines + [f"  rejected: {e.method} ({e.rejected})" for e in estimates if e.rejected]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from attnbook.checks import check_positive_int
+
 __all__ = ["TINYSHAKESPEARE", "data_dirs", "load_tinyshakespeare", "CharCorpus"]
 
 TINYSHAKESPEARE = {
@@ -50,7 +52,8 @@ def load_tinyshakespeare(download: bool = True) -> str:
             digest = _sha256(path)
             if digest != spec["sha256"]:
                 raise ValueError(
-                    f"{path} is corrupt: sha256 {digest} != expected {spec['sha256']}; delete it or fix ATTNBOOK_DATA"
+                    f"{path} is corrupt: sha256 {digest} != expected {spec['sha256']}; delete it "
+                    "or fix ATTNBOOK_DATA"
                 )
             return path.read_text(encoding="utf-8")
     searched = ", ".join(str(d) for d in data_dirs())
@@ -65,7 +68,8 @@ def load_tinyshakespeare(download: bool = True) -> str:
         urllib.request.urlretrieve(spec["url"], tmp)
     except OSError as err:
         raise FileNotFoundError(
-            f"{spec['filename']} not found in {searched} and the download from {spec['url']} failed ({err})"
+            f"{spec['filename']} not found in {searched} and the download from {spec['url']} "
+            f"failed ({err})"
         ) from err
     if _sha256(tmp) != spec["sha256"]:
         tmp.unlink()
@@ -75,7 +79,8 @@ def load_tinyshakespeare(download: bool = True) -> str:
 
 
 class CharCorpus:
-    """A character-level corpus: vocabulary, encode/decode, the nanoGPT 90/10 split, random batches."""
+    """A character-level corpus: vocabulary, encode/decode,
+    the nanoGPT 90/10 split, random batches."""
 
     def __init__(self, text: str, val_fraction: float = 0.1):
         if not isinstance(text, str) or len(text) < 2:
@@ -113,6 +118,8 @@ class CharCorpus:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         data = self.train if split == "train" else self.val
+        batch_size = check_positive_int("batch_size", batch_size)
+        block_size = check_positive_int("block_size", block_size)
         if block_size >= len(data):
             raise ValueError(
                 f"block_size must be < {len(data)} (the {split} split length), got {block_size}"

@@ -35,7 +35,8 @@ __all__ = [
     "summarize",
 ]
 
-#: (mixer, options) pairs the chapter compares: softmax, linear, and element-wise attention at t = 2, 4, 6, 8.
+#: (mixer, options) pairs the chapter compares: softmax, linear, and element-wise attention at t =
+#: 2, 4, 6, 8.
 METHODS = [("dense", {}), ("linear", {})] + [("elementwise", {"order": t}) for t in (2, 4, 6, 8)]
 
 
@@ -86,7 +87,8 @@ def persistence_mse(x: torch.Tensor) -> float:
 
 
 class Forecaster(nn.Module):
-    """Causal one-step-ahead forecaster: x (B, N, C) -> prediction of x[:, 1:] (B, N, C) and MSE loss.
+    """Causal one-step-ahead forecaster: x (B, N, C)
+    -> prediction of x[:, 1:] (B, N, C) and MSE loss.
 
     Linear input embedding + position embedding, the GPT's pre-norm blocks with any mixer, a final
     LayerNorm and a linear read-out. ``forward(x, y)`` returns (prediction, loss) like :class:`GPT`.
@@ -129,6 +131,19 @@ def _config(
     )
 
 
+def _series_batches(batch_size: int, seq_len: int, channels: int, noise: float, device):
+    """``get_batch(split, generator)`` of fresh series, (x, y) = (x_1..x_n, x_2..x_{n+1}); the
+    'val' split draws from seeds no training batch uses."""
+
+    def get_batch(split, generator):
+        s = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        s += 0 if split == "train" else 2**31
+        x = make_series(batch_size, seq_len + 1, channels, noise=noise, seed=s).to(device)
+        return x[:, :-1], x[:, 1:]
+
+    return get_batch
+
+
 def train_forecast(
     method: str,
     options: dict | None = None,
@@ -146,24 +161,17 @@ def train_forecast(
     eval_size: int = 256,
     device=None,
 ):
-    """Train a :class:`Forecaster` with mixer ``method`` on fresh series; score held-out MSE. Chapter 7.
+    """Train a :class:`Forecaster` with mixer ``method`` on fresh series; score held-out MSE.
 
-    Returns (row, model): the row holds val MSE, the persistence baseline and the noise floor noise².
+    Returns (row, model): the row holds val MSE, the persistence baseline and the noise floor
+    noise². Chapter 7.
     """
     options = dict(options or {})
     device = torch.device(device) if device is not None else DEVICE
-
-    def get_batch(split, generator):
-        s = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + (
-            0 if split == "train" else 2**31
-        )
-        x = make_series(batch_size, seq_len + 1, channels, noise=noise, seed=s).to(device)
-        return x[:, :-1], x[:, 1:]
-
     config = _config(method, options, 1, seq_len, d_model, n_layer, n_head)
     result = train(
         lambda: Forecaster(channels, config).to(device),
-        get_batch,
+        _series_batches(batch_size, seq_len, channels, noise, device),
         steps=steps,
         lr=lr,
         eval_every=steps,
@@ -208,7 +216,8 @@ def train_char(
     seed: int = 0,
     device=None,
 ):
-    """Train a small character-level :class:`GPT` on ``corpus`` (:class:`attnbook.experiments.data.CharCorpus`). Chapter 7.
+    """Train a small character-level :class:`GPT` on ``corpus``
+    (:class:`attnbook.experiments.data.CharCorpus`). Chapter 7.
 
     Returns (row, model); the row holds the final train/validation loss (nats per character).
     """
@@ -246,7 +255,8 @@ def train_char(
 
 
 def train_mqar(method: str, options: dict | None = None, **kwargs) -> dict:
-    """MQAR accuracy of ``method`` via :func:`attnbook.experiments.recall.train_recall` (chapter 5's task). Chapter 7."""
+    """MQAR accuracy of ``method`` via :func:`attnbook.experiments.recall.train_recall` (chapter 5's
+    task). Chapter 7."""
     from attnbook.experiments.recall import train_recall
 
     options = dict(options or {})
@@ -256,7 +266,8 @@ def train_mqar(method: str, options: dict | None = None, **kwargs) -> dict:
 
 @torch.no_grad()
 def attention_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(q, k) of every attention layer of ``model`` on input x, each (B, H, N, d_k), read by forward hooks."""
+    """(q, k) of every attention layer of ``model`` on
+    input x, each (B, H, N, d_k), read by forward hooks."""
     captured, hooks = [], []
     mixers = [block.mixer for block in model.blocks]
     for mixer in mixers:
@@ -280,7 +291,8 @@ def attention_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tens
 
 
 def _distribution_stats(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """w: (..., N, N) causal rows over keys (last axis). Normalised entropy and max weight per row i >= 1."""
+    """w: (..., N, N) causal rows over keys (last axis).
+    Normalised entropy and max weight per row i >= 1."""
     n = w.shape[-1]
     w = w[..., 1:, :]  # row 0 has a single key: always one-hot
     counts = np.arange(2, n + 1)
@@ -291,11 +303,13 @@ def _distribution_stats(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spikiness(model: nn.Module, x: torch.Tensor) -> dict:
-    """How peaked the trained model's causal attention rows are, averaged over layers, heads, queries. Chapter 7.
+    """How peaked the trained model's causal attention rows are, averaged over layers, heads,
+    queries. Chapter 7.
 
-    For every query i >= 1 (i+1 visible keys) and every distribution over keys — per head for softmax
-    and linear attention, per head and channel for element-wise attention — returns the mean normalised
-    entropy H/log(i+1) (0: all weight on one key, 1: uniform) and the mean largest weight.
+    For every query i >= 1 (i+1 visible keys) and every distribution over keys — per head for
+    softmax and linear attention, per head and channel for element-wise attention — returns the mean
+    normalised entropy H/log(i+1) (0: all weight on one key, 1: uniform) and the mean largest
+    weight.
     """
     method = model.config.mixer
     order = model.config.mixer_options.get("order", 2)
@@ -313,7 +327,8 @@ def spikiness(model: nn.Module, x: torch.Tensor) -> dict:
             w = np.moveaxis(w, -1, 2)  # (B, H, D, N, N): one distribution per channel
         else:
             raise ValueError(
-                f"spikiness is defined here for dense, linear and elementwise mixers, got {method!r}"
+                "spikiness is defined here for dense, linear and elementwise mixers, got "
+                f"{method!r}"
             )
         e, m = _distribution_stats(w)
         ents.append(e.mean())
@@ -322,7 +337,8 @@ def spikiness(model: nn.Module, x: torch.Tensor) -> dict:
 
 
 def summarize(rows, metric: str, by=("task", "label")) -> list[dict]:
-    """Mean, std (ddof=1), min, max of ``metric`` over seeds, grouped by the keys ``by``, in first-seen order."""
+    """Mean, std (ddof=1), min, max of ``metric`` over seeds, grouped by the keys ``by``, in
+    first-seen order."""
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in by), []).append(row[metric])

@@ -1,12 +1,12 @@
-"""Count-based character n-gram baselines (chapter 8): what a table of counts achieves on the corpus.
+"""Count-based character n-gram baselines (chapter 8): what a table of counts achieves.
 
 An order-K model predicts character c after the K − 1 characters h before it, with hierarchical
 (Dirichlet) smoothing: P_K(c | h) = (N(h, c) + β · P_{K−1}(c | h')) / (N(h) + β), where h' drops the
-oldest character of h and P_0 is uniform over the vocabulary. β is chosen on the training split
-(fit on its first 90 %, scored on its last 10 %), then the model is refit on the whole training split
-and scored on the validation split, in nats per character: the same 90/10 split and unit as the
-models of chapter 8. Every position is scored with the characters before it in its own split (the
-first K − 1 positions with a shorter context).
+oldest character of h and P_0 is uniform over the vocabulary. β is chosen on the training split (fit
+on its first 90 %, scored on its last 10 %), then the model is refit on the whole training split and
+scored on the validation split, in nats per character: the same 90/10 split and unit as the models
+of chapter 8. Every position is scored with the characters before it in its own split (the first K −
+1 positions with a shorter context).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def _as_tokens(name: str, tokens, vocab_size: int) -> np.ndarray:
     t = np.asarray(tokens)
     if t.ndim != 1 or t.size == 0 or not np.issubdtype(t.dtype, np.integer):
         raise ValueError(
-            f"{name} must be a non-empty 1-D array of token ids, got shape {t.shape}, dtype {t.dtype}"
+            f"{name} must be a non-empty 1-D array of token ids, got shape {t.shape}, dtype "
+            f"{t.dtype}"
         )
     if t.min() < 0 or t.max() >= vocab_size:
         raise ValueError(f"{name} must hold ids in [0, {vocab_size}), got [{t.min()}, {t.max()}]")
@@ -33,7 +34,8 @@ def _as_tokens(name: str, tokens, vocab_size: int) -> np.ndarray:
 
 
 def _codes(tokens: np.ndarray, length: int, vocab_size: int) -> np.ndarray:
-    """For every position t, the code of the ``length`` tokens before t (shorter near the start: -1 pads)."""
+    """For every position t, the code of the ``length``
+    tokens before t (shorter near the start: -1 pads)."""
     code = np.zeros(tokens.size, dtype=np.int64)
     for back in range(length, 0, -1):  # oldest first: code = Σ (token + 1) · (V + 1)^power
         prev = np.full(tokens.size, -1, dtype=np.int64)
@@ -43,7 +45,10 @@ def _codes(tokens: np.ndarray, length: int, vocab_size: int) -> np.ndarray:
 
 
 class NGram:
-    """An order-K character model with hierarchical smoothing β (see the module docstring). Chapter 8."""
+    """An order-K character model with hierarchical smoothing β (see the module docstring).
+
+    Chapter 8.
+    """
 
     def __init__(self, order: int, vocab_size: int, beta: float = 1.0):
         self.order = check_positive_int("order", order)
@@ -101,7 +106,8 @@ def fit_ngram(
 
 
 def ngram_rows(corpus, orders=(1, 2, 3, 4, 5)) -> list[dict]:
-    """One row per order for a :class:`attnbook.experiments.data.CharCorpus`: ``mixer`` = ``ngram-K``,
+    """One row per order for a :class:`attnbook.experiments.data.CharCorpus`: ``mixer`` =
+    ``ngram-K``,
     ``val_loss`` and ``train_loss`` in nats per character, the chosen β. Chapter 8."""
     train, val = corpus.train.numpy(), corpus.val.numpy()
     rows = []

@@ -57,7 +57,8 @@ MATERIALISED = ("dense",)
 
 @dataclass(frozen=True)
 class Roof:
-    """A measured roof: ``value`` (FLOP/s or bytes/s), the problem ``size`` and the fastest ``min_s``."""
+    """A measured roof: ``value`` (FLOP/s or bytes/s),
+    the problem ``size`` and the fastest ``min_s``."""
 
     value: float
     size: int
@@ -66,7 +67,8 @@ class Roof:
 
 @dataclass(frozen=True)
 class Point:
-    """One measured kernel on the roofline: counted ``flops``, modelled ``bytes``, fastest time ``seconds``."""
+    """One measured kernel on the roofline: counted
+    ``flops``, modelled ``bytes``, fastest time ``seconds``."""
 
     label: str
     phase: str
@@ -92,7 +94,8 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def peak_matmul(device="cpu", size: int = 1024, dtype=torch.float32, repeats: int = 10) -> Roof:
-    """Peak matrix-product FLOP/s: 2·size³ over the fastest of ``repeats`` synchronised (size×size)² products.
+    """Peak matrix-product FLOP/s: 2·size³ over the fastest
+    of ``repeats`` synchronised (size×size)² products.
 
     Random inputs (never zeros), one warm-up call. Chapter 4, The roofline, measured.
     """
@@ -114,7 +117,8 @@ def peak_matmul(device="cpu", size: int = 1024, dtype=torch.float32, repeats: in
 
 
 def peak_bandwidth(device="cpu", nbytes: int = 2**28, repeats: int = 10) -> Roof:
-    """Memory bandwidth in bytes/s: a copy of ``nbytes`` (read ``nbytes``, written ``nbytes``) over its fastest time.
+    """Memory bandwidth in bytes/s: a copy of ``nbytes`` (read ``nbytes``, written ``nbytes``) over
+    its fastest time.
 
     Counts 2·nbytes per copy, as the STREAM benchmark does (a CPU that reads a cache line before
     writing it moves a third ``nbytes`` that this does not credit). ``nbytes`` should exceed the
@@ -144,7 +148,8 @@ def _positive(name: str, value) -> float:
 
 
 def roofline(intensity, peak: float, bandwidth: float) -> np.ndarray:
-    """The attainable FLOP/s min(peak, bandwidth · intensity) at each ``intensity`` (FLOPs per byte, > 0)."""
+    """The attainable FLOP/s min(peak, bandwidth ·
+    intensity) at each ``intensity`` (FLOPs per byte, > 0)."""
     peak, bandwidth = _positive("peak", peak), _positive("bandwidth", bandwidth)
     x = np.asarray(intensity, dtype=float)
     if not np.all(np.isfinite(x)) or np.any(x <= 0):
@@ -153,17 +158,19 @@ def roofline(intensity, peak: float, bandwidth: float) -> np.ndarray:
 
 
 def ridge_intensity(peak: float, bandwidth: float) -> float:
-    """The intensity peak / bandwidth where the two roofs meet: below it a kernel is memory-bound."""
+    """The intensity peak / bandwidth where the two roofs meet: below it a kernel is
+    memory-bound."""
     return _positive("peak", peak) / _positive("bandwidth", bandwidth)
 
 
 def prefill_flops(method: str, q, k, v, causal: bool = False, **options) -> int:
-    """Matrix-product FLOPs of ``attention(q, k, v, method, causal)`` counted by ``FlopCounterMode``.
+    """Matrix-product FLOPs of ``attention(q, k, v, method, causal)`` counted by
+    ``FlopCounterMode``.
 
-    A fused kernel that the counter cannot see into (SDPA on a CPU, the Triton kernels) counts 0; for
-    such a re-implementation of dense attention (``variant_of == "dense"``) this returns the count of
-    dense attention on the same inputs, the same products. Element-wise attention does no matrix
-    products and counts 0. Chapter 4, The roofline, measured.
+    A fused kernel that the counter cannot see into (SDPA on a CPU, the Triton kernels) counts 0;
+    for such a re-implementation of dense attention (``variant_of == "dense"``) this returns the
+    count of dense attention on the same inputs, the same products. Element-wise attention does no
+    matrix products and counts 0. Chapter 4, The roofline, measured.
     """
     from attnbook.registry import attention, method_info
 
@@ -196,11 +203,13 @@ def prefill_bytes(
 
 
 def state_numbers(state) -> tuple[int, int]:
-    """(numbers read, numbers written) of the decoding ``state`` in one step, taken from its tensors.
+    """(numbers read, numbers written) of the decoding
+    ``state`` in one step, taken from its tensors.
 
-    A KV cache (``mechanisms.dense.KVCache``, K and V: (B, H, t, d_k)) is read whole and grows by one
-    key and one value: (2·B·H·t·d_k, 2·B·H·d_k). Any other state (a tuple of tensors of fixed size:
-    linear, recurrent, element-wise) is read and written whole. Chapter 4, The roofline, measured.
+    A KV cache (``mechanisms.dense.KVCache``, K and V: (B, H, t, d_k)) is read whole and grows by
+    one key and one value: (2·B·H·t·d_k, 2·B·H·d_k). Any other state (a tuple of tensors of fixed
+    size: linear, recurrent, element-wise) is read and written whole. Chapter 4, The roofline,
+    measured.
     """
     from attnbook.mechanisms.dense import KVCache
 
@@ -218,8 +227,8 @@ def state_numbers(state) -> tuple[int, int]:
 
 
 def decode_bytes(state, q_t: torch.Tensor) -> int:
-    """Compulsory bytes of one decoding step: the state read and written (:func:`state_numbers`), plus
-    the token's q, k, v read and o written, 4·d_k numbers per head. q_t: (B, H, d_k).
+    """Compulsory bytes of one decoding step: the state read and written (:func:`state_numbers`),
+    plus the token's q, k, v read and o written, 4·d_k numbers per head. q_t: (B, H, d_k).
     Chapter 4, The roofline, measured."""
     check_tensor("q_t", q_t, ndim=3)
     read, written = state_numbers(state)
@@ -227,8 +236,9 @@ def decode_bytes(state, q_t: torch.Tensor) -> int:
 
 
 def kv_cache_read(state, q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor):
-    """Attention of q_t over a KV cache without appending to it, in three torch operations: what a decoding
-    step must do at the least (a preallocated cache, written in place). -> (state, o_t). q_t: (B, H, d_k).
+    """Attention of q_t over a KV cache without appending to it, in three torch operations: what a
+    decoding step must do at the least (a preallocated cache, written in place). -> (state, o_t).
+    q_t: (B, H, d_k).
     k_t and v_t are ignored. Chapter 4, The roofline, measured."""
     check_tensor("q_t", q_t, ndim=3)
     weights = torch.softmax(
@@ -248,7 +258,8 @@ def prefill_point(
     label: str | None = None,
     **options,
 ) -> Point:
-    """Count, model and time ``attention(q, k, v, method, causal)``: a :class:`Point` of phase "prefill".
+    """Count, model and time ``attention(q, k, v, method, causal)``:
+    a :class:`Point` of phase "prefill".
 
     q, k, v: (B, H, n, d_k). ``ValueError`` for a method with no counted matrix-product FLOPs.
     """
@@ -274,8 +285,9 @@ def prefill_point(
 
 
 def decode_point(step, state, q_t, k_t, v_t, *, label: str, repeats: int = 20) -> Point:
-    """Count, model and time one decoding step ``step(state, q_t, k_t, v_t)``: a :class:`Point` of phase
-    "decode". q_t, k_t, v_t: (B, H, d_k). ``ValueError`` when the step counts no matrix-product FLOPs."""
+    """Count, model and time one decoding step ``step(state, q_t, k_t, v_t)``: a :class:`Point` of
+    phase "decode". q_t, k_t, v_t: (B, H, d_k). ``ValueError`` when the step counts no
+    matrix-product FLOPs."""
     for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
         check_tensor(name, x, ndim=3)
     with torch.no_grad():
@@ -291,11 +303,13 @@ def decode_point(step, state, q_t, k_t, v_t, *, label: str, repeats: int = 20) -
 def stored_kernel_points(
     result: dict, *, causal: bool = False, direction: str = "forward"
 ) -> tuple[dict, list[Point]]:
-    """The roofs and points of a stored ``kernels`` suite result (``attnbook/results/kernels-cuda.json``).
+    """The roofs and points of a stored ``kernels`` suite result
+    (``attnbook/results/kernels-cuda.json``).
 
-    Returns ({dtype: (peak FLOP/s, bandwidth bytes/s)}, points): one :class:`Point` per stored kernel row
-    of that mask and direction, its FLOPs the suite's (FlashAttention-2 convention), its bytes the compulsory
-    prefill traffic of a fused form (Q, K, V read, O written once). Chapter 4, The roofline, measured.
+    Returns ({dtype: (peak FLOP/s, bandwidth bytes/s)}, points): one :class:`Point` per stored
+    kernel row of that mask and direction, its FLOPs the suite's (FlashAttention-2 convention), its
+    bytes the compulsory prefill traffic of a fused form (Q, K, V read, O written once). Chapter 4,
+    The roofline, measured.
     """
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise ValueError("result must be a stored suite result: a dict with a 'rows' list")

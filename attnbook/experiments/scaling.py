@@ -7,8 +7,15 @@ three published answers to "how large a model, how many tokens":
   N = sqrt(C / 120) and D = 20·N, both ∝ C^0.5;
 - ``"chinchilla-fit"``: the minimum of their fitted loss L(N, D) = E + A/N^α + B/D^β
   under 6·N·D = C, N ∝ C^(β/(α+β)) ≈ C^0.45 (their Approach 3);
-- ``"kaplan"``: Kaplan et al. 2020, N = 1.3e9 · (C / PF-day)^0.73 non-embedding parameters
-  and D = 2e10 · (C / PF-day)^0.27 tokens, as published (6·N·D is then not exactly C).
+- ``"kaplan"``: Kaplan et al. 2020, N = 1.3e9 · (C_min / PF-day)^0.73 non-embedding parameters
+  and D = 2e10 · (C_min / PF-day)^0.27 tokens, as published (6·N·D is then not exactly C).
+
+Kaplan et al. state their fits in C_min, the compute of an idealised run at a batch far below the
+critical batch size (their section 5); a run at the critical batch size, the one they recommend,
+takes twice the minimum steps or twice the minimum data, so C ≈ 2·C_min. This module reads a
+budget C as C_min = C / 2 (:data:`KAPLAN_C_MIN_PER_C`), the reading under which Hoffmann et al.'s
+comparison with Kaplan's law is reproduced (4.68B parameters at 1e21 FLOPs; reading C as C_min
+would give 7.77B).
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ __all__ = ["LAWS", "Allocation", "compute_optimal", "chinchilla_loss", "plot_all
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: about 20 training tokens per parameter
 # Hoffmann et al. 2022, eq. (10) (Approach 3): L(N, D) = E + A / N^alpha + B / D^beta.
 CHINCHILLA_FIT = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
-# Kaplan et al. 2020, Table 6 / Fig. 14: N_opt = N_e (C/PF-day)^p_N (non-embedding), D_opt = D_e (C/PF-day)^p_D.
+# Kaplan et al. 2020, Table 6 / Fig. 14: N_opt = N_e (C/PF-day)^p_N (non-embedding),
+# D_opt = D_e (C/PF-day)^p_D.
 KAPLAN_FIT = {"N_e": 1.3e9, "p_N": 0.73, "D_e": 2e10, "p_D": 0.27}
+#: C_min / C for a run at Kaplan et al.'s critical batch size (twice the minimum steps or data).
+KAPLAN_C_MIN_PER_C = 0.5
 
 LAWS = ("chinchilla", "chinchilla-fit", "kaplan")
 
@@ -52,7 +62,10 @@ class Allocation:
 
 
 def compute_optimal(compute: float, law: str = "chinchilla") -> Allocation:
-    """Parameters N and tokens D for a training budget of ``compute`` FLOPs under ``law`` (see LAWS). Chapter 6."""
+    """Parameters N and tokens D for a training budget of ``compute`` FLOPs under ``law``.
+
+    ``law``: one of :data:`LAWS`. Chapter 6.
+    """
     c = check_positive_float("compute", compute)
     if law == "chinchilla":
         n = np.sqrt(c / (6 * CHINCHILLA_TOKENS_PER_PARAM))
@@ -64,9 +77,9 @@ def compute_optimal(compute: float, law: str = "chinchilla") -> Allocation:
         n = g * (c / 6) ** (f["beta"] / s)
         return Allocation(law, c, float(n), float(c / 6 / n))
     if law == "kaplan":
-        k = KAPLAN_FIT
+        k, c_min = KAPLAN_FIT, KAPLAN_C_MIN_PER_C * c
         return Allocation(
-            law, c, k["N_e"] * (c / PF_DAY) ** k["p_N"], k["D_e"] * (c / PF_DAY) ** k["p_D"]
+            law, c, k["N_e"] * (c_min / PF_DAY) ** k["p_N"], k["D_e"] * (c_min / PF_DAY) ** k["p_D"]
         )
     raise ValueError(f"law must be one of {LAWS}, got {law!r}")
 
@@ -81,7 +94,7 @@ def chinchilla_loss(n_params, tokens):
 
 
 def plot_allocations(ax_params, ax_tokens, compute, laws=LAWS) -> dict:
-    """Draw N(C) on ``ax_params`` and D(C) on ``ax_tokens`` for each law, with fitted log-log slopes.
+    """Draw N(C) on ``ax_params`` and D(C) on ``ax_tokens`` for each law, with log-log slopes.
 
     Returns {law: (fit of N vs C, fit of D vs C)}.
     """

@@ -48,7 +48,8 @@ def _check_common(batch: int, seq_len: int, vocab_size: int, seed: int) -> np.ra
 
 
 def mqar_vocab(vocab_size: int) -> tuple[range, range]:
-    """Zoology's vocabulary split for MQAR: key ids 1..V//2-1 and value ids V//2..V-1 (id 0 is the blank).
+    """Zoology's vocabulary split for MQAR: key ids
+    1..V//2-1 and value ids V//2..V-1 (id 0 is the blank).
 
     Returns (keys, values) as ranges. Chapter 5.
     """
@@ -57,11 +58,13 @@ def mqar_vocab(vocab_size: int) -> tuple[range, range]:
 
 
 def _random_pairs(rng, batch: int, num_pairs: int, vocab_size: int):
-    """(B, P) distinct keys and (B, P) distinct values per row, drawn without replacement as in Zoology."""
+    """(B, P) distinct keys and (B, P) distinct values
+    per row, drawn without replacement as in Zoology."""
     keys, values = mqar_vocab(vocab_size)
     if len(keys) < num_pairs or len(values) < num_pairs:
         raise ValueError(
-            f"vocab_size must leave num_pairs={num_pairs} key ids (1..V//2-1) and as many value ids (V//2..V-1), "
+            f"vocab_size must leave num_pairs={num_pairs} key ids (1..V//2-1) and as many value "
+            "ids (V//2..V-1), "
             f"i.e. vocab_size >= {2 * num_pairs + 2}, got {vocab_size}"
         )
     k = np.argsort(rng.random((batch, len(keys))), axis=1)[:, :num_pairs] + keys.start
@@ -71,6 +74,31 @@ def _random_pairs(rng, batch: int, num_pairs: int, vocab_size: int):
 
 def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+
+def _query_region(seq_len: int, num_pairs: int, num_queries: int | None) -> tuple[int, int]:
+    """(num_queries, slots): the queries MQAR asks (default: every pair) and the even positions
+    left for them after the context."""
+    check_positive_int("num_pairs", num_pairs)
+    num_queries = (
+        num_pairs if num_queries is None else check_positive_int("num_queries", num_queries)
+    )
+    if num_queries > num_pairs:
+        raise ValueError(f"num_queries must be <= num_pairs={num_pairs}, got {num_queries}")
+    slots = (seq_len - 2 * num_pairs) // 2
+    if slots < num_queries:
+        raise ValueError(
+            f"seq_len must be >= 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, "
+            f"got {seq_len}"
+        )
+    return num_queries, slots
+
+
+def _power_law_slots(rng, batch: int, slots: int, num_queries: int, power_a: float):
+    """(B, num_queries) slots g, p(g) ∝ (g+1)^(power_a-1), without replacement, in the order
+    drawn (an exponential race is the same as successive draws)."""
+    weight = np.arange(1, slots + 1, dtype=np.float64) ** (power_a - 1)
+    return np.argsort(rng.exponential(size=(batch, slots)) / weight, axis=1)[:, :num_queries]
 
 
 def mqar(
@@ -98,24 +126,15 @@ def mqar(
 
     Differences from Zoology's ``multiquery_ar``, all deliberate: random numbers come from NumPy's
     ``default_rng(seed)``, so rows are equal in distribution, not bit for bit; ``num_queries`` may
-    ask fewer keys than were stored (Zoology asks all); odd ``seq_len`` and ``vocab_size <= seq_len``
-    are allowed (Zoology asserts an even length and ``vocab_size > seq_len``, neither of which the
-    construction needs); a single pass (Zoology's ``num_passes = 1``). Returns x, y: (B, seq_len) long.
+    ask fewer keys than were stored (Zoology asks all); odd ``seq_len`` and ``vocab_size <=
+    seq_len`` are allowed (Zoology asserts an even length and ``vocab_size > seq_len``, neither of
+    which the construction needs); a single pass (Zoology's ``num_passes = 1``).
+    Returns x, y: (B, seq_len) long.
     """
     rng = _check_common(batch, seq_len, vocab_size, seed)
-    check_positive_int("num_pairs", num_pairs)
-    num_queries = (
-        num_pairs if num_queries is None else check_positive_int("num_queries", num_queries)
-    )
-    if num_queries > num_pairs:
-        raise ValueError(f"num_queries must be <= num_pairs={num_pairs}, got {num_queries}")
+    num_queries, slots = _query_region(seq_len, num_pairs, num_queries)
     power_a = check_positive_float("power_a", power_a)
     random_non_queries = check_bool("random_non_queries", random_non_queries)
-    slots = (seq_len - 2 * num_pairs) // 2
-    if slots < num_queries:
-        raise ValueError(
-            f"seq_len must be >= 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}"
-        )
     keys, values = _random_pairs(rng, batch, num_pairs, vocab_size)
     if random_non_queries:
         x = rng.integers(0, vocab_size, size=(batch, seq_len))
@@ -126,10 +145,7 @@ def mqar(
     rows = np.arange(batch)[:, None]
     # the asked pairs, in context order (all of them when num_queries = num_pairs, as in Zoology)
     which = np.sort(np.argsort(rng.random((batch, num_pairs)), axis=1)[:, :num_queries], axis=1)
-    # slots by the power law, without replacement, in the order drawn (exponential race = successive draws)
-    weight = np.arange(1, slots + 1, dtype=np.float64) ** (power_a - 1)
-    slot = np.argsort(rng.exponential(size=(batch, slots)) / weight, axis=1)[:, :num_queries]
-    pos = 2 * num_pairs + 2 * slot
+    pos = 2 * num_pairs + 2 * _power_law_slots(rng, batch, slots, num_queries, power_a)
     x[rows, pos] = keys[rows, which]
     y[rows, pos] = values[rows, which]
     return _as_tensors(x, y)
@@ -138,13 +154,15 @@ def mqar(
 def long_range_retrieval(
     batch: int, seq_len: int, num_pairs: int, vocab_size: int, seed: int = 0, num_queries: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Retrieval across a long gap: pairs first, queries last, random distractors between. Chapter 5.
+    """Retrieval across a long gap: pairs first, queries last, random distractors between.
 
     Layout: ``num_pairs`` key-value pairs (the vocabulary of :func:`mqar`), then
     ``seq_len - 2*num_pairs - 2*num_queries`` distractor tokens drawn uniformly from the value ids
     (never a key), then ``num_queries`` (key, value) queries.
     Every answer lies at least :func:`min_query_distance` positions before its query, so any
     local window shorter than that cannot see it. Returns x, y: (B, seq_len) long.
+
+    Chapter 5.
     """
     rng = _check_common(batch, seq_len, vocab_size, seed)
     check_positive_int("num_pairs", num_pairs)
@@ -154,7 +172,8 @@ def long_range_retrieval(
     gap = seq_len - 2 * num_pairs - 2 * num_queries
     if gap < 1:
         raise ValueError(
-            f"seq_len must be > 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got {seq_len}"
+            f"seq_len must be > 2*(num_pairs + num_queries) = {2 * (num_pairs + num_queries)}, got "
+            f"{seq_len}"
         )
     keys, values = _random_pairs(rng, batch, num_pairs, vocab_size)
     value_ids = mqar_vocab(vocab_size)[1]
@@ -170,7 +189,10 @@ def long_range_retrieval(
 
 
 def min_query_distance(seq_len: int, num_pairs: int, num_queries: int = 1) -> int:
-    """Smallest distance (in positions) from a long-range query back to the value it asks for. Chapter 5."""
+    """Smallest distance (in positions) from a long-range query back to the value it asks for.
+
+    Chapter 5.
+    """
     for name, value in (
         ("seq_len", seq_len),
         ("num_pairs", num_pairs),
@@ -183,12 +205,14 @@ def min_query_distance(seq_len: int, num_pairs: int, num_queries: int = 1) -> in
 def selective_copy(
     batch: int, seq_len: int, num_tokens: int, vocab_size: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Selective copying (Gu & Dao 2023, Mamba): copy the scattered data tokens, in order. Chapter 5.
+    """Selective copying (Gu & Dao 2023, Mamba): copy the scattered data tokens, in order.
 
     The first ``seq_len - num_tokens`` positions hold ``num_tokens`` data tokens (ids
     2..vocab_size-1) at random positions among blanks (id 0); then a separator (id 1)
     and the data tokens again (teacher forcing). The targets are the data tokens, in
     order, at the separator and the positions after it. Returns x, y: (B, seq_len) long.
+
+    Chapter 5.
     """
     rng = _check_common(batch, seq_len, vocab_size, seed)
     check_positive_int("num_tokens", num_tokens)
@@ -211,13 +235,15 @@ def selective_copy(
 
 
 def solve_mqar(x, vocab_size: int) -> torch.Tensor:
-    """Oracle for :func:`mqar` and :func:`long_range_retrieval`: answer every repeated key by lookup.
+    """Oracle for :func:`mqar` and :func:`long_range_retrieval`:
+    answer every repeated key by lookup.
 
-    x: (B, N) ids. A key id (1..V//2-1, :func:`mqar_vocab`) seen for the first time is stored with the
-    token after it; a later occurrence of a stored key gets the stored value as target. Returns y:
-    (B, N) with -100 elsewhere. It answers at least every query the generators score; with
+    x: (B, N) ids. A key id (1..V//2-1, :func:`mqar_vocab`) seen for the first time is stored with
+    the token after it; a later occurrence of a stored key gets the stored value as target. Returns
+    y: (B, N) with -100 elsewhere. It answers at least every query the generators score; with
     ``random_non_queries`` a random id that happens to repeat a key is answered too (the generator
-    does not score it), so compare at the scored positions, or generate with ``random_non_queries=False``.
+    does not score it), so compare at the scored positions, or generate with
+    ``random_non_queries=False``.
     """
     num_keys = len(mqar_vocab(vocab_size)[0])
     x = np.asarray(x)
@@ -259,7 +285,8 @@ def query_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
         )
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(logits.shape[:2]):
         raise ValueError(
-            f"y must be a tensor of shape {tuple(logits.shape[:2])}, got {getattr(y, 'shape', type(y))}"
+            f"y must be a tensor of shape {tuple(logits.shape[:2])}, got "
+            f"{getattr(y, 'shape', type(y))}"
         )
     scored = y != IGNORE
     if not bool(scored.any()):

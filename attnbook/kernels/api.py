@@ -26,13 +26,15 @@ _GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _check_qkv(q, k, v) -> None:
-    """q, k, v: floating tensors of one shape (B, H, N, D), D in HEAD_DIMS, one dtype, one device."""
+    """q, k, v: floating tensors of one shape (B, H,
+    N, D), D in HEAD_DIMS, one dtype, one device."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x, ndim=4)
     for name, x in (("k", k), ("v", v)):
         if x.shape != q.shape:
             raise ValueError(
-                f"{name} must have the shape of q (B, H, N, D) = {tuple(q.shape)}, got {tuple(x.shape)}"
+                f"{name} must have the shape of q (B, H, N, D) = {tuple(q.shape)}, got "
+                f"{tuple(x.shape)}"
             )
         if x.dtype != q.dtype:
             raise TypeError(f"{name} must have the dtype of q ({q.dtype}), got {x.dtype}")
@@ -46,7 +48,8 @@ def _check_qkv(q, k, v) -> None:
 
 
 def _load(module: str, device: torch.device, dtype: torch.dtype):
-    """Import attnbook.kernels.<module>, or raise a RuntimeError that says why these tensors cannot run."""
+    """Import attnbook.kernels.<module>, or raise a
+    RuntimeError that says why these tensors cannot run."""
     name = f"{__package__}.{module}"
     try:
         import triton
@@ -56,7 +59,8 @@ def _load(module: str, device: torch.device, dtype: torch.dtype):
             "the Triton kernels need Triton, which is not installed: "
             "pip install triton==3.9.0 (Linux)"
         ) from exc
-    # Triton decorates its own library (tl.zeros, ...) when it is first imported: that fixes the mode.
+    # Triton decorates its own library (tl.zeros, ...) when it is first imported: that fixes the
+    # mode.
     interpreted = isinstance(triton.language.zeros, InterpretedFunction)
     if device.type == "cpu" and not interpreted:
         if triton.knobs.runtime.interpret:
@@ -83,7 +87,8 @@ def _load(module: str, device: torch.device, dtype: torch.dtype):
     kernels = importlib.import_module(name)
     if kernels.INTERPRETED != interpreted:
         raise RuntimeError(
-            f"{name} was imported {'with' if kernels.INTERPRETED else 'without'} TRITON_INTERPRET=1 "
+            f"{name} was imported {'with' if kernels.INTERPRETED else 'without'} "
+            "TRITON_INTERPRET=1 "
             f"but Triton {'with' if interpreted else 'without'} it; set it (or not) once, before "
             "Triton is first imported"
         )
@@ -97,7 +102,8 @@ def _load(module: str, device: torch.device, dtype: torch.dtype):
 
 
 def _on(device: torch.device):
-    """Kernels launch on the current CUDA device: make it the inputs' one (autograd does so for backward)."""
+    """Kernels launch on the current CUDA device: make
+    it the inputs' one (autograd does so for backward)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
@@ -134,12 +140,13 @@ def linear_attention_triton(
     causal: bool = True,
     feature_map: str = "elu1",
 ) -> torch.Tensor:
-    """Causal linear attention o_i = φ(q_i)·S_i / φ(q_i)·z_i by a chunked Triton recurrence, differentiable.
+    """Causal linear attention o_i = φ(q_i)·S_i / φ(q_i)·z_i
+    by a chunked Triton recurrence, differentiable.
 
     S_i = Σ_{j<=i} φ(k_j) v_jᵀ, z_i = Σ_{j<=i} φ(k_j). ``feature_map``: "elu1" (φ = elu + 1, linear
     attention of Katharopoulos et al. 2020) or "identity" (φ(x) = x, for features computed outside,
-    which must keep φ(q_i)·z_i away from zero, e.g. positive ones). q, k, v: (B, H, N, D), D in
-    {32, 64, 128}; dtypes as :func:`flash_attention_triton`. Returns (B, H, N, D) in the input dtype.
+    which must keep φ(q_i)·z_i away from zero, e.g. positive ones). q, k, v: (B, H, N, D), D in {32,
+    64, 128}; dtypes as :func:`flash_attention_triton`. Returns (B, H, N, D) in the input dtype.
     Chapter 4, Long sequences; the kernels are in :mod:`attnbook.kernels.linear_triton`.
     """
     _check_qkv(q, k, v)

@@ -1,9 +1,11 @@
-"""FlashAttention-2 in Triton, forward and backward (chapter 4, Long sequences, FlashAttention section).
+"""FlashAttention-2 in Triton, forward and backward
+(chapter 4, Long sequences, FlashAttention section).
 
-Call the kernels through :func:`attnbook.kernels.api.flash_attention_triton`, which checks the inputs
-and the backend first; importing this module imports Triton. Triton reads ``TRITON_INTERPRET`` when
-``@triton.jit`` decorates a function: its own library when Triton is first imported, these kernels
-when this module is. Both must see the same setting; :data:`INTERPRETED` records what these got.
+Call the kernels through :func:`attnbook.kernels.api.flash_attention_triton`, which checks the
+inputs and the backend first; importing this module imports Triton. Triton reads
+``TRITON_INTERPRET`` when ``@triton.jit`` decorates a function: its own library when Triton is first
+imported, these kernels when this module is. Both must see the same setting; :data:`INTERPRETED`
+records what these got.
 
 **Tiles.** Dense attention writes the (N, N) score matrix to memory and reads it back. Here one
 program owns a tile of ``BLOCK_M`` query rows for one (batch, head). It loads its queries once, then
@@ -11,11 +13,11 @@ walks over the keys and values in tiles of ``BLOCK_N`` rows; a (BLOCK_M, BLOCK_N
 lives only in registers and is gone before the next tile is loaded. Memory traffic is the inputs
 and the output, O(N·D) per head, instead of O(N²).
 
-**The online softmax.** A row's softmax needs its maximum and its sum, which are known only after the
-last tile. So each row keeps a running maximum m, a running sum l = Σ exp(s − m) and an
+**The online softmax.** A row's softmax needs its maximum and its sum, which are known only after
+the last tile. So each row keeps a running maximum m, a running sum l = Σ exp(s − m) and an
 unnormalised output acc = Σ exp(s − m) v. When a tile raises the maximum to m', what was summed so
-far is rescaled by exp(m − m'), which is exact, not an approximation; at the end o = acc / l.
-The kernels use exp2 (the hardware instruction) on scores pre-multiplied by log2(e).
+far is rescaled by exp(m − m'), which is exact, not an approximation; at the end o = acc / l. The
+kernels use exp2 (the hardware instruction) on scores pre-multiplied by log2(e).
 
 **The saved log-sum-exp.** The forward pass stores one number per row, lse = m + log l (natural
 log), instead of the (N, N) probabilities: from it, any probability is p_ij = exp(s_ij − lse_i).
@@ -28,8 +30,8 @@ and loops over query tiles to accumulate dK and dV; a second owns a query tile a
 tiles to accumulate dQ (no atomic adds, so the result is deterministic). The extra matmuls cost
 less than storing and reading back P.
 
-**Causal masking.** A query tile never loads key tiles that lie entirely above the diagonal: the loop
-bounds stop there (about half the tiles), and only the tiles crossing the diagonal are masked.
+**Causal masking.** A query tile never loads key tiles that lie entirely above the diagonal: the
+loop bounds stop there (about half the tiles), and only the tiles crossing the diagonal are masked.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ __all__ = [
     "backward",
 ]
 
+#: True if the kernels below were decorated for Triton's CPU interpreter (TRITON_INTERPRET=1 at
+#: import).
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
-"""True if the kernels below were decorated for Triton's CPU interpreter (TRITON_INTERPRET=1 on import)."""
 
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) = exp2(x·LOG2E)
 
@@ -136,8 +139,8 @@ def flash_bwd_dkdv_kernel(
 ):
     """One program: dK and dV for BLOCK_N keys of one (batch, head), looping over query tiles.
 
-    Q, K, V, DO, DK, DV: contiguous (B·H, N, D); LSE, DELTA: (B·H, N) float32, DELTA = rowsum(dO ∘ O).
-    Grid: (cdiv(N, BLOCK_N), B·H).
+    Q, K, V, DO, DK, DV: contiguous (B·H, N, D); LSE, DELTA: (B·H, N) float32, DELTA = rowsum(dO ∘
+    O). Grid: (cdiv(N, BLOCK_N), B·H).
     """
     pid_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -246,7 +249,8 @@ def flash_bwd_dq_kernel(
 
 
 def block_sizes(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """Tile sizes and launch options: {'fwd': {...}, 'bwd': {...}}, each with BLOCK_M, BLOCK_N, num_warps, num_stages.
+    """Tile sizes and launch options: {'fwd': {...}, 'bwd': {...}}, each with BLOCK_M, BLOCK_N,
+    num_warps, num_stages.
 
     In the interpreter, where each tile step costs Python overhead, square tiles of
     min(64, next power of two >= n), at least 16 (the smallest tl.dot). On CUDA, sizes for which
@@ -298,7 +302,8 @@ def forward(q, k, v, causal: bool, scale: float):
 
 
 def backward(q, k, v, o, lse, do, causal: bool, scale: float):
-    """Launch the two backward kernels. All (B, H, N, D) contiguous but lse (B, H, N). Returns (dq, dk, dv)."""
+    """Launch the two backward kernels. All (B, H, N, D)
+    contiguous but lse (B, H, N). Returns (dq, dk, dv)."""
     B, H, N, D = q.shape
     delta = (do.float() * o.float()).sum(-1)  # δ_i = rowsum(dO ∘ O), (B, H, N) float32
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -314,7 +319,8 @@ def backward(q, k, v, o, lse, do, causal: bool, scale: float):
 
 
 class FlashAttention(torch.autograd.Function):
-    """softmax(scale·QKᵀ)V by the Triton kernels; saves q, k, v, o and the per-row lse for backward."""
+    """softmax(scale·QKᵀ)V by the Triton kernels;
+    saves q, k, v, o and the per-row lse for backward."""
 
     @staticmethod
     def forward(ctx, q, k, v, causal: bool, scale: float):

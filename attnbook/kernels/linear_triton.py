@@ -1,4 +1,5 @@
-"""Causal linear attention as a chunked recurrence in Triton, forward and backward (chapter 4, Long sequences).
+"""Causal linear attention as a chunked recurrence in
+Triton, forward and backward (chapter 4, Long sequences).
 
 Call the kernels through :func:`attnbook.kernels.api.linear_attention_triton`. As in
 :mod:`attnbook.kernels.flash_triton`, ``TRITON_INTERPRET`` is read when this module is imported,
@@ -10,25 +11,25 @@ outside), causal linear attention is
     o_i = f_iᵀ S_i / f_iᵀ z_i,   S_i = Σ_{j ≤ i} g_j v_jᵀ  (D, D),   z_i = Σ_{j ≤ i} g_j  (D,).
 
 **The state on chip.** One program owns one (batch, head) and walks along the sequence in chunks of
-C tokens, carrying S and z on chip (in registers) from chunk to chunk: they never go to memory. Inside a
-chunk, the part of the sum that the state does not hold yet is the masked quadratic form
-A = tril(F Gᵀ) (C, C), so a chunk's numerators are A V + F S and its denominators rowsum(A) + F z;
-then S += Gᵀ V and z += Σ g. Memory traffic is the inputs and outputs, O(N·D); work is
-O(N·C·D + N·D²). The price is that the sequence is walked in order: parallelism comes only from
-batch × heads, where FlashAttention also splits the queries.
+C tokens, carrying S and z on chip (in registers) from chunk to chunk: they never go to memory.
+Inside a chunk, the part of the sum that the state does not hold yet is the masked quadratic form A
+= tril(F Gᵀ) (C, C), so a chunk's numerators are A V + F S and its denominators rowsum(A) + F z;
+then S += Gᵀ V and z += Σ g. Memory traffic is the inputs and outputs, O(N·D); work is O(N·C·D +
+N·D²). The price is that the sequence is walked in order: parallelism comes only from batch × heads,
+where FlashAttention also splits the queries.
 
-**Backward**, a Triton kernel too. Write num_i = f_iᵀ S_i and den_i = f_iᵀ z_i, so o_i = num_i / den_i and,
-for the incoming gradient dO, a_i := ∂L/∂num_i = dO_i / den_i and b_i := ∂L/∂den_i = −(dO_i·o_i) / den_i
-(the forward pass saves den). Then
+**Backward**, a Triton kernel too. Write num_i = f_iᵀ S_i and den_i = f_iᵀ z_i, so o_i = num_i /
+den_i and, for the incoming gradient dO, a_i := ∂L/∂num_i = dO_i / den_i and b_i := ∂L/∂den_i =
+−(dO_i·o_i) / den_i (the forward pass saves den). Then
 
-    ∂L/∂f_i = Σ_{j ≤ i} (a_i·v_j + b_i) g_j = S_i a_i + b_i z_i            (forward in time, state S, z)
-    ∂L/∂g_j = Σ_{i ≥ j} (a_i·v_j + b_i) f_i = R_j v_j + r_j                 (backward in time)
-    ∂L/∂v_j = Σ_{i ≥ j} (f_i·g_j) a_i      = R_jᵀ g_j,
-    R_j = Σ_{i ≥ j} f_i a_iᵀ,  r_j = Σ_{i ≥ j} b_i f_i,
+    ∂L/∂f_i = Σ_{j ≤ i} (a_i·v_j + b_i) g_j = S_i a_i + b_i z_i            (forward in time, state
+    S, z) ∂L/∂g_j = Σ_{i ≥ j} (a_i·v_j + b_i) f_i = R_j v_j + r_j                 (backward in time)
+    ∂L/∂v_j = Σ_{i ≥ j} (f_i·g_j) a_i      = R_jᵀ g_j, R_j = Σ_{i ≥ j} f_i a_iᵀ,  r_j = Σ_{i ≥ j}
+    b_i f_i,
 
-and dq = ∂L/∂f ∘ φ'(q), dk = ∂L/∂g ∘ φ'(k). One kernel walks forward carrying (S, z) for dq; a second
-walks the chunks from the last to the first carrying (R, r) for dk and dv. Nothing is recomputed
-but the chunk-local quadratic forms.
+and dq = ∂L/∂f ∘ φ'(q), dk = ∂L/∂g ∘ φ'(k). One kernel walks forward carrying (S, z) for dq; a
+second walks the chunks from the last to the first carrying (R, r) for dk and dv. Nothing is
+recomputed but the chunk-local quadratic forms.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ __all__ = [
     "backward",
 ]
 
+#: True if the kernels below were decorated for Triton's CPU interpreter (TRITON_INTERPRET=1 at
+#: import).
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
-"""True if the kernels below were decorated for Triton's CPU interpreter (TRITON_INTERPRET=1 on import)."""
 
 
 @triton.jit
@@ -85,7 +87,8 @@ def linear_fwd_kernel(
     ELU1: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """One program: causal linear attention for one (batch, head), chunk by chunk, state (S, z) on chip.
+    """One program: causal linear attention for one
+    (batch, head), chunk by chunk, state (S, z) on chip.
 
     Q, K, V, O: contiguous (B·H, N, D); DEN: (B·H, N) float32, receives den_i = φ(q_i)·z_i.
     Grid: (B·H,).
@@ -95,8 +98,8 @@ def linear_fwd_kernel(
     cols = tl.arange(0, D)
     idx = tl.arange(0, CHUNK)
     lower = idx[None, :] <= idx[:, None]  # inside a chunk, query i sees keys j ≤ i
-    # Rows past the end (N not a multiple of CHUNK) load zeros; they lie after every real query, so the
-    # mask already hides their keys (φ(0) = 1 for elu + 1), and their outputs are not stored.
+    # Rows past the end (N not a multiple of CHUNK) load zeros; they lie after every real query, so
+    # the mask already hides their keys (φ(0) = 1 for elu + 1), and their outputs are not stored.
     S = tl.zeros([D, D], tl.float32)  # Σ φ(k_j) v_jᵀ over the chunks already read
     z = tl.zeros([D], tl.float32)  # Σ φ(k_j)
     for start in range(0, N, CHUNK):
@@ -185,7 +188,8 @@ def linear_bwd_dkdv_kernel(
     ELU1: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """One program: dk and dv for one (batch, head), walking the chunks from last to first with (R, r) on chip.
+    """One program: dk and dv for one (batch, head), walking
+    the chunks from last to first with (R, r) on chip.
 
     Same layouts as :func:`linear_bwd_dq_kernel`. Grid: (B·H,).
     """
@@ -250,7 +254,8 @@ def _options(q, elu1: bool) -> dict:
 
 
 def forward(q, k, v, elu1: bool):
-    """Launch :func:`linear_fwd_kernel`. q, k, v: contiguous (B, H, N, D). Returns (o, den (B, H, N) float32)."""
+    """Launch :func:`linear_fwd_kernel`. q, k, v: contiguous
+    (B, H, N, D). Returns (o, den (B, H, N) float32)."""
     B, H, N, D = q.shape
     o = torch.empty_like(q)
     den = torch.empty((B, H, N), device=q.device, dtype=torch.float32)

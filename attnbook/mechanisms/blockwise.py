@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnbook.checks import check_positive_int
+from attnbook.checks import check_positive_int, check_same_length
 
 __all__ = [
     "Pattern",
@@ -35,7 +35,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Pattern:
-    """Base of every sparse pattern: ``allowed(i, j, n)`` and the key tiles each query tile needs."""
+    """Base of every sparse pattern: ``allowed(i, j, n)``
+    and the key tiles each query tile needs."""
 
     causal: bool = False
 
@@ -69,7 +70,8 @@ class Pattern:
 
 
 CHUNK = 16  # key tiles gathered per query tile and step
-GROUP = 16  # query tiles processed together: each step's working set stays cache-sized, so time is linear in n
+# query tiles processed together: each step's working set stays cache-sized, so time is linear in n
+GROUP = 16
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class _Step:
 
 @dataclass(frozen=True)
 class Plan:
-    """The tiles a pattern touches: ``groups`` of query tiles ``((first, last + 1), steps)`` to run in
+    """The tiles a pattern touches: ``groups`` of query tiles ``((first, last + 1), steps)`` to run
+    in
     order, and ``tiles`` (their number)."""
 
     groups: tuple
@@ -98,7 +101,8 @@ def _as_index(idx: np.ndarray):
 
 
 def _steps(pattern: Pattern, n: int, bs: int, first: int, last: int) -> tuple[tuple, int]:
-    """The steps of query tiles first..last-1: step (t, c) holds, for every query tile whose t-th chunk of
+    """The steps of query tiles first..last-1: step (t, c) holds, for every query tile whose t-th
+    chunk of
     key tiles has c tiles, that chunk; a query tile appears at most once per step."""
     groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     tiles = 0
@@ -173,17 +177,15 @@ def _write(state: torch.Tensor, rows, new: torch.Tensor) -> torch.Tensor:
 def blockwise_state(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, block_size: int = 64
 ):
-    """Online-softmax state (a, m, l) of attention restricted to ``pattern``, computing only its tiles.
+    """Online-softmax state (a, m, l) of attention
+    restricted to ``pattern``, computing only its tiles.
 
-    q, k: (B, H, N, D), v: (B, H, N, Dv) -> a: (B, H, N, Dv) unnormalised output, m: (B, H, N) running
-    max (no gradient), l: (B, H, N) running sum; the output is a / l (:func:`finish`). Query tiles run
-    in groups of :data:`GROUP`, each group's state written once. Chapter 4.
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> a: (B, H, N, Dv) unnormalised output, m: (B, H, N)
+    running max (no gradient), l: (B, H, N) running sum; the output is a / l (:func:`finish`). Query
+    tiles run in groups of :data:`GROUP`, each group's state written once. Chapter 4.
     """
     B, H, N, D = q.shape
-    if k.shape[2] != N:
-        raise ValueError(
-            f"sparse patterns are self-attention: k must have N={N} positions, got {tuple(k.shape)}"
-        )
+    check_same_length(q, k, "a sparse pattern")
     p = plan(pattern, N, block_size)
     bs, nq = block_size, p.n_query_tiles
     pad = nq * bs - N

@@ -16,6 +16,7 @@ from attnbook.checks import (
     check_mask,
     check_positive_int,
     check_qkv,
+    check_same_length,
     check_step_inputs,
     check_tensor,
 )
@@ -47,8 +48,7 @@ def attention_weights(q, k, causal: bool = False, mask=None) -> torch.Tensor:
     check_mask("mask", mask, n, m)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     if causal:
-        if n != m:
-            raise ValueError(f"causal=True needs as many queries as keys, got {n} and {m}")
+        check_same_length(q, k)
         allowed = causal_mask(n, device=q.device)
         mask = allowed if mask is None else mask & allowed
     if mask is not None:
@@ -56,7 +56,7 @@ def attention_weights(q, k, causal: bool = False, mask=None) -> torch.Tensor:
     return torch.softmax(scores, dim=-1)
 
 
-def dense_attention(q, k, v, causal: bool = False, mask=None) -> torch.Tensor:
+def dense_attention(q, k, v, *, causal: bool = False, mask=None) -> torch.Tensor:
     """Exact softmax attention, materialising the (N, M) score matrix. Chapter 1.
 
     q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
@@ -66,7 +66,8 @@ def dense_attention(q, k, v, causal: bool = False, mask=None) -> torch.Tensor:
 
 
 def self_attention(X, Wq, Wk, Wv, causal: bool = False):
-    """Torch twin of :func:`attnbook.reference.self_attention`. X: (n, d) -> (output (n, d_v), weights (n, n))."""
+    """Torch twin of :func:`attnbook.reference.self_attention`.
+    X: (n, d) -> (output (n, d_v), weights (n, n))."""
     check_tensor("X", X, ndim=2)
     for name, W in (("Wq", Wq), ("Wk", Wk), ("Wv", Wv)):
         check_tensor(name, W, ndim=2)
@@ -76,7 +77,8 @@ def self_attention(X, Wq, Wk, Wv, causal: bool = False):
             )
     if Wq.shape[1] != Wk.shape[1]:
         raise ValueError(
-            f"Wq and Wk must have the same number of columns d_k, got {tuple(Wq.shape)} and {tuple(Wk.shape)}"
+            f"Wq and Wk must have the same number of columns d_k, got {tuple(Wq.shape)} and "
+            f"{tuple(Wk.shape)}"
         )
     q, k, v = X @ Wq, X @ Wk, X @ Wv
     weights = attention_weights(q, k, causal=causal)
@@ -88,7 +90,8 @@ def multi_head_attention(X, Wq_list, Wk_list, Wv_list, Wo, causal: bool = False)
     heads = len(Wq_list)
     if heads == 0 or len(Wk_list) != heads or len(Wv_list) != heads:
         raise ValueError(
-            f"Wq_list, Wk_list, Wv_list must hold the same number (>= 1) of heads, got {len(Wq_list)}, {len(Wk_list)}, {len(Wv_list)}"
+            "Wq_list, Wk_list, Wv_list must hold the same number (>= 1) of heads, got "
+            f"{len(Wq_list)}, {len(Wk_list)}, {len(Wv_list)}"
         )
     outs = [
         self_attention(X, a, b, c, causal=causal)[0] for a, b, c in zip(Wq_list, Wk_list, Wv_list)
@@ -125,18 +128,9 @@ class MultiHeadSelfAttention(nn.Module):
             raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
         from attnbook.registry import method_info
 
-        info = method_info(method)  # fail at construction, not at the first forward pass
-        causal = check_bool("causal", causal)
+        # fail at construction, not at the first forward pass
+        causal = method_info(method).check_call(causal, options)
         check_bool("bias", bias)
-        unknown = sorted(set(options) - set(info.options))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for method {method!r}; its options are {sorted(info.options)}"
-            )
-        if info.causal == "noncausal" and causal:
-            raise ValueError(f"method {method!r} has no causal form: pass causal=False")
-        if info.causal == "causal" and not causal:
-            raise ValueError(f"method {method!r} is causal only: pass causal=True")
         self.d_model, self.heads, self.method, self.causal, self.options = (
             d_model,
             heads,
@@ -182,7 +176,8 @@ def sdpa_attention(q, k, v, *, causal: bool = False) -> torch.Tensor:
 
 
 class KVCache(NamedTuple):
-    """Decoding state of dense attention: every key and value so far, K (B, H, t, D) and V (B, H, t, Dv)."""
+    """Decoding state of dense attention: every key and
+    value so far, K (B, H, t, D) and V (B, H, t, Dv)."""
 
     K: torch.Tensor
     V: torch.Tensor

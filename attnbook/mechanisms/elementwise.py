@@ -18,7 +18,7 @@ so prefix sums over j replace the n×n matrix. Four forms compute this:
   (n, n, D) tensor, O(t·n²D), the yardstick of the fast forms;
 * :func:`elementwise_parallel_numpy` / :func:`elementwise_attention`: the parallel form
   with cumulative sums, O(t·n·D) time, no n×n matrix (NumPy / torch);
-* :func:`elementwise_recurrent_numpy` / :func:`step`: the recurrent form, a state of
+* :func:`elementwise_recurrent_numpy` / :func:`elementwise_step`: the recurrent form, a state of
   2(t+1) numbers per channel and O(t·D) work per token (NumPy / torch).
 
 Even t keeps every weight positive (T_t(x) > 0 for all real x when t is even); odd t is
@@ -33,7 +33,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from attnbook.checks import check_array, check_nonnegative_int, check_tensor
+from attnbook.checks import (
+    check_array,
+    check_nonnegative_int,
+    check_positive_int,
+    check_same_length,
+    check_tensor,
+)
 
 __all__ = [
     "taylor_coefficients",
@@ -53,16 +59,20 @@ __all__ = [
 ]
 
 DEFAULT_ORDER = 2
+#: tokens per chunk of the causal parallel form (its working set: C·(t+1)·D per head)
+CHUNK_SIZE = 64
 
 
 def taylor_coefficients(order: int) -> np.ndarray:
-    """c_p = 2^p / p!, p = 0..t: the Taylor coefficients of exp(2qk) in powers of q·k. Shape (t+1,)."""
+    """c_p = 2^p / p!, p = 0..t: the Taylor coefficients
+    of exp(2qk) in powers of q·k. Shape (t+1,)."""
     order = check_nonnegative_int("order", order)
     return np.array([2.0**p / math.factorial(p) for p in range(order + 1)])
 
 
 def taylor_exp(x, order: int) -> np.ndarray:
-    """T_t(x) = Σ_{p=0}^{t} x^p / p!, the order-t Taylor polynomial of exp, element-wise (NumPy float64)."""
+    """T_t(x) = Σ_{p=0}^{t} x^p / p!, the order-t Taylor
+    polynomial of exp, element-wise (NumPy float64)."""
     order = check_nonnegative_int("order", order)
     x = np.asarray(x, dtype=np.float64)
     return sum(x**p / math.factorial(p) for p in range(order + 1))
@@ -79,11 +89,11 @@ def _check_np(q, k, v):
     return q, k, v
 
 
-def _causal_ok(causal: bool, n: int, m: int) -> None:
+def _causal_ok(causal: bool, q, k) -> None:
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    if causal and n != m:
-        raise ValueError(f"causal=True needs as many queries as keys, got {n} and {m}")
+    if causal:
+        check_same_length(q, k)
 
 
 def elementwise_weights(q, k, order: int | None = None, causal: bool = False) -> np.ndarray:
@@ -94,7 +104,7 @@ def elementwise_weights(q, k, order: int | None = None, causal: bool = False) ->
     ``order=t``: the Taylor weights exp(−k²)·T_t(2qk), which can be negative when t is odd.
     """
     q, k = check_array("q", q, ndim=4), check_array("k", k, ndim=4)
-    _causal_ok(causal, q.shape[2], k.shape[2])
+    _causal_ok(causal, q, k)
     qi, kj = q[:, :, :, None, :], k[:, :, None, :, :]
     allowed = np.tril(np.ones((q.shape[2], k.shape[2]), dtype=bool)) if causal else None
     if order is None:
@@ -121,7 +131,8 @@ def elementwise_numpy(q, k, v, causal: bool = False) -> np.ndarray:
 def elementwise_taylor_numpy(
     q, k, v, order: int = DEFAULT_ORDER, causal: bool = False
 ) -> np.ndarray:
-    """Taylor element-wise attention with the (N, M, D) weights written out, NumPy float64, O(t·n²D). Chapter 7."""
+    """Taylor element-wise attention with the (N, M, D) weights written out, NumPy float64,
+    O(t·n²D). Chapter 7."""
     q, k, v = _check_np(q, k, v)
     return np.einsum("bhnmd,bhmd->bhnd", elementwise_weights(q, k, order=order, causal=causal), v)
 
@@ -141,7 +152,7 @@ def elementwise_parallel_numpy(
     """
     q, k, v = _check_np(q, k, v)
     order = check_nonnegative_int("order", order)
-    _causal_ok(causal, q.shape[2], k.shape[2])
+    _causal_ok(causal, q, k)
     keys = (
         _np_powers(k, order) * taylor_coefficients(order)[:, None] * np.exp(-(k**2))[..., None, :]
     )
@@ -156,10 +167,13 @@ def elementwise_parallel_numpy(
 
 
 def elementwise_recurrent_numpy(q, k, v, order: int = DEFAULT_ORDER) -> np.ndarray:
-    """Recurrent (causal) form, NumPy float64: one token at a time with 2(t+1) numbers per channel. Chapter 7."""
+    """Recurrent (causal) form, NumPy float64: one token at a time with 2(t+1) numbers per channel.
+
+    Chapter 7.
+    """
     q, k, v = _check_np(q, k, v)
     order = check_nonnegative_int("order", order)
-    _causal_ok(True, q.shape[2], k.shape[2])
+    _causal_ok(True, q, k)
     c = taylor_coefficients(order)[:, None]
     B, H, N, D = q.shape
     A, Z = np.zeros((B, H, order + 1, D)), np.zeros((B, H, order + 1, D))
@@ -198,9 +212,16 @@ def _read(q: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     return out.expand(torch.broadcast_shapes(out.shape, q.shape))  # order 0 never multiplies by q
 
 
-def _key_features(k: torch.Tensor, order: int) -> torch.Tensor:
-    """c_p k^p exp(−k²): (B, H, M, D) -> (B, H, M, t+1, D)."""
-    c = torch.as_tensor(taylor_coefficients(order), dtype=k.dtype, device=k.device)[:, None]
+def _coefficients(order: int, like: torch.Tensor) -> torch.Tensor:
+    """The Taylor coefficients c_p = 2^p/p! as a (t+1, 1) tensor of ``like``'s dtype and device."""
+    return torch.as_tensor(taylor_coefficients(order), dtype=like.dtype, device=like.device)[
+        :, None
+    ]
+
+
+def _key_features(k: torch.Tensor, order: int, c: torch.Tensor | None = None) -> torch.Tensor:
+    """c_p k^p exp(−k²): (B, H, M, D) -> (B, H, M, t+1, D); ``c`` from :func:`_coefficients`."""
+    c = _coefficients(order, k) if c is None else c
     return _powers(k, order) * c * torch.exp(-k * k).unsqueeze(-2)
 
 
@@ -210,7 +231,7 @@ def elementwise_exact(q, k, v, causal: bool = False) -> torch.Tensor:
     q: (B, H, N, D), k, v: (B, H, M, D) -> (B, H, N, D). Softmax of −(q_ic − k_jc)² over j.
     """
     _check_torch(q, k, v)
-    _causal_ok(causal, q.shape[2], k.shape[2])
+    _causal_ok(causal, q, k)
     logits = -((q.unsqueeze(3) - k.unsqueeze(2)) ** 2)  # (B, H, N, M, D)
     if causal:
         allowed = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
@@ -219,27 +240,37 @@ def elementwise_exact(q, k, v, causal: bool = False) -> torch.Tensor:
 
 
 def elementwise_attention(
-    q, k, v, order: int = DEFAULT_ORDER, causal: bool = False
+    q, k, v, *, causal: bool = False, order: int = DEFAULT_ORDER, chunk_size: int = CHUNK_SIZE
 ) -> torch.Tensor:
     """Taylor element-wise attention, parallel form in torch: O(t·n·D) time and memory. Chapter 7.
 
-    q: (B, H, N, D), k, v: (B, H, M, D) -> (B, H, N, D). Causal: cumulative sums over keys;
-    otherwise one sum over all keys. ``order`` t: integer >= 0 (even t keeps weights positive).
+    q: (B, H, N, D), k, v: (B, H, M, D) -> (B, H, N, D). Causal: cumulative sums over keys,
+    ``chunk_size`` tokens at a time with the running totals carried between chunks, so the working
+    set stays cache-sized at any n; otherwise one sum over all keys. ``order`` t: integer >= 0 (even
+    t keeps weights positive).
     """
     _check_torch(q, k, v)
     order = check_nonnegative_int("order", order)
-    _causal_ok(causal, q.shape[2], k.shape[2])
-    keys = _key_features(k, order)  # (B, H, M, t+1, D)
-    num, den = keys * v.unsqueeze(-2), keys
-    if causal:
-        num, den = num.cumsum(dim=2), den.cumsum(dim=2)
-    else:
-        num, den = num.sum(dim=2, keepdim=True), den.sum(dim=2, keepdim=True)
-    return _read(q, num) / _read(q, den)
+    chunk = check_positive_int("chunk_size", chunk_size)
+    _causal_ok(causal, q, k)
+    if not causal:
+        keys = _key_features(k, order)  # (B, H, M, t+1, D)
+        num = (keys * v.unsqueeze(-2)).sum(dim=2, keepdim=True)
+        return _read(q, num) / _read(q, keys.sum(dim=2, keepdim=True))
+    outs, num_before, den_before, c = [], 0.0, 0.0, _coefficients(order, k)
+    for s in range(0, q.shape[2], chunk):
+        keys = _key_features(k[:, :, s : s + chunk], order, c)  # (B, H, C, t+1, D)
+        num = (keys * v[:, :, s : s + chunk].unsqueeze(-2)).cumsum(dim=2) + num_before
+        den = keys.cumsum(dim=2) + den_before
+        num_before, den_before = num[:, :, -1:], den[:, :, -1:]
+        q_c = q[:, :, s : s + chunk]
+        outs.append(_read(q_c, num) / _read(q_c, den))
+    return torch.cat(outs, dim=2)
 
 
 class ElementwiseState(NamedTuple):
-    """Decoding state: A (B, H, t+1, D) = Σ c_p k^p e^{−k²} v and Z (B, H, t+1, D) = Σ c_p k^p e^{−k²}."""
+    """Decoding state: A (B, H, t+1, D) = Σ c_p k^p
+    e^{−k²} v and Z (B, H, t+1, D) = Σ c_p k^p e^{−k²}."""
 
     A: torch.Tensor
     Z: torch.Tensor
@@ -259,7 +290,10 @@ def init_state(
 
 
 def state_numbers(dim: int, order: int) -> int:
-    """Numbers in the decoding state of one head: 2(t+1)·D, whatever the context length. Chapter 7."""
+    """Numbers in the decoding state of one head: 2(t+1)·D, whatever the context length.
+
+    Chapter 7.
+    """
     return 2 * (check_nonnegative_int("order", order) + 1) * check_nonnegative_int("dim", dim)
 
 
@@ -282,7 +316,8 @@ def elementwise_step(
     v_t: torch.Tensor,
     order: int | None = None,
 ):
-    """One decoding step of causal element-wise attention: add token t, read with q_t. Returns (state, o_t).
+    """One decoding step of causal element-wise attention:
+    add token t, read with q_t. Returns (state, o_t).
 
     q_t, k_t, v_t: (B, H, D). ``state`` None starts empty with ``order`` (default 2); otherwise the
     order is the state's and ``order``, if given, must match it. O(t·D) work per token. Chapter 7.

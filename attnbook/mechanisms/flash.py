@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attnbook.checks import check_array, check_positive_int
+from attnbook.checks import check_array, check_positive_int, check_same_length
 
 __all__ = [
     "BLOCK_SIZE",
@@ -56,12 +56,11 @@ def _check(q, k, v, causal):
     q, k, v = (check_array(name, x, ndim=4) for name, x in (("q", q), ("k", k), ("v", v)))
     if k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3] or k.shape[3] != q.shape[3]:
         raise ValueError(
-            f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}"
+            f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, "
+            f"{v.shape}"
         )
-    if causal and q.shape[2] != k.shape[2]:
-        raise ValueError(
-            f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-        )
+    if causal:
+        check_same_length(q, k)
     return q, k, v
 
 
@@ -138,21 +137,22 @@ def flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    *,
     causal: bool = False,
     block_size: int = BLOCK_SIZE,
 ) -> torch.Tensor:
-    """Exact attention, FlashAttention-2 order: for each query tile, stream key tiles with a running max
-    and sum (the online softmax), then write the tile's output once.
+    """Exact attention, FlashAttention-2 order: for each query tile, stream key tiles with a running
+    max and sum (the online softmax), then write the tile's output once.
 
-    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv); holds one (B, H, b, b) score
-    tile at a time. Causal: a query tile stops at its own diagonal (later key tiles are never computed)
-    and only the diagonal tile is masked. Differentiable by autograd through the loop (the real kernel
-    recomputes instead, see ``attnbook.kernels.flash_triton``). Chapter 4.
+    q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv); holds one (B, H, b, b)
+    score tile at a time. Causal: a query tile stops at its own diagonal (later key tiles are never
+    computed) and only the diagonal tile is masked. Differentiable by autograd through the loop (the
+    real kernel recomputes instead, see ``attnbook.kernels.flash_triton``). Chapter 4.
     """
     b = check_positive_int("block_size", block_size)
     n, m_keys = q.shape[2], k.shape[2]
-    if causal and n != m_keys:
-        raise ValueError(f"causal=True needs as many queries as keys, got {n} and {m_keys}")
+    if causal:
+        check_same_length(q, k)
     scale = 1.0 / math.sqrt(q.shape[-1])
     out = q.new_empty(q.shape[:3] + (v.shape[-1],))
     for r0 in range(0, n, b):

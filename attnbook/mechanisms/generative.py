@@ -46,7 +46,8 @@ def gelu_numpy(z: np.ndarray) -> np.ndarray:
 
 
 def running_mean_numpy(x) -> np.ndarray:
-    """Naive causal mean, one prefix at a time (O(n²·d)). x: (B, N, d) -> (B, N, d), m_t = mean(x_1..x_t)."""
+    """Naive causal mean, one prefix at a time (O(n²·d)).
+    x: (B, N, d) -> (B, N, d), m_t = mean(x_1..x_t)."""
     x = check_array("x", x, ndim=3)
     return np.stack([x[:, : t + 1].mean(axis=1) for t in range(x.shape[1])], axis=1)
 
@@ -75,7 +76,8 @@ def generative_numpy(x, w1, b1, w2, b2, avg: bool = False) -> np.ndarray:
     h = w1.shape[1]
     if b1.shape != (h,) or w2.shape != (h, d) or b2.shape != (d,):
         raise ValueError(
-            f"b1, w2, b2 must have shapes ({h},), ({h}, {d}), ({d},), got {b1.shape}, {w2.shape}, {b2.shape}"
+            f"b1, w2, b2 must have shapes ({h},), ({h}, {d}), ({d},), got {b1.shape}, {w2.shape}, "
+            f"{b2.shape}"
         )
     y = np.empty_like(x)
     for t in range(N):
@@ -104,7 +106,8 @@ def previous_token(x: torch.Tensor) -> torch.Tensor:
 
 
 def generative_features(x: torch.Tensor, avg: bool = False) -> torch.Tensor:
-    """The input of the generative function: [x_t ; x_{t-1}] or [x_t ; x_{t-1} ; m_t]. (B, N, d) -> (B, N, k·d)."""
+    """The input of the generative function: [x_t ; x_{t-1}]
+    or [x_t ; x_{t-1} ; m_t]. (B, N, d) -> (B, N, k·d)."""
     parts = [x, previous_token(x)] + ([running_mean(x)] if avg else [])
     return torch.cat(parts, dim=-1)
 
@@ -145,7 +148,10 @@ def generative_mixer(config) -> GenerativeMixer:
 
 
 def generative_avg_mixer(config) -> GenerativeMixer:
-    """The GPT mixer "generative+avg": the same with the running mean as a third input. Chapter 8."""
+    """The GPT mixer "generative+avg": the same with the running mean as a third input.
+
+    Chapter 8.
+    """
     return GenerativeMixer(
         config.d_model, config.mixer_options.get("hidden"), avg=True, bias=config.bias
     )

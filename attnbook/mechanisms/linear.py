@@ -8,7 +8,7 @@ Softmax's exp(q·k) is replaced by a kernel φ(q)·φ(k), so the weights factor 
 the quadratic form (an n×n weight matrix, :func:`linear_attention_numpy`), the prefix-sum
 form (cumulative sums of φ(k_j) v_jᵀ, :func:`linear_attention_cumsum`) and the chunked
 form (quadratic inside chunks, a running state between them, :func:`chunked_causal`).
-Decoding carries the state (S, z) and costs O(D·Dv) per token (:func:`step`).
+Decoding carries the state (S, z) and costs O(D·Dv) per token (:func:`linear_step`).
 
 :func:`chunked_causal` also serves Performer and the recurrent forms of ``recurrent.py``:
 it computes o_i = Σ_{j ≤ i} (q_i·k_j) exp(L_i − L_j) v_j for any per-step log-decays.
@@ -21,7 +21,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from attnbook.checks import check_array, check_positive_int, check_step_inputs, check_tensor
+from attnbook.checks import (
+    check_array,
+    check_positive_int,
+    check_same_length,
+    check_step_inputs,
+    check_tensor,
+)
 
 __all__ = [
     "elu_feature",
@@ -51,7 +57,8 @@ def _check_np_qkv(q, k, v):
     q, k, v = (check_array(name, x, ndim=4) for name, x in (("q", q), ("k", k), ("v", v)))
     if k.shape[:2] != q.shape[:2] or v.shape[:3] != k.shape[:3] or k.shape[3] != q.shape[3]:
         raise ValueError(
-            f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, {v.shape}"
+            f"q, k, v must be (B, H, N, D), (B, H, M, D), (B, H, M, Dv), got {q.shape}, {k.shape}, "
+            f"{v.shape}"
         )
     return q, k, v
 
@@ -64,10 +71,7 @@ def linear_attention_numpy(q, k, v, causal: bool = False, return_weights: bool =
     q, k, v = _check_np_qkv(q, k, v)
     w = elu_feature(q) @ np.swapaxes(elu_feature(k), -1, -2)
     if causal:
-        if q.shape[2] != k.shape[2]:
-            raise ValueError(
-                f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-            )
+        check_same_length(q, k)
         w = np.tril(w)
     w = w / w.sum(-1, keepdims=True)
     return (w @ v, w) if return_weights else w @ v
@@ -106,8 +110,8 @@ def chunked_causal(
 
     q, k: (B, H, N, R), v: (B, H, N, Dv), log_decay: (B, H, N) or (H, 1)-broadcastable, ≤ 0, or None
     (no decay). Inside a chunk of C tokens the (C, C) products are formed; between chunks a state
-    (R, Dv) is carried, CHUNK_GROUP chunks at a time. Time O(N·C·(R + Dv) + N·R·Dv), memory O(N·C) plus
-    O(CHUNK_GROUP·R·Dv) for the states: linear in N, with a working set that does not grow.
+    (R, Dv) is carried, CHUNK_GROUP chunks at a time. Time O(N·C·(R + Dv) + N·R·Dv), memory O(N·C)
+    plus O(CHUNK_GROUP·R·Dv) for the states: linear in N, with a working set that does not grow.
     ``feature_q``, ``feature_k``: maps applied to each group's q and k ((B, H, g, C, D) -> (..., R))
     just before use, so features wider than the inputs (the Performer's) are never held for all N
     tokens at once; q and k are then (B, H, N, D). Chapter 4.
@@ -123,59 +127,56 @@ def chunked_causal(
             log_decay = torch.nn.functional.pad(log_decay, (0, pad))
     nc = (N + pad) // C
     qc, kc, vc = (x.reshape(B, H, nc, C, x.shape[-1]) for x in (q, k, v))
-    L_all = (
-        None if log_decay is None else log_decay.reshape(B, H, nc, C).cumsum(-1)
-    )  # decay from chunk start
+    # decay from each chunk's start
+    L_all = None if log_decay is None else log_decay.reshape(B, H, nc, C).cumsum(-1)
     tril = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    outs, state = (
-        [],
-        None,
-    )  # state: Σ over all earlier groups' keys of k vᵀ (decayed), (B, H, R, Dv)
-    for g0 in range(
-        0, nc, CHUNK_GROUP
-    ):  # a group of chunks at a time keeps the working set cache-sized
+    # state: Σ over all earlier groups' keys of k vᵀ (decayed), (B, H, R, Dv)
+    outs, state = [], None
+    # a group of chunks at a time keeps the working set cache-sized
+    for g0 in range(0, nc, CHUNK_GROUP):
         g1 = min(g0 + CHUNK_GROUP, nc)
         qg, kg, vg = qc[:, :, g0:g1], kc[:, :, g0:g1], vc[:, :, g0:g1]
         if feature_q is not None:
             qg = feature_q(qg)
         if feature_k is not None:
             kg = feature_k(kg)
-            if (
-                pad and g1 == nc
-            ):  # the features of the zero keys after the end are not zero: drop them
+            if pad and g1 == nc:  # the features of the zero keys after the end are not zero
                 after = torch.arange(g0 * C, g1 * C, device=kg.device).reshape(g1 - g0, C, 1) >= N
                 kg = kg.masked_fill(after, 0.0)
-        scores = qg @ kg.transpose(-1, -2)  # (B, H, g, C, C)
         if L_all is None:
-            scores = scores.masked_fill(~tril, 0.0)
-            updates = (
-                kg.transpose(-1, -2) @ vg
-            )  # (B, H, g, R, Dv): what each chunk adds to the state
-            prefix = updates.cumsum(2)
-            before = torch.nn.functional.pad(
-                prefix[:, :, :-1], (0, 0, 0, 0, 1, 0)
-            )  # exclusive prefix sum
-            if state is not None:
-                before = before + state[:, :, None]
-            state = prefix[:, :, -1] if state is None else state + prefix[:, :, -1]
-            reads = qg
-        else:  # the decayed prefix sum runs chunk by chunk: small (R, Dv) updates
-            L = L_all[:, :, g0:g1]
-            diff = (L[..., :, None] - L[..., None, :]).masked_fill(~tril, float("-inf"))
-            scores = scores * diff.exp()
-            updates = (kg * (L[..., -1:] - L).exp()[..., None]).transpose(
-                -1, -2
-            ) @ vg  # keys decayed to chunk end
-            chunk_decay = L[..., -1].exp()  # (B, H, g)
-            states = []
-            state = torch.zeros_like(updates[:, :, 0]) if state is None else state
-            for c in range(g1 - g0):
-                states.append(state)
-                state = state * chunk_decay[:, :, c, None, None] + updates[:, :, c]
-            before, reads = torch.stack(states, dim=2), qg * L.exp()[..., None]
-        outs.append(scores @ vg + reads @ before)
+            out, state = _group_plain(qg, kg, vg, state, tril)
+        else:
+            out, state = _group_decayed(qg, kg, vg, state, tril, L_all[:, :, g0:g1])
+        outs.append(out)
     out = torch.cat(outs, dim=2)
     return out.reshape(B, H, nc * C, -1)[:, :, :N]
+
+
+def _group_plain(qg, kg, vg, state, tril):
+    """One group of chunks of :func:`chunked_causal` without decay: (outputs, state after it)."""
+    scores = (qg @ kg.transpose(-1, -2)).masked_fill(~tril, 0.0)  # (B, H, g, C, C)
+    prefix = (kg.transpose(-1, -2) @ vg).cumsum(2)  # (B, H, g, R, Dv): state after each chunk
+    before = torch.nn.functional.pad(prefix[:, :, :-1], (0, 0, 0, 0, 1, 0))  # exclusive prefix
+    if state is not None:
+        before = before + state[:, :, None]
+    state = prefix[:, :, -1] if state is None else state + prefix[:, :, -1]
+    return scores @ vg + qg @ before, state
+
+
+def _group_decayed(qg, kg, vg, state, tril, L):
+    """One group of chunks of :func:`chunked_causal` with decays L (cumulative from each chunk's
+    start, (B, H, g, C)): the decayed prefix sum runs chunk by chunk, small (R, Dv) updates."""
+    diff = (L[..., :, None] - L[..., None, :]).masked_fill(~tril, float("-inf"))
+    scores = (qg @ kg.transpose(-1, -2)) * diff.exp()
+    # keys decayed to their chunk's end
+    updates = (kg * (L[..., -1:] - L).exp()[..., None]).transpose(-1, -2) @ vg
+    chunk_decay = L[..., -1].exp()  # (B, H, g)
+    states = []
+    state = torch.zeros_like(updates[:, :, 0]) if state is None else state
+    for c in range(L.shape[2]):
+        states.append(state)
+        state = state * chunk_decay[:, :, c, None, None] + updates[:, :, c]
+    return scores @ vg + (qg * L.exp()[..., None]) @ torch.stack(states, dim=2), state
 
 
 def _ones_column(v: torch.Tensor) -> torch.Tensor:
@@ -183,27 +184,45 @@ def _ones_column(v: torch.Tensor) -> torch.Tensor:
 
 
 def feature_attention(
-    fq, fk, v, causal: bool, chunk_size: int, feature_q=None, feature_k=None
+    fq, fk, v, causal: bool, chunk_size: int, feature_q=None, feature_k=None, underflow=None
 ) -> torch.Tensor:
     """Attention with positive features fq: (B, H, N, r), fk: (B, H, M, r), normalised row by row.
 
     Causal, ``feature_q``/``feature_k`` may map inputs to features group by group inside
-    :func:`chunked_causal` (fq, fk are then the inputs). Shared by linear attention and the Performer. Chapter 4.
+    :func:`chunked_causal` (fq, fk are then the inputs). ``underflow``: (method name, features r);
+    the call then raises ``FloatingPointError`` when a row's normaliser is so small that features
+    which underflowed could change it by more than √eps of the dtype. Shared by linear attention
+    and the Performer. Chapter 4.
     """
     if causal:
-        if fq.shape[2] != fk.shape[2]:
-            raise ValueError(
-                f"causal=True needs as many queries as keys, got {fq.shape[2]} and {fk.shape[2]}"
-            )
+        check_same_length(fq, fk)
         num = chunked_causal(
             fq, fk, _ones_column(v), chunk_size=chunk_size, feature_q=feature_q, feature_k=feature_k
         )
     else:
         num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
+    if underflow is not None:
+        _check_normaliser(*underflow, num[..., -1], fk.shape[2])
     return num[..., :-1] / num[..., -1:]
 
 
-def linear_attention(q, k, v, causal: bool = False, chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+def _check_normaliser(method: str, features: int, den: torch.Tensor, n_keys: int) -> None:
+    """Refuse a result whose smallest normaliser is within reach of the features' underflow: each
+    of the n_keys·r products loses at most one subnormal step, smallest_normal·eps, so above
+    n_keys·r·smallest_normal·√eps the features lost change the normaliser by less than √eps."""
+    info = torch.finfo(den.dtype)
+    bound = n_keys * features * info.smallest_normal * info.eps**0.5
+    if bool((den.detach().amin() < bound).item()):
+        raise FloatingPointError(
+            f"method {method!r}: the features of some keys underflow in {den.dtype} (smallest "
+            f"normaliser {den.detach().amin().item():.3g}, below {bound:.3g}), so the result "
+            "would be inaccurate; scale q and k down, use a wider dtype, or use an exact method"
+        )
+
+
+def linear_attention(
+    q, k, v, *, causal: bool = False, chunk_size: int = CHUNK_SIZE
+) -> torch.Tensor:
     """Linear attention, torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
 
     Non-causal: φ(Q)(φ(K)ᵀV) normalised by φ(Q)(φ(K)ᵀ1), O(N·D·Dv). Causal: :func:`chunked_causal`
@@ -232,7 +251,8 @@ class LinearState(NamedTuple):
 
 
 def linear_prefill(k: torch.Tensor, v: torch.Tensor) -> LinearState:
-    """The state after reading a prompt: S = Σ φ(k_j) v_jᵀ, z = Σ φ(k_j). k: (B, H, N, D), v: (B, H, N, Dv)."""
+    """The state after reading a prompt: S = Σ φ(k_j)
+    v_jᵀ, z = Σ φ(k_j). k: (B, H, N, D), v: (B, H, N, Dv)."""
     check_tensor("k", k, ndim=4)
     check_tensor("v", v, ndim=4)
     fk = elu_feature(k)

@@ -3,10 +3,11 @@
     out = softmax(Q (E K)ᵀ / √D) (F V),   E, F ∈ ℝ^{k×n},
 
 an (N, k) score matrix instead of (N, n): O(N·k·D) time. In the paper E and F are learned; the
-book's parameter-free method fixes them at random, as a freshly initialised layer would be:
-i.i.d. N(0, 1/n) entries (fan-in scaling, so each projected key and value has the scale of one
-key and value) from ``numpy.random.default_rng(seed)``, E drawn first, then F (:func:`projections`). Causal Linformer is not defined: each row of E K mixes keys from every
-position, future ones included, so no mask on the (N, k) scores can hide the future.
+book's parameter-free method fixes them at random, as a freshly initialised layer would be: i.i.d.
+N(0, 1/n) entries (fan-in scaling, so each projected key and value has the scale of one key and
+value) from ``numpy.random.default_rng(seed)``, E drawn first, then F (:func:`projections`). Causal
+Linformer is not defined: each row of E K mixes keys from every position, future ones included, so
+no mask on the (N, k) scores can hide the future.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ _CAUSAL_MSG = (
 )
 
 
-def _check_rank(k, n: int) -> int:
-    k = check_positive_int("k", k)
-    if k > n:
-        raise ValueError(f"k (the projected length) must be <= the number of keys n={n}, got k={k}")
-    return k
+def _check_rank(rank, n: int) -> int:
+    rank = check_positive_int("rank", rank)
+    if rank > n:
+        raise ValueError(
+            f"rank (the projected length, the book's k) must be <= the number of keys n={n}, "
+            f"got rank={rank}"
+        )
+    return rank
 
 
 @lru_cache(maxsize=8)
@@ -48,14 +52,16 @@ def _projections_cached(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def projections(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """E, F: (k, n) float64 with i.i.d. N(0, 1/n) entries, seeded (``default_rng(seed)``; E drawn first)."""
+    """E, F: (k, n) float64 with i.i.d. N(0, 1/n) entries,
+    seeded (``default_rng(seed)``; E drawn first)."""
     n = check_positive_int("n", n)
     k = _check_rank(k, n)
     return _projections_cached(n, k, check_nonnegative_int("seed", seed))
 
 
 def linformer_numpy(q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0) -> np.ndarray:
-    """NumPy float64 reference. q: (B, H, N, D), k: (B, H, n, D), v: (B, H, n, Dv) -> (B, H, N, Dv)."""
+    """NumPy float64 reference. q: (B, H, N, D), k:
+    (B, H, n, D), v: (B, H, n, Dv) -> (B, H, N, Dv)."""
     if causal:
         raise ValueError(_CAUSAL_MSG)
     q, k, v = _check_np_qkv(q, k, v)
@@ -72,7 +78,7 @@ def _projection_tensors(n: int, k: int, seed: int, device: str, dtype: torch.dty
 
 
 def linformer_attention(
-    q, k, v, causal: bool = False, rank: int = RANK, seed: int = 0
+    q, k, v, *, causal: bool = False, rank: int = RANK, seed: int = 0
 ) -> torch.Tensor:
     """Linformer in torch. q: (B, H, N, D), k: (B, H, n, D), v: (B, H, n, Dv) -> (B, H, N, Dv).
 
@@ -85,8 +91,3 @@ def linformer_attention(
     E, F = _projection_tensors(n, rank, check_nonnegative_int("seed", seed), str(q.device), q.dtype)
     scores = q @ (E @ k).transpose(-1, -2) / q.shape[-1] ** 0.5  # (B, H, N, k)
     return torch.softmax(scores, dim=-1) @ (F @ v)
-
-
-def linformer_method(q, keys, values, *, causal=False, k=RANK, seed=0):
-    """The registry's form of :func:`linformer_attention`: the projected length is the option ``k``. Chapter 4."""
-    return linformer_attention(q, keys, values, causal=causal, rank=k, seed=seed)

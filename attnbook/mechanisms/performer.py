@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from attnbook.checks import check_nonnegative_int, check_positive_int
+from attnbook.checks import check_nonnegative_int, check_positive_int, check_same_length
 from attnbook.mechanisms.linear import CHUNK_GROUP, _check_np_qkv, feature_attention
 from attnbook.reference import causal_mask
 
@@ -53,7 +53,8 @@ def _features_cached(r: int, d: int, seed: int, orthogonal: bool) -> np.ndarray:
 
 
 def random_features(r: int, d: int, seed: int = 0, orthogonal: bool = True) -> np.ndarray:
-    """Ω: (r, d) float64, seeded by ``seed`` (NumPy default_rng): orthogonal blocks of d rows, or i.i.d. N(0, 1)."""
+    """Ω: (r, d) float64, seeded by ``seed`` (NumPy default_rng):
+    orthogonal blocks of d rows, or i.i.d. N(0, 1)."""
     r = check_positive_int("features", r)
     d = check_positive_int("d", d)
     seed = check_nonnegative_int("seed", seed)
@@ -87,7 +88,8 @@ def feature_map(x, omega, stabilize_dims=None, shift=None):
 def performer_weights_numpy(
     q, k, features: int = FEATURES, seed: int = 0, causal: bool = False, orthogonal: bool = True
 ) -> np.ndarray:
-    """NumPy float64: the approximate attention matrix Â = rownorm(φ(Q)φ(K)ᵀ ⊙ mask). q: (..., N, D) -> (..., N, M)."""
+    """NumPy float64: the approximate attention matrix Â =
+    rownorm(φ(Q)φ(K)ᵀ ⊙ mask). q: (..., N, D) -> (..., N, M)."""
     q, k = np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64)
     d = q.shape[-1]
     omega = random_features(features, d, seed, orthogonal)
@@ -100,12 +102,11 @@ def performer_weights_numpy(
 def performer_numpy(
     q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0
 ) -> np.ndarray:
-    """NumPy float64 reference: Â V with Â from :func:`performer_weights_numpy`. (B, H, N, D) -> (B, H, N, Dv)."""
+    """NumPy float64 reference: Â V with Â from
+    :func:`performer_weights_numpy`. (B, H, N, D) -> (B, H, N, Dv)."""
     q, k, v = _check_np_qkv(q, k, v)
-    if causal and q.shape[2] != k.shape[2]:
-        raise ValueError(
-            f"causal=True needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-        )
+    if causal:
+        check_same_length(q, k)
     return performer_weights_numpy(q, k, features, seed, causal) @ v
 
 
@@ -115,17 +116,18 @@ def _omega_tensor(r: int, d: int, seed: int, device: str, dtype: torch.dtype) ->
 
 
 def performer_attention(
-    q, k, v, causal: bool = False, features: int = FEATURES, seed: int = 0, chunk_size: int = 64
+    q, k, v, *, causal: bool = False, features: int = FEATURES, seed: int = 0, chunk_size: int = 64
 ) -> torch.Tensor:
     """FAVOR+ in torch. q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv).
 
-    Non-causal: φ(Q)(φ(K)ᵀ[V, 1]), O(N·r·(D + Dv)). Causal: prefix sums of φ(k_j)[v_j, 1]ᵀ,
-    computed chunk by chunk (:func:`attnbook.mechanisms.linear.chunked_causal`), the features made
-    inside each group of chunks, so the (N, r) feature matrices never exist: one pass finds the keys'
+    Non-causal: φ(Q)(φ(K)ᵀ[V, 1]), O(N·r·(D + Dv)). Causal: prefix sums of φ(k_j)[v_j, 1]ᵀ, computed
+    chunk by chunk (:func:`attnbook.mechanisms.linear.chunked_causal`), the features made inside
+    each group of chunks, so the (N, r) feature matrices never exist: one pass finds the keys'
     stabiliser, a second computes. Chapter 4.
     """
     features = check_positive_int("features", features)
     seed = check_nonnegative_int("seed", seed)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
     d = q.shape[-1]
     omega = _omega_tensor(features, d, seed, str(q.device), q.dtype)
     x_q, x_k = q / d**0.25, k / d**0.25
@@ -144,11 +146,13 @@ def performer_attention(
         chunk_size,
         feature_q=lambda x: feature_map(x, omega, stabilize_dims=-1),
         feature_k=lambda x: feature_map(x, omega, shift=shift),
+        underflow=("performer", features),
     )
 
 
 def _key_shift(x_k: torch.Tensor, omega: torch.Tensor, block: int) -> torch.Tensor:
-    """The largest exponent of any key's features, per (batch, head): (B, H), found ``block`` keys at
+    """The largest exponent of any key's features, per (batch, head): (B, H), found ``block`` keys
+    at
     a time (nothing of size N·r is kept). Subtracted from every key's exponents, it cancels."""
     with torch.no_grad():
         return torch.stack(

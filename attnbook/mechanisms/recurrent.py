@@ -26,7 +26,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from attnbook.checks import check_nonnegative_int, check_positive_float, check_step_inputs
+from attnbook.checks import (
+    check_nonnegative_int,
+    check_positive_float,
+    check_same_length,
+    check_step_inputs,
+)
 from attnbook.mechanisms.linear import CHUNK_SIZE, _check_np_qkv, chunked_causal
 
 __all__ = [
@@ -37,10 +42,10 @@ __all__ = [
     "retention_recurrent_numpy",
     "selective_scan_numpy",
     "selective_scan_recurrent_numpy",
-    "retention",
+    "retention_attention",
     "retention_parallel",
     "retention_step",
-    "selective_scan",
+    "selective_scan_attention",
     "selective_scan_parallel",
     "selective_scan_step",
     "RecurrentState",
@@ -108,16 +113,14 @@ def _np_retention_args(q, k, v, causal, gamma):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="retention"))
     q, k, v = _check_np_qkv(q, k, v)
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(
-            f"retention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-        )
+    check_same_length(q, k, "retention")
     log_g = np.log(retention_gammas(q.shape[1], gamma))[None, :, None]
     return q / np.sqrt(q.shape[-1]), k, v, np.broadcast_to(log_g, q.shape[:3])
 
 
 def retention_numpy(q, k, v, causal: bool = True, gamma=None) -> np.ndarray:
-    """Parallel retention, NumPy float64: (Q Kᵀ/√D ⊙ D) V with D_ts = γ^{t−s} (s ≤ t). (B, H, N, D) -> (B, H, N, Dv)."""
+    """Parallel retention, NumPy float64: (Q Kᵀ/√D ⊙ D) V with D_ts = γ^{t−s} (s ≤ t). (B, H, N, D)
+    -> (B, H, N, Dv)."""
     return _naive_parallel(*_np_retention_args(q, k, v, causal, gamma))
 
 
@@ -130,22 +133,21 @@ def _np_scan_args(q, k, v, causal, seed):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="selective_scan"))
     q, k, v = _check_np_qkv(q, k, v)
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(
-            f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-        )
+    check_same_length(q, k, "selective_scan")
     A, w = scan_parameters(q.shape[1], q.shape[-1], seed)
     dt = _np_softplus(k @ w + _DT_BIAS)  # (B, H, N)
     return q, k, dt[..., None] * v, dt * A[None, :, None]
 
 
 def selective_scan_numpy(q, k, v, causal: bool = True, seed: int = 0) -> np.ndarray:
-    """Selective scan, parallel form, NumPy float64: y_t = Σ_{s≤t} (C_t·B_s) exp(A Σ_{u=s+1}^t Δ_u) Δ_s x_s."""
+    """Selective scan, parallel form, NumPy float64: y_t
+    = Σ_{s≤t} (C_t·B_s) exp(A Σ_{u=s+1}^t Δ_u) Δ_s x_s."""
     return _naive_parallel(*_np_scan_args(q, k, v, causal, seed))
 
 
 def selective_scan_recurrent_numpy(q, k, v, causal: bool = True, seed: int = 0) -> np.ndarray:
-    """Selective scan, recurrent form, NumPy float64: h_t = exp(Δ_t A) h_{t−1} + B_t (Δ_t x_t)ᵀ, y_t = h_tᵀ C_t."""
+    """Selective scan, recurrent form, NumPy float64: h_t
+    = exp(Δ_t A) h_{t−1} + B_t (Δ_t x_t)ᵀ, y_t = h_tᵀ C_t."""
     return _naive_recurrent(*_np_scan_args(q, k, v, causal, seed))
 
 
@@ -153,10 +155,7 @@ def selective_scan_recurrent_numpy(q, k, v, causal: bool = True, seed: int = 0) 
 def _torch_retention_args(q, k, v, causal, gamma):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="retention"))
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(
-            f"retention needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-        )
+    check_same_length(q, k, "retention")
     log_g = torch.as_tensor(
         np.log(retention_gammas(q.shape[1], gamma)), dtype=q.dtype, device=q.device
     )
@@ -164,7 +163,8 @@ def _torch_retention_args(q, k, v, causal, gamma):
 
 
 def scan_steps(k: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The selective scan's step Δ = softplus(k·w + β) and log-decay Δ·A_h, both (B, H, N), from k: (B, H, N, D)."""
+    """The selective scan's step Δ = softplus(k·w + β) and
+    log-decay Δ·A_h, both (B, H, N), from k: (B, H, N, D)."""
     A, w = (
         torch.as_tensor(np.array(x), dtype=k.dtype, device=k.device)
         for x in scan_parameters(k.shape[1], k.shape[-1], seed)
@@ -176,10 +176,7 @@ def scan_steps(k: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
 def _torch_scan_args(q, k, v, causal, seed):
     if not causal:
         raise ValueError(_NOT_CAUSAL.format(name="selective_scan"))
-    if q.shape[2] != k.shape[2]:
-        raise ValueError(
-            f"selective_scan needs as many queries as keys, got {q.shape[2]} and {k.shape[2]}"
-        )
+    check_same_length(q, k, "selective_scan")
     dt, log_a = scan_steps(k, seed)
     return q, k, dt[..., None] * v, log_a
 
@@ -192,10 +189,11 @@ def _parallel(q, k, v, log_a):
     return (q @ k.transpose(-1, -2) * decay) @ v
 
 
-def retention(
-    q, k, v, causal: bool = True, gamma=None, chunk_size: int = CHUNK_SIZE
+def retention_attention(
+    q, k, v, *, causal: bool = True, gamma=None, chunk_size: int = CHUNK_SIZE
 ) -> torch.Tensor:
-    """Chunkwise retention, torch: O(N·C·D + N·D·Dv). q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv)."""
+    """Chunkwise retention, torch: O(N·C·D + N·D·Dv). q,
+    k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv)."""
     return chunked_causal(*_torch_retention_args(q, k, v, causal, gamma), chunk_size=chunk_size)
 
 
@@ -204,8 +202,8 @@ def retention_parallel(q, k, v, causal: bool = True, gamma=None) -> torch.Tensor
     return _parallel(*_torch_retention_args(q, k, v, causal, gamma))
 
 
-def selective_scan(
-    q, k, v, causal: bool = True, seed: int = 0, chunk_size: int = CHUNK_SIZE
+def selective_scan_attention(
+    q, k, v, *, causal: bool = True, seed: int = 0, chunk_size: int = CHUNK_SIZE
 ) -> torch.Tensor:
     """Chunked selective scan, torch: O(N·C·D + N·D·Dv). (B, H, N, D) -> (B, H, N, Dv)."""
     return chunked_causal(*_torch_scan_args(q, k, v, causal, seed), chunk_size=chunk_size)
@@ -240,7 +238,8 @@ def _step(state, q_t, k_t, xbar_t, log_a_t):
 
 
 def retention_step(state, q_t, k_t, v_t, gamma=None):
-    """One retention decoding step: S_t = γ S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t/√D. (B, H, D) inputs -> (state, o_t)."""
+    """One retention decoding step: S_t = γ S_{t−1} + k_t
+    v_tᵀ, o_t = S_tᵀ q_t/√D. (B, H, D) inputs -> (state, o_t)."""
     state = _check_step(state, q_t, k_t, v_t)
     q, k, v, log_a = _torch_retention_args(
         q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, gamma
@@ -249,7 +248,8 @@ def retention_step(state, q_t, k_t, v_t, gamma=None):
 
 
 def selective_scan_step(state, q_t, k_t, v_t, seed: int = 0):
-    """One selective-scan step: h_t = exp(Δ_t A) h_{t−1} + k_t (Δ_t v_t)ᵀ, y_t = h_tᵀ q_t. -> (state, y_t)."""
+    """One selective-scan step: h_t = exp(Δ_t A) h_{t−1}
+    + k_t (Δ_t v_t)ᵀ, y_t = h_tᵀ q_t. -> (state, y_t)."""
     state = _check_step(state, q_t, k_t, v_t)
     q, k, xbar, log_a = _torch_scan_args(
         q_t[:, :, None], k_t[:, :, None], v_t[:, :, None], True, seed

@@ -23,7 +23,10 @@ def _check_weights(d_in: int, Wx_shape, Wh_shape) -> None:
 
 
 def rnn_numpy(X, Wx, Wh) -> np.ndarray:
-    """NumPy Elman RNN. X: (n, d_in), Wx: (d_in, d), Wh: (d, d) -> hidden states (n, d). Chapter 1."""
+    """NumPy Elman RNN. X: (n, d_in), Wx: (d_in, d), Wh: (d, d) -> hidden states (n, d).
+
+    Chapter 1.
+    """
     X, Wx, Wh = (
         check_array("X", X, ndim=2),
         check_array("Wx", Wx, ndim=2),

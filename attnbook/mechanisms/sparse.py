@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from attnbook import reference
-from attnbook.checks import check_array, check_mask, check_positive_int, check_tensor
+from attnbook.checks import (
+    check_array,
+    check_mask,
+    check_positive_int,
+    check_qkv,
+    check_same_length,
+)
 from attnbook.mechanisms.blockwise import (
     Pattern,
     blockwise_attention,
@@ -28,7 +34,6 @@ from attnbook.mechanisms.blockwise import (
     merge_states,
     plan,
 )
-from attnbook.registry import methods
 
 __all__ = [
     "SlidingWindow",
@@ -45,7 +50,10 @@ __all__ = [
     "sparse_attention",
     "strided_two_pass",
     "tiles_computed",
-    "method_pattern",
+    "sliding_window_pattern",
+    "strided_pattern",
+    "longformer_pattern",
+    "block_sparse_pattern",
     "sliding_window_attention",
     "strided_attention",
     "longformer_attention",
@@ -62,7 +70,8 @@ def _span(lo: int, hi: int, bs: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SlidingWindow(Pattern):
-    """Each query sees the ``window`` nearest keys on each side: causal 0 <= i-j < w, else |i-j| < w."""
+    """Each query sees the ``window`` nearest keys on
+    each side: causal 0 <= i-j < w, else |i-j| < w."""
 
     window: int = 1
 
@@ -78,7 +87,8 @@ class SlidingWindow(Pattern):
 
 @dataclass(frozen=True)
 class Strided(Pattern):
-    """Child et al. (2019): the previous ``stride`` keys plus every stride-th key, (i-j) mod s = 0."""
+    """Child et al. (2019): the previous ``stride``
+    keys plus every stride-th key, (i-j) mod s = 0."""
 
     stride: int = 1
 
@@ -97,7 +107,8 @@ class Strided(Pattern):
 
 @dataclass(frozen=True)
 class Longformer(Pattern):
-    """Beltagy et al. (2020): a sliding window |i-j| < w plus global tokens that see and are seen by all."""
+    """Beltagy et al. (2020): a sliding window |i-j| <
+    w plus global tokens that see and are seen by all."""
 
     window: int = 1
     global_tokens: tuple = (0,)
@@ -137,8 +148,9 @@ class Longformer(Pattern):
 
 @dataclass(frozen=True)
 class StridedFar(Pattern):
-    """The far keys of the strided pattern after sorting positions by (i mod s, i): query and key in
-    the same residue class, key != query. Each class is contiguous, so the tiles form a block diagonal."""
+    """The far keys of the strided pattern after sorting positions by (i
+    mod s, i): query and key in the same residue class, key != query.
+    Each class is contiguous, so the tiles form a block diagonal."""
 
     stride: int = 1
 
@@ -161,8 +173,8 @@ class StridedFar(Pattern):
 
 
 def strided_two_pass(q, k, v, pattern: Strided, block_size: int = 64) -> torch.Tensor:
-    """Strided attention as two block-wise passes merged by the online softmax: the band |i-j| < s on
-    the sequence, and the far keys i - j = ±s, ±2s, ... on the sequence sorted by residue mod s,
+    """Strided attention as two block-wise passes merged by the online softmax: the band |i-j| < s
+    on the sequence, and the far keys i - j = ±s, ±2s, ... on the sequence sorted by residue mod s,
     where they are contiguous. (B, H, N, D) -> (B, H, N, Dv); O(n·(s + n/s)·d) work. Chapter 4."""
     n, s = q.shape[2], pattern.stride
     near = blockwise_state(q, k, v, SlidingWindow(causal=pattern.causal, window=s), block_size)
@@ -179,7 +191,8 @@ def strided_two_pass(q, k, v, pattern: Strided, block_size: int = 64) -> torch.T
 
 
 def default_block_layout(n_blocks: int) -> np.ndarray:
-    """Block layout used when none is given: neighbouring blocks |I-J| <= 1 plus block 0 as global."""
+    """Block layout used when none is given: neighbouring
+    blocks |I-J| <= 1 plus block 0 as global."""
     n_blocks = check_positive_int("n_blocks", n_blocks)
     idx = np.arange(n_blocks)
     layout = np.abs(idx[:, None] - idx[None, :]) <= 1
@@ -189,7 +202,8 @@ def default_block_layout(n_blocks: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BlockSparse(Pattern):
-    """Block-sparse attention: an (nb, nb) layout of allowed ``block_size`` blocks (None = default layout)."""
+    """Block-sparse attention: an (nb, nb) layout of
+    allowed ``block_size`` blocks (None = default layout)."""
 
     block_size: int = 1
     layout: tuple | None = None
@@ -248,17 +262,26 @@ class BlockSparse(Pattern):
 
 
 def sliding_window_mask(n: int, window: int, causal: bool = False) -> np.ndarray:
-    """(n, n) mask of a sliding window: |i-j| < window, or 0 <= i-j < window when causal. Chapter 4."""
+    """(n, n) mask of a sliding window: |i-j| < window, or 0 <= i-j < window when causal.
+
+    Chapter 4.
+    """
     return SlidingWindow(causal=causal, window=window).mask(n)
 
 
 def strided_mask(n: int, stride: int, causal: bool = False) -> np.ndarray:
-    """(n, n) mask of Child et al.'s strided pattern: |i-j| < stride or (i-j) mod stride = 0. Chapter 4."""
+    """(n, n) mask of Child et al.'s strided pattern: |i-j| < stride or (i-j) mod stride = 0.
+
+    Chapter 4.
+    """
     return Strided(causal=causal, stride=stride).mask(n)
 
 
 def longformer_mask(n: int, window: int, global_tokens=(0,), causal: bool = False) -> np.ndarray:
-    """(n, n) mask of Longformer: |i-j| < window, plus full rows and columns at ``global_tokens``. Chapter 4."""
+    """(n, n) mask of Longformer: |i-j| < window, plus full rows and columns at ``global_tokens``.
+
+    Chapter 4.
+    """
     return Longformer(causal=causal, window=window, global_tokens=global_tokens).mask(n)
 
 
@@ -268,7 +291,8 @@ def block_sparse_mask(n: int, block_size: int, layout=None, causal: bool = False
 
 
 def sparse_attention_numpy(q, k, v, mask) -> np.ndarray:
-    """Dense attention with a pattern mask, float64 NumPy. q, k, v: (B, H, N, D); mask (N, N) bool."""
+    """Dense attention with a pattern mask, float64
+    NumPy. q, k, v: (B, H, N, D); mask (N, N) bool."""
     q = check_array("q", q, ndim=4)
     n = q.shape[2]
     check_mask("mask", mask, n, np.shape(k)[2])
@@ -278,10 +302,12 @@ def sparse_attention_numpy(q, k, v, mask) -> np.ndarray:
 
 
 def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.Tensor:
-    """Torch attention restricted to ``pattern``, block-wise (skips untouched tiles). (B, H, N, D) -> (B, H, N, Dv)."""
+    """Torch attention restricted to ``pattern``, block-wise (skips untouched tiles). (B, H, N, D)
+    -> (B, H, N, Dv)."""
     if not isinstance(pattern, Pattern):
         raise TypeError(
-            f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}"
+            "pattern must be an attnbook.mechanisms.blockwise.Pattern, got "
+            f"{type(pattern).__name__}"
         )
     if isinstance(pattern, Strided):
         return strided_two_pass(q, k, v, pattern, block_size)
@@ -289,7 +315,8 @@ def sparse_attention(q, k, v, pattern: Pattern, block_size: int = 64) -> torch.T
 
 
 def tiles_computed(pattern: Pattern, n: int, block_size: int = 64) -> int:
-    """Number of block_size × block_size tiles :func:`sparse_attention` computes for ``pattern`` at length n."""
+    """Number of block_size × block_size tiles
+    :func:`sparse_attention` computes for ``pattern`` at length n."""
     if isinstance(pattern, Strided):
         near = SlidingWindow(causal=pattern.causal, window=pattern.stride)
         far = StridedFar(causal=pattern.causal, stride=pattern.stride)
@@ -297,100 +324,89 @@ def tiles_computed(pattern: Pattern, n: int, block_size: int = 64) -> int:
     return plan(pattern, n, block_size).tiles
 
 
-def method_pattern(method: str, n: int, causal: bool = False, **options) -> tuple[Pattern, int]:
-    """(pattern, tile size) that the registered sparse ``method`` uses for length n with ``options``."""
-    bs = options.get("block_size", 64)
-    if method == "sliding_window":
-        return SlidingWindow(causal=causal, window=options.get("window", 128)), bs
-    if method == "strided":
-        stride = options.get("stride")
-        pattern = Strided(
-            causal=causal, stride=math.ceil(math.sqrt(n)) if stride is None else stride
-        )
-        return pattern, bs
-    if method == "longformer":
-        return Longformer(
-            causal=causal,
-            window=options.get("window", 128),
-            global_tokens=options.get("global_tokens", (0,)),
-        ), bs
-    if method == "block_sparse":
-        return BlockSparse(causal=causal, block_size=bs, layout=options.get("layout")), bs
-    raise ValueError(f"method must be one of {methods(family='sparse')}, got {method!r}")
+# The pattern factories take every option: their defaults are the records' (attnbook.registry),
+# filled in by Method.pattern, so each default is written once.
+def sliding_window_pattern(
+    n: int, causal: bool = False, *, window: int, block_size: int
+) -> tuple[Pattern, int]:
+    """(pattern, tile size) of ``sliding_window`` at length n: its record's pattern factory."""
+    return SlidingWindow(causal=causal, window=window), block_size
 
 
-def sliding_window_attention(
-    q, k, v, *, causal: bool = False, window: int = 128, block_size: int = 64
-):
+def strided_pattern(
+    n: int, causal: bool = False, *, stride: int | None, block_size: int
+) -> tuple[Pattern, int]:
+    """(pattern, tile size) of ``strided`` at length n; ``stride`` None means ceil(sqrt(n))."""
+    stride = math.ceil(math.sqrt(n)) if stride is None else stride
+    return Strided(causal=causal, stride=stride), block_size
+
+
+def longformer_pattern(
+    n: int, causal: bool = False, *, window: int, global_tokens, block_size: int
+) -> tuple[Pattern, int]:
+    """(pattern, tile size) of ``longformer`` at length n."""
+    return Longformer(causal=causal, window=window, global_tokens=global_tokens), block_size
+
+
+def block_sparse_pattern(
+    n: int, causal: bool = False, *, block_size: int, layout
+) -> tuple[Pattern, int]:
+    """(pattern, tile size) of ``block_sparse`` at length n (the layout's block is the tile)."""
+    return BlockSparse(causal=causal, block_size=block_size, layout=layout), block_size
+
+
+def _pattern_of(method: str, q, causal: bool, options: dict) -> tuple[Pattern, int]:
+    """(pattern, tile size) of the sparse ``method`` at q's length, its record's defaults filled."""
+    from attnbook.registry import method_info
+
+    return method_info(method).pattern(q.shape[2], causal, **options)
+
+
+def sliding_window_attention(q, k, v, *, causal: bool = False, **options):
     """Sliding-window attention (Mistral-style), block-wise; exact once window >= N. Chapter 4.
 
-    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); options: ``window``, ``block_size``
+    (defaults in the ``sliding_window`` record).
     """
-    return sparse_attention(
-        q,
-        k,
-        v,
-        *method_pattern("sliding_window", q.shape[2], causal, window=window, block_size=block_size),
-    )
+    return sparse_attention(q, k, v, *_pattern_of("sliding_window", q, causal, options))
 
 
-def strided_attention(
-    q, k, v, *, causal: bool = False, stride: int | None = None, block_size: int = 64
-):
+def strided_attention(q, k, v, *, causal: bool = False, **options):
     """Strided attention (Child et al. 2019): the last s keys plus every s-th key. Chapter 4.
 
-    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); ``stride`` None means ceil(sqrt(N)).
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); options: ``stride`` (None means
+    ceil(sqrt(N))), ``block_size`` (defaults in the ``strided`` record).
     """
-    return sparse_attention(
-        q,
-        k,
-        v,
-        *method_pattern("strided", q.shape[2], causal, stride=stride, block_size=block_size),
-    )
+    return sparse_attention(q, k, v, *_pattern_of("strided", q, causal, options))
 
 
-def longformer_attention(
-    q, k, v, *, causal: bool = False, window: int = 128, global_tokens=(0,), block_size: int = 64
-):
+def longformer_attention(q, k, v, *, causal: bool = False, **options):
     """Longformer attention: a sliding window plus global tokens, block-wise. Chapter 4.
 
-    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); options: ``window``,
+    ``global_tokens``, ``block_size`` (defaults in the ``longformer`` record).
     """
-    return sparse_attention(
-        q,
-        k,
-        v,
-        *method_pattern(
-            "longformer",
-            q.shape[2],
-            causal,
-            window=window,
-            global_tokens=global_tokens,
-            block_size=block_size,
-        ),
-    )
+    return sparse_attention(q, k, v, *_pattern_of("longformer", q, causal, options))
 
 
-def block_sparse_attention(q, k, v, *, causal: bool = False, block_size: int = 64, layout=None):
-    """Block-sparse attention over a (nb, nb) block layout (default: neighbours plus block 0). Chapter 4.
+def block_sparse_attention(q, k, v, *, causal: bool = False, **options):
+    """Block-sparse attention over a (nb, nb) block layout (default: neighbours plus block 0).
 
-    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv).
+    q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv); options: ``block_size``, ``layout``
+    (defaults in the ``block_sparse`` record). Chapter 4.
     """
-    return sparse_attention(
-        q,
-        k,
-        v,
-        *method_pattern("block_sparse", q.shape[2], causal, block_size=block_size, layout=layout),
-    )
+    return sparse_attention(q, k, v, *_pattern_of("block_sparse", q, causal, options))
 
 
 def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
-    """``pattern`` for a sequence of length n as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``:
-    the rule of the pattern's ``_allowed`` written in torch index arithmetic (tensors of the layout
-    or the global tokens are captured), so that ``create_block_mask`` can find the tiles. Chapter 4."""
+    """``pattern`` for a sequence of length n as a FlexAttention
+    ``mask_mod(b, h, q_idx, kv_idx) -> bool``: the rule of the pattern's ``_allowed``
+    written in torch index arithmetic (tensors of the layout or the global tokens are
+    captured), so that ``create_block_mask`` can find the tiles. Chapter 4."""
     if not isinstance(pattern, Pattern):
         raise TypeError(
-            f"pattern must be an attnbook.mechanisms.blockwise.Pattern, got {type(pattern).__name__}"
+            "pattern must be an attnbook.mechanisms.blockwise.Pattern, got "
+            f"{type(pattern).__name__}"
         )
     pattern.validate(n)
     if isinstance(pattern, SlidingWindow):
@@ -415,7 +431,8 @@ def flex_mask_mod(pattern: Pattern, n: int, device="cpu"):
             return layout[q // bs, kv // bs]
     else:
         raise TypeError(
-            f"pattern must be a SlidingWindow, Strided, Longformer or BlockSparse, got {type(pattern).__name__}"
+            "pattern must be a SlidingWindow, Strided, Longformer or BlockSparse, got "
+            f"{type(pattern).__name__}"
         )
 
     def mask_mod(b, h, q_idx, kv_idx):
@@ -429,19 +446,14 @@ def flex_sparse_attention(
     q, k, v, pattern: Pattern, block_size: int = 128, kernel=None
 ) -> torch.Tensor:
     """Attention restricted to ``pattern`` by FlexAttention: ``create_block_mask`` turns
-    :func:`flex_mask_mod` into a block mask (tiles of ``block_size``: skipped, full, or masked element by
-    element) and ``kernel`` (default ``flex_attention``, eager; pass ``torch.compile(flex_attention)``
-    for the generated kernel) runs it. q, k: (B, H, N, D), v: (B, H, N, Dv) -> (B, H, N, Dv). Chapter 4."""
+    :func:`flex_mask_mod` into a block mask (tiles of ``block_size``: skipped, full, or masked
+    element by element) and ``kernel`` (default ``flex_attention``, eager; pass
+    ``torch.compile(flex_attention)`` for the generated kernel) runs it. q, k: (B, H, N, D), v: (B,
+    H, N, Dv) -> (B, H, N, Dv). Chapter 4."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, x, ndim=4)
-    n = q.shape[2]
-    if k.shape[2] != n or v.shape[2] != n:
-        raise ValueError(
-            f"a sparse pattern needs as many keys and values as queries, got q {tuple(q.shape)}, "
-            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    n = check_qkv(q, k, v)[2]
+    check_same_length(q, k, "a sparse pattern")
     block_size = check_positive_int("block_size", block_size)
     block_mask = create_block_mask(
         flex_mask_mod(pattern, n, q.device),

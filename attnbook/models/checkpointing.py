@@ -17,7 +17,8 @@ __all__ = ["CheckpointedStack"]
 
 
 class CheckpointedStack(nn.Module):
-    """L ``attnbook.models.gpt.Block`` layers (or any modules, see :meth:`of`); x: (B, N, d) -> (B, N, d).
+    """L ``attnbook.models.gpt.Block`` layers (or any
+    modules, see :meth:`of`); x: (B, N, d) -> (B, N, d).
 
     ``every=k`` runs each segment of k layers under ``torch.utils.checkpoint``;
     ``every=0`` stores every activation (no checkpointing).
@@ -47,7 +48,8 @@ class CheckpointedStack(nn.Module):
 
     @classmethod
     def of(cls, modules, every: int = 0) -> CheckpointedStack:
-        """A stack of any modules mapping (B, N, d) -> (B, N, d), e.g. to study checkpointing in isolation."""
+        """A stack of any modules mapping (B, N, d) -> (B,
+        N, d), e.g. to study checkpointing in isolation."""
         stack = cls.__new__(cls)
         nn.Module.__init__(stack)
         stack.blocks = nn.ModuleList(modules)

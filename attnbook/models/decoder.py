@@ -79,7 +79,8 @@ class CachedAttention(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Token embedding, L pre-norm layers (cached attention + MLP), tied head. idx: (B, N) -> logits (B, N, |V|)."""
+    """Token embedding, L pre-norm layers (cached attention
+    + MLP), tied head. idx: (B, N) -> logits (B, N, |V|)."""
 
     def __init__(
         self,

@@ -1,10 +1,10 @@
 """A small GPT with a pluggable token-mixing layer (chapters 3, 5, 7 and 8).
 
-Token + position embeddings, ``n_layer`` pre-norm blocks (mixer, then MLP),
-a final LayerNorm and a head tied to the token embedding. ``short_conv`` puts a short causal
-depthwise convolution in front of every mixer, as Zoology's backbones do (chapter 5). The mixer is any
-method of :func:`attnbook.methods` (wrapped in multi-head self-attention) or one of
-the other mixers of the registry (:func:`attnbook.registry.mixers`).
+Token + position embeddings, ``n_layer`` pre-norm blocks (mixer, then MLP), a final LayerNorm and a
+head tied to the token embedding. ``short_conv`` puts a short causal depthwise convolution in front
+of every mixer, as Zoology's backbones do (chapter 5). The mixer is any method of
+:func:`attnbook.methods` (wrapped in multi-head self-attention) or one of the other mixers of the
+registry (:func:`attnbook.registry.mixers`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ __all__ = ["GPTConfig", "GPT", "Block", "ShortConv", "make_mixer"]
 @dataclass
 class GPTConfig:
     """Shape of a :class:`GPT`. ``d_ff`` defaults to 4·d_model; ``short_conv`` is the kernel size of
-    the causal depthwise convolution in front of each mixer (0: none)."""
+    the causal depthwise convolution in front of each mixer (0: none). ``layer_mixers``: one mixer
+    name per layer, for hybrids (chapter 5: ``("dense", "gated_delta_layer")``); empty (default):
+    every layer is ``mixer``. ``mixer_options`` go to every layer, so each must accept them."""
 
     vocab_size: int
     block_size: int = 64
@@ -38,6 +40,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     short_conv: int = 0
+    layer_mixers: tuple = ()
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -51,25 +54,37 @@ class GPTConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         check_bool("bias", self.bias)
         check_nonnegative_int("short_conv", self.short_conv)  # a kernel size, 0 for none
-        if self.mixer not in mixer_names():
-            raise ValueError(f"mixer must be one of {mixer_names()}, got {self.mixer!r}")
-        info = mixer_info(self.mixer) if self.mixer in mixers() else method_info(self.mixer)
-        unknown = sorted(set(self.mixer_options) - set(info.options))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for mixer {self.mixer!r}; its options are "
-                f"{sorted(info.options)}"
+        if not isinstance(self.layer_mixers, (tuple, list)):
+            raise TypeError(
+                "layer_mixers must be a tuple of mixer names, got "
+                f"{type(self.layer_mixers).__name__}"
             )
+        self.layer_mixers = tuple(self.layer_mixers)
+        if self.layer_mixers and len(self.layer_mixers) != self.n_layer:
+            raise ValueError(
+                f"layer_mixers must name one mixer per layer ({self.n_layer}), "
+                f"got {len(self.layer_mixers)}: {self.layer_mixers}"
+            )
+        for name in {self.mixer, *self.layer_mixers}:
+            if name not in mixer_names():
+                raise ValueError(f"mixer must be one of {mixer_names()}, got {name!r}")
+            info = mixer_info(name) if name in mixers() else method_info(name)
+            info.check_options(self.mixer_options)
+
+    def mixer_of(self, layer: int) -> str:
+        """The mixer of layer ``layer`` (0-based)."""
+        return self.layer_mixers[layer] if self.layer_mixers else self.mixer
 
 
-def make_mixer(config: GPTConfig) -> nn.Module:
-    """The causal token-mixing layer named by ``config.mixer``."""
-    if config.mixer in mixers():
-        return mixer_info(config.mixer).fn(config)
+def make_mixer(config: GPTConfig, name: str | None = None) -> nn.Module:
+    """The causal token-mixing layer named ``name`` (default ``config.mixer``)."""
+    name = config.mixer if name is None else name
+    if name in mixers():
+        return mixer_info(name).fn(config)
     return MultiHeadSelfAttention(
         config.d_model,
         config.n_head,
-        method=config.mixer,
+        method=name,
         causal=True,
         bias=config.bias,
         **config.mixer_options,
@@ -78,7 +93,8 @@ def make_mixer(config: GPTConfig) -> nn.Module:
 
 class ShortConv(nn.Module):
     """Causal depthwise convolution over the sequence: x (B, N, d) -> (B, N, d), position i mixing
-    positions i - k + 1 .. i of its own channel. Chapter 5: with it, one mixing layer sees each token
+    positions i - k + 1 .. i of its own channel. Chapter 5: with it, one mixing layer sees each
+    token
     together with the one before it (a key beside its value), which recall needs."""
 
     def __init__(self, d_model: int, kernel_size: int, bias: bool = True):
@@ -95,7 +111,7 @@ class Block(nn.Module):
     """Pre-norm block: x + mixer(conv(LN(x))) (conv: :class:`ShortConv` if ``short_conv``, else the
     identity), then x + MLP(LN(x))."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, mixer: str | None = None):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.conv = (
@@ -103,7 +119,7 @@ class Block(nn.Module):
             if config.short_conv
             else nn.Identity()
         )
-        self.mixer = make_mixer(config)
+        self.mixer = make_mixer(config, mixer)
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = nn.Sequential(
             nn.Linear(config.d_model, config.d_ff, bias=config.bias),
@@ -126,7 +142,9 @@ class GPT(nn.Module):
         self.tok = nn.Embedding(config.vocab_size, config.d_model)
         self.pos = nn.Embedding(config.block_size, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(config, config.mixer_of(i)) for i in range(config.n_layer)
+        )
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head.weight = self.tok.weight
@@ -144,7 +162,8 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx: (B, N) ints; targets: (B, N) ints (-100 = ignore). Returns (logits, loss or None)."""
+        """idx: (B, N) ints; targets: (B, N) ints (-100
+        = ignore). Returns (logits, loss or None)."""
         if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 2:
             raise TypeError(
                 f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}"
@@ -162,7 +181,8 @@ class GPT(nn.Module):
         if targets is not None:
             if targets.shape != idx.shape:
                 raise ValueError(
-                    f"targets must have shape {tuple(idx.shape)} like idx, got {tuple(targets.shape)}"
+                    f"targets must have shape {tuple(idx.shape)} like idx, got "
+                    f"{tuple(targets.shape)}"
                 )
             loss = F.cross_entropy(
                 logits.reshape(B * N, -1), targets.reshape(B * N), ignore_index=-100

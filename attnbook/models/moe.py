@@ -40,7 +40,8 @@ __all__ = [
 
 
 def capacity(tokens: int, n_experts: int, k: int, capacity_factor: float | None) -> int | None:
-    """Slots per expert: ceil(capacity_factor · tokens · k / E); None (no limit) when capacity_factor is None."""
+    """Slots per expert: ceil(capacity_factor · tokens · k / E); None (no limit) when
+    capacity_factor is None."""
     check_positive_int("tokens", tokens)
     check_positive_int("n_experts", n_experts)
     check_positive_int("k", k)
@@ -96,7 +97,8 @@ def route(logits: torch.Tensor, k: int = 1, capacity_factor: float | None = 1.25
 
 
 def load_balancing_loss(probs: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Switch load-balancing loss E · Σ_e f_e · P_e (= 1 when balanced). probs: (T, E), experts: (T, k)."""
+    """Switch load-balancing loss E · Σ_e f_e · P_e (=
+    1 when balanced). probs: (T, E), experts: (T, k)."""
     E = probs.shape[-1]
     f = torch.bincount(experts.reshape(-1), minlength=E).to(probs.dtype) / experts.numel()
     return E * (f * probs.mean(0)).sum()
@@ -168,11 +170,13 @@ class MoE(nn.Module):
 
 
 class MoEGPT(nn.Module):
-    """:class:`attnbook.models.gpt.GPT` whose every FFN is an :class:`MoE` of width config.d_ff. Chapter 6.
+    """:class:`attnbook.models.gpt.GPT` whose every FFN is an :class:`MoE` of width config.d_ff.
 
     In training mode the loss is the language-model loss plus ``balance_coef`` times the sum of
     the layers' load-balancing losses (Switch uses 0.01); in eval mode it is the LM loss alone.
     idx: (B, N) -> (logits (B, N, |V|), loss or None).
+
+    Chapter 6.
     """
 
     def __init__(
@@ -211,7 +215,8 @@ class MoEGPT(nn.Module):
 
 
 def route_numpy(logits, k: int = 1, capacity_factor: float | None = 1.25):
-    """NumPy top-k routing. logits: (T, E) -> (experts (T, k), gates (T, k), kept (T, k), probs (T, E))."""
+    """NumPy top-k routing. logits: (T, E) -> (experts
+    (T, k), gates (T, k), kept (T, k), probs (T, E))."""
     logits = check_array("logits", logits, ndim=2)
     T, E = logits.shape
     cap = capacity(T, E, k, capacity_factor)

@@ -28,7 +28,7 @@ __all__ = ["set_seed", "TrainResult", "evaluate", "split_loss", "learning_rate",
 
 
 def set_seed(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way for data sampling."""
+    """Seed Python, NumPy and torch; return a torch.Generator seeded alike for data sampling."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -46,13 +46,11 @@ class TrainResult:
     peak_memory_bytes: int | None = None
     device: str = ""
     params: int = 0
-    config: dict = field(
-        default_factory=dict
-    )  # the model's config (dataclass fields) and the run's settings
+    #: the model's config (dataclass fields) and the run's settings
+    config: dict = field(default_factory=dict)
     train_s: float = float("nan")  # wall time of the whole run, evaluations included
-    model: object = field(
-        default=None, repr=False, compare=False
-    )  # the trained module (not serialised)
+    #: the trained module (not serialised)
+    model: object = field(default=None, repr=False, compare=False)
 
     @property
     def final_val_loss(self) -> float:
@@ -69,7 +67,8 @@ class TrainResult:
         }
 
     def save_json(self, path) -> Path:
-        """Write the result, labelled with :func:`attnbook.measure.environment`, to ``path``; return it."""
+        """Write the result to ``path``, labelled by
+        :func:`attnbook.measure.environment`; return the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
@@ -95,9 +94,10 @@ def split_loss(
     """Mean next-token loss (nats) of ``model`` over a whole token sequence ``ids`` (chapter 8).
 
     ids: (T,) token ids. Windows of ``block_size`` tokens start every ``stride`` tokens (default
-    ``block_size // 2``); each token is scored once, in the first window that scores it, so every token
-    after the first window is predicted from at least ``block_size - stride`` tokens of context. This is
-    the full-split score that chapter 8 compares with the n-gram models (which score every token too).
+    ``block_size // 2``); each token is scored once, in the first window that scores it, so every
+    token after the first window is predicted from at least ``block_size - stride`` tokens of
+    context. This is the full-split score that chapter 8 compares with the n-gram models (which
+    score every token too).
     """
     check_positive_int("block_size", block_size)
     stride = max(1, block_size // 2) if stride is None else check_positive_int("stride", stride)
@@ -132,14 +132,130 @@ def split_loss(
 def learning_rate(
     step: int, steps: int, lr: float, warmup_steps: int = 0, min_lr: float | None = None
 ) -> float:
-    """The schedule of :func:`train` at step 1..steps: linear warm-up, then constant (``min_lr`` None) or a
-    cosine decay to ``min_lr`` at the last step (nanoGPT's schedule)."""
+    """The schedule of :func:`train` at step 1..steps (nanoGPT's schedule).
+
+    Linear warm-up, then constant (``min_lr`` None) or a cosine decay to ``min_lr`` at the last
+    step.
+    """
     if step <= warmup_steps:
         return lr * step / warmup_steps
     if min_lr is None:
         return lr
     progress = (step - warmup_steps) / max(1, steps - warmup_steps)
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _schedule(
+    steps, lr, weight_decay, eval_every, warmup_steps, min_lr, patience, eval_batches, grad_clip
+) -> dict:
+    """The run's settings, checked, as :class:`TrainResult` records them."""
+    check_positive_int("steps", steps)
+    check_positive_int("eval_every", eval_every)
+    check_positive_int("eval_batches", eval_batches)
+    check_positive_float("lr", lr)
+    check_nonnegative_int("warmup_steps", warmup_steps)
+    if min_lr is not None and not 0 <= min_lr <= lr:
+        raise ValueError(f"min_lr must lie in [0, lr={lr}], got {min_lr}")
+    if patience is not None:
+        check_positive_int("patience", patience)
+    return {
+        "steps": steps,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "eval_every": eval_every,
+        "warmup_steps": warmup_steps,
+        "min_lr": min_lr,
+        "patience": patience,
+        "eval_batches": eval_batches,
+        "grad_clip": grad_clip,
+    }
+
+
+def _built(model) -> torch.nn.Module:
+    """``model`` itself, or the module the function ``model`` builds."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    if not callable(model):
+        raise TypeError(
+            "model must be a torch.nn.Module or a function building one, got "
+            f"{type(model).__name__}"
+        )
+    return model()
+
+
+def _new_result(model, seed: int, steps: int, settings: dict) -> TrainResult:
+    """An empty :class:`TrainResult` for ``model``, labelled with its config and ``settings``."""
+    config = getattr(model, "config", None)
+    return TrainResult(
+        seed=seed,
+        steps=steps,
+        device=describe_device(next(model.parameters()).device),
+        model=model,
+        params=sum(p.numel() for p in model.parameters()),
+        config={**(asdict(config) if dataclasses.is_dataclass(config) else {}), "train": settings},
+    )
+
+
+def _step_fn(model, opt, get_batch, gen: torch.Generator, grad_clip: float):
+    """One optimiser step on a fresh training batch (a function of no arguments)."""
+
+    def one_step():
+        x, y = get_batch("train", gen)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+
+    return one_step
+
+
+def _timed(one_step, step: int, device: torch.device, result: TrainResult) -> float:
+    """Seconds one step takes; on CPU step 1 runs under the profiler for the peak memory instead
+    (its time is then not representative, which is why the median skips it)."""
+    sync(device)
+    t0 = time.perf_counter()
+    if step == 1 and device.type == "cpu":
+        result.peak_memory_bytes = peak_memory_bytes(one_step, device=device)
+    else:
+        one_step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def _evaluation(model, get_batch, step, eval_batches, eval_gen, val_loss_fn) -> dict:
+    """{step, train_loss, val_loss}: random batches, or ``val_loss_fn(model)`` for validation."""
+    train_loss = evaluate(model, get_batch, "train", eval_batches, eval_gen)
+    if val_loss_fn is None:
+        val_loss = evaluate(model, get_batch, "val", eval_batches, eval_gen)
+    else:
+        val_loss = float(val_loss_fn(model))
+    return {"step": step, "train_loss": train_loss, "val_loss": val_loss}
+
+
+def _loop(result, opt, one_step, lr_at, evaluation, *, eval_every, patience, progress) -> list:
+    """Steps 1..``result.steps`` of :func:`train`: set the learning rate ``lr_at(step)``, time one
+    step, append ``evaluation(step)`` to the history every ``eval_every`` steps and at the end, stop
+    after ``patience`` evaluations without a better validation loss. Returns the step times."""
+    steps, device = result.steps, next(result.model.parameters()).device
+    times, best, since_best = [], float("inf"), 0
+    # disable=None: a progress bar only on a terminal
+    bar = tqdm(range(1, steps + 1), disable=None if progress else True, leave=False, desc="train")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        times.append(_timed(one_step, step, device, result))
+        if step % eval_every == 0 or step == steps:
+            row = evaluation(step)
+            result.history.append(row)
+            bar.set_postfix(val=f"{row['val_loss']:.3f}")
+            improved = row["val_loss"] < best
+            best, since_best = (row["val_loss"], 0) if improved else (best, since_best + 1)
+            if patience is not None and since_best >= patience:
+                result.steps = step  # stopped early: the validation loss no longer improves
+                break
+    return times
 
 
 def train(
@@ -160,107 +276,42 @@ def train(
 ) -> TrainResult:
     """The book's one training loop: ``steps`` AdamW steps of ``model(x, y) -> (output, loss)``.
 
-    ``model``: a module, or a function of no arguments that builds one (called after seeding, so the
-    initialisation is reproducible from ``seed``); ``get_batch(split, generator)`` returns (x, y) on the
-    model's device for split 'train' or 'val'; train and validation loss are evaluated every
-    ``eval_every`` steps and at the end, on a generator of their own (seed + 1). The learning rate follows
-    :func:`learning_rate` (warm-up, then constant or cosine to ``min_lr``); with ``patience`` the run stops
-    once the validation loss has not improved for that many evaluations; ``val_loss_fn(model) -> float``
-    replaces the random validation batches (chapter 8 scores the whole split with :func:`split_loss`). Returns a :class:`TrainResult`
+    ``model``: a module, or a function of no arguments that builds one (called after seeding, so
+    the initialisation is reproducible from ``seed``); ``get_batch(split, generator)`` returns
+    (x, y) on the model's device for split 'train' or 'val'. Train and validation loss are
+    evaluated every ``eval_every`` steps and at the end, on a generator of their own (seed + 1).
+    The learning rate follows :func:`learning_rate` (warm-up, then constant or cosine to
+    ``min_lr``); with ``patience`` the run stops once the validation loss has not improved for
+    that many evaluations; ``val_loss_fn(model) -> float`` replaces the random validation batches
+    (chapter 8 scores the whole split with :func:`split_loss`). Returns a :class:`TrainResult`
     (history, best validation loss, time per step, peak memory, parameters, wall time, the model).
     """
-    check_positive_int("steps", steps)
-    check_positive_int("eval_every", eval_every)
-    check_positive_int("eval_batches", eval_batches)
-    check_positive_float("lr", lr)
-    check_nonnegative_int("warmup_steps", warmup_steps)
-    if min_lr is not None and not 0 <= min_lr <= lr:
-        raise ValueError(f"min_lr must lie in [0, lr={lr}], got {min_lr}")
-    if patience is not None:
-        check_positive_int("patience", patience)
+    settings = _schedule(
+        steps, lr, weight_decay, eval_every, warmup_steps, min_lr, patience, eval_batches, grad_clip
+    )
     start = time.perf_counter()
     gen = set_seed(seed)
-    if not isinstance(model, torch.nn.Module):
-        if not callable(model):
-            raise TypeError(
-                f"model must be a torch.nn.Module or a function building one, got {type(model).__name__}"
-            )
-        model = model()
+    model = _built(model)
     eval_gen = torch.Generator().manual_seed(seed + 1)
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    config = getattr(model, "config", None)
-    settings = {
-        "steps": steps,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "eval_every": eval_every,
-        "warmup_steps": warmup_steps,
-        "min_lr": min_lr,
-        "patience": patience,
-        "eval_batches": eval_batches,
-        "grad_clip": grad_clip,
-    }
-    result = TrainResult(
-        seed=seed,
-        steps=steps,
-        device=describe_device(device),
-        model=model,
-        params=sum(p.numel() for p in model.parameters()),
-        config={**(asdict(config) if dataclasses.is_dataclass(config) else {}), "train": settings},
-    )
+    result = _new_result(model, seed, steps, settings)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    one_step = _step_fn(model, opt, get_batch, gen, grad_clip)
     model.train()
-    bar = tqdm(
-        range(1, steps + 1), disable=None if progress else True, leave=False, desc="train"
-    )  # None: only on a terminal
-
-    def one_step():
-        x, y = get_batch("train", gen)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-
-    best, since_best = float("inf"), 0
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup_steps, min_lr)
-        sync(device)
-        t0 = time.perf_counter()
-        if step == 1 and device.type == "cpu":
-            result.peak_memory_bytes = peak_memory_bytes(
-                one_step, device=device
-            )  # not timed: see below
-        else:
-            one_step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        if step % eval_every == 0 or step == steps:
-            row = {
-                "step": step,
-                "train_loss": evaluate(model, get_batch, "train", eval_batches, eval_gen),
-                "val_loss": (
-                    evaluate(model, get_batch, "val", eval_batches, eval_gen)
-                    if val_loss_fn is None
-                    else float(val_loss_fn(model))
-                ),
-            }
-            result.history.append(row)
-            bar.set_postfix(val=f"{row['val_loss']:.3f}")
-            best, since_best = (
-                (row["val_loss"], 0) if row["val_loss"] < best else (best, since_best + 1)
-            )
-            if patience is not None and since_best >= patience:
-                result.steps = step  # stopped early: the validation loss no longer improves
-                break
-    result.time_per_iter_s = float(
-        np.median(times[1:] if len(times) > 1 else times)
-    )  # step 1 warms up
+    times = _loop(
+        result,
+        opt,
+        one_step,
+        lambda step: learning_rate(step, steps, lr, warmup_steps, min_lr),
+        lambda step: _evaluation(model, get_batch, step, eval_batches, eval_gen, val_loss_fn),
+        eval_every=eval_every,
+        patience=patience,
+        progress=progress,
+    )
+    # step 1 warms up (and on CPU runs under the profiler): the median skips it
+    result.time_per_iter_s = float(np.median(times[1:] if len(times) > 1 else times))
     if device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
     result.train_s = time.perf_counter() - start

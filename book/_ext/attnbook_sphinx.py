@@ -1,4 +1,5 @@
-"""Small additions to the Jupyter Book 1.x site (loaded through `sphinx.local_extensions` in _config.yml).
+"""Small additions to the Jupyter Book 1.x site (loaded through `sphinx.local_extensions` in
+_config.yml).
 
 * Each script is emitted once per page. With Sphinx 7.4, sphinx-thebe's inline configuration
   script (`const THEBE_JS_URL = ...`) and sphinx-togglebutton's are registered twice (once with
@@ -9,6 +10,8 @@
 * Provenance in every page's footer: the build date (UTC) and the commit, linked to the repository
   of `_config.yml`.
 * The shared device note (an admonition with class `attnbook-device`) is folded into a dropdown.
+* The execution table's status marks are text (✓ and ✗, in DejaVu Sans and most text fonts), not
+  emoji, which render as empty boxes where no emoji font is installed.
 * One search box: the theme's sidebar field (pydata-sphinx-theme would add a second one to the
   header, since sphinx-book-theme leaves `navbar_persistent` unset).
 * The bibliography uses author-year labels (the style `attnbook`: "Vaswani et al., 2017"), one
@@ -56,7 +59,8 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
 
 # ----------------------------------------------------------------------------- download .ipynb
 def readable_download(app, pagename, templatename, context, doctree):
-    """Replace `_sources/<page>.ipynb` (copied by the theme's launch buttons) with the readable copy."""
+    """Replace `_sources/<page>.ipynb` (copied by the theme's launch buttons) with the readable
+    copy."""
     if not context.get("ipynb_source"):
         return
     source = Path(app.srcdir) / f"{pagename}.md"
@@ -113,7 +117,8 @@ def add_provenance(app, config):
     else:
         made = "a copy outside git (no commit)"
     line = (
-        f'<p class="attnbook-provenance">Built on <span class="attnbook-build-date">{date}</span> from '
+        f'<p class="attnbook-provenance">Built on <span class="attnbook-build-date">{date}</span> '
+        "from "
         f'{made} of <a href="{url}">{url.split("://", 1)[-1]}</a>.</p>'
     )
     options = config.html_theme_options
@@ -131,6 +136,20 @@ def fold_device_note(app, doctree):
             node["classes"].append("dropdown")
 
 
+# ----------------------------------------------------------------------------- status marks
+STATUS_MARKS = {"\u2705": "\u2713", "\u274c": "\u2717"}  # ✅ -> ✓, ❌ -> ✗
+
+
+def text_status_marks(app, doctree, docname):
+    """myst-nb's execution table marks runs with emoji; write them as text marks."""
+    for node in list(doctree.findall(nodes.Text)):
+        text = str(node)
+        if any(mark in text for mark in STATUS_MARKS):
+            for emoji, mark in STATUS_MARKS.items():
+                text = text.replace(emoji, mark)
+            node.parent.replace(node, nodes.Text(text))
+
+
 # ----------------------------------------------------------------------------- bibliography
 def _register_bibliography_style():
     from pybtex.plugin import register_plugin
@@ -139,11 +158,12 @@ def _register_bibliography_style():
     from pybtex.style.template import optional, sentence
 
     class AuthorYearLabels(BaseLabelStyle):
-        """ "Vaswani et al., 2017"; a, b, ... after the year where two entries would share a label."""
+        """ "Vaswani et al., 2017"; a, b, ... after the year where two entries would share a
+        label."""
 
         def format_labels(self, sorted_entries):
             sorted_entries = list(sorted_entries)
-            labels = ["%s, %s" % colab.author_year(e) for e in sorted_entries]
+            labels = ["{}, {}".format(*colab.author_year(e)) for e in sorted_entries]
             counts, seen = Counter(labels), Counter()
             for label in labels:
                 if counts[label] > 1:
@@ -180,7 +200,8 @@ def typeset_math_in_citations(app, doctree, docname):
                 if part
             ]
             text.parent.replace(text, new)
-            # the page must load MathJax: Sphinx decided that when it read the page, before the bibliography
+            # the page must load MathJax: Sphinx decided that when it read the page, before the
+            # bibliography
             app.env.get_domain("math").data["has_equations"][docname] = True
 
 
@@ -191,6 +212,7 @@ def setup(app):
     app.connect("config-inited", one_search_box)
     app.connect("doctree-read", fold_device_note)
     app.connect("doctree-resolved", typeset_math_in_citations)
+    app.connect("doctree-resolved", text_status_marks)
     app.connect(
         "html-page-context", readable_download, priority=600
     )  # after the theme's copy (501)

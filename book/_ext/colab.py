@@ -6,7 +6,8 @@ copies the MyST-only syntax reads as plain notebook Markdown:
 
 * ``{include}`` fragments are inlined (an admonition becomes a collapsed ``<details>``);
 * each ``{exercise}`` is a headed section, its solution a collapsed ``<details>``; a solution's code
-  cells still run, their source collapsed (a ``#@title`` form in Colab, ``source_hidden`` in Jupyter);
+  cells still run, their source collapsed (a ``#@title`` form in Colab, ``source_hidden`` in
+  Jupyter);
 * ``{cite}`` becomes author-year text linked to the paper, ``{ref}``/``{doc}`` links to the
   published page, ``{literalinclude}`` the real function's source, ``{glue:text}`` the glued name;
 * Jupyter Book's cell tags (``remove-cell``, ``hide-input``...) become Jupyter's collapsed-source
@@ -205,7 +206,8 @@ def _rewrite_roles(text: str, root: Path, docname: str) -> str:
 
 
 _FENCE = re.compile(
-    r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$\n?",
+    r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ "
+    r"\t]*$\n?",
     flags=re.S | re.M,
 )
 
@@ -231,11 +233,39 @@ def _pyobject(path: Path, name: str) -> str:
 
 
 class _State:
-    """Where a solution opened in one cell closes in a later one."""
+    """Where a solution opened in one cell closes in a later one, and the next exercise's number."""
 
-    def __init__(self):
+    def __init__(self, chapter: int | None = None, exercises_before: int = 0):
         self.in_solution = False
         self.parts = 0  # <details> blocks written for the open solution
+        self.chapter = chapter
+        self.exercise = exercises_before  # exercises of the chapter's earlier pages
+
+    def next_exercise(self) -> str:
+        """ "4.3": the number the site gives the next exercise (chapter, then its place in the
+        chapter's pages in book order), or "" outside a numbered chapter."""
+        self.exercise += 1
+        return "" if self.chapter is None else f"{self.chapter}.{self.exercise}"
+
+
+_EXERCISE = re.compile(r"^```\{exercise\}", flags=re.M)
+
+
+def exercise_numbering(path: Path, root: Path = ROOT) -> tuple[int | None, int]:
+    """(chapter, exercises on the chapter's pages before ``path``) for a section ``notebooks/NN*``:
+    the site numbers exercises per chapter, across the chapter page and its sections in order."""
+    match = re.match(r"(\d\d)", path.name)
+    if match is None:
+        return None, 0
+    chapter = int(match.group(1))
+    pages = sorted((root / "book").glob(f"ch{match.group(1)}_*.md")) + sources(root)
+    pages = [p for p in pages if p.parent.name == "book" or p.name.startswith(match.group(1))]
+    before = 0
+    for page in pages:
+        if page.resolve() == Path(path).resolve():
+            break
+        before += len(_EXERCISE.findall(page.read_text(encoding="utf-8")))
+    return chapter, before
 
 
 def _details(summary: str, body: str) -> str:
@@ -265,11 +295,9 @@ def _rewrite_markdown(text: str, root: Path, path: Path, state: _State) -> str:
             caption = f"*{options['caption']}*\n\n" if options.get("caption") else ""
             return f"{caption}```{options.get('language', 'python')}\n{code}\n```\n"
         if name == "exercise":
-            return (
-                f"### Exercise: {arg}\n\n{_convert_blocks(body)}\n"
-                if arg
-                else f"### Exercise\n\n{_convert_blocks(body)}\n"
-            )
+            number = state.next_exercise()
+            heading = f"Exercise {number}".rstrip() + (f" ({arg})" if arg else "")
+            return f"### {heading}\n\n{_convert_blocks(body)}\n"
         if name == "solution":
             return _details("Solution", _convert_blocks(body)) + "\n"
         if name == "solution-start":
@@ -349,7 +377,7 @@ def convert(path: Path, root: Path = ROOT):
     path = Path(path).resolve()
     docname = path.relative_to(root).with_suffix("").as_posix()
     source = jupytext.read(path)
-    state, cells, setup_done = _State(), [], False
+    state, cells, setup_done = _State(*exercise_numbering(path, root)), [], False
     for cell in source.cells:
         if cell.cell_type == "markdown":
             text = _rewrite_markdown(cell.source, root, path, state)

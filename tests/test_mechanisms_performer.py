@@ -1,4 +1,5 @@
-"""Chapter 4: Performer FAVOR+ — torch against the NumPy reference, the random features, bad input."""
+"""Chapter 4: Performer FAVOR+ — torch against the NumPy reference, the random features, bad
+input."""
 
 import numpy as np
 import pytest

@@ -258,7 +258,8 @@ def test_strided_two_pass_skips_most_tiles():
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 40), w=st.integers(1, 12), bs=st.integers(1, 9), causal=st.booleans())
 def test_flex_mask_mod_is_the_same_mask(n, w, causal, bs):
-    """FlexAttention's mask_mod of each pattern, evaluated on every (i, j), is the pattern's mask."""
+    """FlexAttention's mask_mod of each pattern, evaluated on every (i, j), is the pattern's
+    mask."""
     i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
     for pattern, expected in _patterns(n, w, causal, bs):
         got = sparse.flex_mask_mod(pattern, n)(0, 0, i, j).expand(n, n).numpy()
@@ -268,7 +269,8 @@ def test_flex_mask_mod_is_the_same_mask(n, w, causal, bs):
 @pytest.mark.parametrize("n", [17, 130])
 @pytest.mark.parametrize("causal", [False, True])
 def test_flex_attention_matches_numpy_reference(n, causal):
-    """The same four masks run by FlexAttention (eager) agree with dense attention under the mask."""
+    """The same four masks run by FlexAttention (eager) agree with dense attention under the
+    mask."""
     q, k, v = (
         torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3)
     )
@@ -280,7 +282,7 @@ def test_flex_attention_matches_numpy_reference(n, causal):
 
 def test_flex_bad_input():
     q = torch.randn(1, 1, 8, 4)
-    with pytest.raises(ValueError, match="as many keys and values as queries"):
+    with pytest.raises(ValueError, match="a sparse pattern needs as many queries as keys"):
         sparse.flex_sparse_attention(
             q, torch.randn(1, 1, 9, 4), torch.randn(1, 1, 9, 4), sparse.SlidingWindow(window=2)
         )

@@ -1,4 +1,5 @@
-"""Chapter 4: FlashAttention (NumPy and torch) against exact attention, its IO and FLOP counts, SDPA."""
+"""Chapter 4: FlashAttention (NumPy and torch) against exact attention, its IO and FLOP counts,
+SDPA."""
 
 import numpy as np
 import pytest

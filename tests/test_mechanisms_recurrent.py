@@ -12,11 +12,12 @@ from attnbook.checks import rel_error
 from attnbook.mechanisms import recurrent
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 8), (1, 4, 64, 16), (2, 2, 130, 32)]
-METHODS = {  # name -> (numpy parallel, numpy recurrent, torch chunked, torch parallel, step, option name, value)
+# name -> (numpy parallel, numpy recurrent, torch chunked, torch parallel, step, option name, value)
+METHODS = {
     "retention": (
         recurrent.retention_numpy,
         recurrent.retention_recurrent_numpy,
-        recurrent.retention,
+        recurrent.retention_attention,
         recurrent.retention_parallel,
         recurrent.retention_step,
         "gamma",
@@ -25,7 +26,7 @@ METHODS = {  # name -> (numpy parallel, numpy recurrent, torch chunked, torch pa
     "selective_scan": (
         recurrent.selective_scan_numpy,
         recurrent.selective_scan_recurrent_numpy,
-        recurrent.selective_scan,
+        recurrent.selective_scan_attention,
         recurrent.selective_scan_parallel,
         recurrent.selective_scan_step,
         "seed",
@@ -81,7 +82,7 @@ def test_float32_recurrent_equals_chunked_to_rounding(method):
 
 def test_retention_two_tokens_by_hand():
     q, k, v = random_qkv((1, 1, 2, 3), 1)
-    out = recurrent.retention(q, k, v, gamma=0.5)[0, 0]
+    out = recurrent.retention_attention(q, k, v, gamma=0.5)[0, 0]
     q0, q1, k0, k1, v0, v1 = q[0, 0, 0], q[0, 0, 1], k[0, 0, 0], k[0, 0, 1], v[0, 0, 0], v[0, 0, 1]
     s = 3**-0.5
     torch.testing.assert_close(out[0], s * (q0 @ k0) * v0)
@@ -93,10 +94,10 @@ def test_default_gammas_are_retnets_multiscale_heads():
     q, k, v = random_qkv((1, 3, 10, 4), 2)
     for h, gamma in enumerate(recurrent.retention_gammas(3)):
         torch.testing.assert_close(
-            recurrent.retention(q, k, v)[:, h],
-            recurrent.retention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], gamma=gamma)[
-                :, 0
-            ],
+            recurrent.retention_attention(q, k, v)[:, h],
+            recurrent.retention_attention(
+                q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], gamma=gamma
+            )[:, 0],
         )
 
 
@@ -180,7 +181,11 @@ def test_decoding_state_does_not_grow_with_context(method):
             ValueError,
             "seed",
         ),
-        (lambda q: recurrent.retention(q, q[:, :, :3], q[:, :, :3]), ValueError, "queries"),
+        (
+            lambda q: recurrent.retention_attention(q, q[:, :, :3], q[:, :, :3]),
+            ValueError,
+            "queries",
+        ),
         (
             lambda q: recurrent.selective_scan_numpy(*(q.numpy(),) * 3, causal=False),
             ValueError,

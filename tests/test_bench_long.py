@@ -1,4 +1,5 @@
-"""Chapter 4: the "long" benchmark suite: row schema, refusal of wrong exact forms, slopes, crossovers."""
+"""Chapter 4: the "long" benchmark suite: row schema, refusal of wrong exact forms, slopes,
+crossovers."""
 
 import importlib
 import warnings

@@ -22,7 +22,7 @@ def test_registered_method_matches_numpy_reference(shape, device):
     rank = max(1, shape[2] // 2)
     ref = linformer.linformer_numpy(*to_numpy(q, k, v), rank=rank, seed=5)
     out = attnbook.attention(
-        q.to(device), k.to(device), v.to(device), method="linformer", k=rank, seed=5
+        q.to(device), k.to(device), v.to(device), method="linformer", rank=rank, seed=5
     )
     assert out.device.type == device.type and out.shape == shape
     assert rel_error(out, ref) < 1e-5
@@ -90,23 +90,23 @@ def test_gradcheck_float64():
 
 def test_registry_lists_linformer_with_its_options():
     info = attnbook.method_info("linformer")
-    assert not info.exact and set(info.options) == {"k", "seed"}
+    assert not info.exact and set(info.options) == {"rank", "seed"}
 
 
 @pytest.mark.parametrize(
     "call, error, word",
     [
         (
-            lambda q: attnbook.attention(q, q, q, method="linformer", causal=True, k=2),
+            lambda q: attnbook.attention(q, q, q, method="linformer", causal=True, rank=2),
             ValueError,
             "causal",
         ),
-        (lambda q: attnbook.attention(q, q, q, method="linformer", k=7), ValueError, "k"),
-        (lambda q: attnbook.attention(q, q, q, method="linformer", k=0), ValueError, "k"),
-        (lambda q: attnbook.attention(q, q, q, method="linformer", k=-2), ValueError, "k"),
-        (lambda q: attnbook.attention(q, q, q, method="linformer", k=2.0), TypeError, "k"),
+        (lambda q: attnbook.attention(q, q, q, method="linformer", rank=7), ValueError, "rank"),
+        (lambda q: attnbook.attention(q, q, q, method="linformer", rank=0), ValueError, "rank"),
+        (lambda q: attnbook.attention(q, q, q, method="linformer", rank=-2), ValueError, "rank"),
+        (lambda q: attnbook.attention(q, q, q, method="linformer", rank=2.0), TypeError, "rank"),
         (
-            lambda q: attnbook.attention(q, q, q, method="linformer", k=2, seed=-1),
+            lambda q: attnbook.attention(q, q, q, method="linformer", rank=2, seed=-1),
             ValueError,
             "seed",
         ),
@@ -115,7 +115,7 @@ def test_registry_lists_linformer_with_its_options():
             ValueError,
             "causal",
         ),
-        (lambda q: linformer.linformer_numpy(*(q.numpy(),) * 3, rank=9), ValueError, "k"),
+        (lambda q: linformer.linformer_numpy(*(q.numpy(),) * 3, rank=9), ValueError, "rank"),
         (lambda q: linformer.projections(0, 1), ValueError, "n"),
     ],
     ids=[

@@ -1,4 +1,5 @@
-"""Chapter 4: linear attention (φ = elu + 1) — quadratic, prefix-sum, chunked and recurrent forms agree."""
+"""Chapter 4: linear attention (φ = elu + 1) — quadratic, prefix-sum, chunked and recurrent forms
+agree."""
 
 import numpy as np
 import pytest

@@ -1,0 +1,140 @@
+"""Suite "api" (chapter 4): what the public API costs on top of the functions it wraps.
+
+For B = 1, H = 4, D = 64 and each of ``flash``, ``sdpa``, ``linear`` and ``performer``: the minimum
+time of ``attnbook.attention(q, k, v, method=...)`` and of the mechanism's own function on the same
+tensors, the two interleaved call by call so both see the same machine (n = 1,024 .. 4,096, causal
+and not), and the peak memory of each (n = 1,024 .. 16,384, causal). Then per-token decoding:
+``attnbook.decode`` against the bare loop of the method's ``step`` (every method with a step). The
+targets (chapter 4, issue 23): time ≤ 1.05x and peak memory ≤ 1.1x through the API, decoding
+≤ 1.1x; ``tests/test_stored_targets.py`` asserts them on the stored file.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attnbook.bench import sweep
+from attnbook.bench.flash import interleaved_min
+from attnbook.checks import checked, inputs_validated
+from attnbook.measure import peak_memory_bytes
+from attnbook.registry import attention, decode, method_info, methods
+
+__all__ = ["SHAPE", "METHODS", "TIME_RATIO", "MEMORY_RATIO", "DECODE_RATIO", "run"]
+
+SHAPE = {"batch": 1, "heads": 4, "head_dim": 64}
+#: the methods whose public call is compared with the bare function
+METHODS = ("flash", "sdpa", "linear", "performer")
+TIME_RATIO, MEMORY_RATIO, DECODE_RATIO = 1.05, 1.1, 1.1
+
+
+def _inputs(n: int, device, heads: int = SHAPE["heads"]):
+    g = torch.Generator().manual_seed(n)
+    B, D = SHAPE["batch"], SHAPE["head_dim"]
+    return [torch.randn(B, heads, n, D, generator=g).to(device) for _ in range(3)]
+
+
+def _pair(method: str, q, k, v, causal: bool) -> dict:
+    """The public call and the bare function of ``method`` on the same tensors."""
+    fn = method_info(method).fn
+    return {
+        "api": lambda: attention(q, k, v, method=method, causal=causal),
+        "direct": lambda: fn(q, k, v, causal=causal),
+    }
+
+
+def _time_rows(device, ns, repeats) -> list[dict]:
+    rows = []
+    for n in sweep(ns, "api time"):
+        q, k, v = _inputs(n, device)
+        for method in METHODS:
+            for causal in (False, True):
+                fns = _pair(method, q, k, v, causal)
+                checked(f"{method} api n={n}", fns["api"](), fns["direct"](), rtol=0, atol=0)
+                best = interleaved_min(fns, repeats, device)
+                rows.append(
+                    {
+                        "part": "time",
+                        "method": method,
+                        "n": n,
+                        "causal": causal,
+                        "api_min_s": best["api"],
+                        "direct_min_s": best["direct"],
+                        "ratio": best["api"] / best["direct"],
+                        **SHAPE,
+                    }
+                )
+    return rows
+
+
+def _memory_rows(device, ns) -> list[dict]:
+    rows = []
+    for n in sweep(ns, "api memory"):
+        q, k, v = _inputs(n, device)
+        for method in METHODS:
+            peaks = {
+                form: int(peak_memory_bytes(fn, device=device))
+                for form, fn in _pair(method, q, k, v, True).items()
+            }
+            rows.append(
+                {
+                    "part": "memory",
+                    "method": method,
+                    "n": n,
+                    "causal": True,
+                    "api_peak_bytes": peaks["api"],
+                    "direct_peak_bytes": peaks["direct"],
+                    "ratio": peaks["api"] / peaks["direct"],
+                    **SHAPE,
+                }
+            )
+    return rows
+
+
+def _bare_decode(step, q, k, v):
+    """The step loop with nothing around it (no checks of shapes or values)."""
+    state, outs = None, []
+    with inputs_validated():
+        for t in range(q.shape[2]):
+            state, o = step(state, q[:, :, t], k[:, :, t], v[:, :, t])
+            outs.append(o)
+    return torch.stack(outs, dim=2)
+
+
+def _decode_rows(device, n, repeats) -> list[dict]:
+    rows = []
+    q, k, v = _inputs(n, device)
+    for method in methods(device=device):
+        step = method_info(method).step
+        if step is None:
+            continue
+        fns = {
+            "api": lambda m=method: decode(m, q, k, v),
+            "direct": lambda s=step: _bare_decode(s, q, k, v),
+        }
+        checked(f"{method} decode", fns["api"](), fns["direct"](), rtol=0, atol=0)
+        best = interleaved_min(fns, repeats, device)
+        rows.append(
+            {
+                "part": "decode",
+                "method": method,
+                "n": n,
+                "causal": True,
+                "api_min_s": best["api"],
+                "direct_min_s": best["direct"],
+                "ratio": best["api"] / best["direct"],
+                **SHAPE,
+            }
+        )
+    return rows
+
+
+def run(device: torch.device, quick: bool) -> list[dict]:
+    time_ns = (256, 512) if quick else (1024, 2048, 4096)
+    memory_ns = (256, 1024) if quick else (1024, 4096, 16384)
+    repeats = 3 if quick else 21
+    with torch.no_grad():
+        return (
+            _time_rows(device, time_ns, repeats)
+            + _memory_rows(device, memory_ns)
+            + _decode_rows(device, 64 if quick else 256, repeats)
+        )
