@@ -205,7 +205,7 @@ def decode_costs(device, quick: bool, order: int = 2, tokens: int = 10, lengths=
         for L in sweep(lengths, "decode"):
             q, k, v = random_qkv(L + tokens, DECODE_SHAPE, device, seed=1)
             for form, fn, state_bytes in _decode_forms(q, k, v, L, tokens, order):
-                t = time_fn(fn, warmup=1, repeats=5 if quick else 9, device=device)
+                t = time_fn(fn, warmup=2, repeats=15 if quick else 25, device=device)
                 rows.append(
                     {
                         "part": "decode",
