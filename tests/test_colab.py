@@ -193,7 +193,7 @@ def test_converter_rewrites_roles_and_solutions(tmp_path):
         and f"[the other page]({site}book/other.html)" in md
     )
     assert "`value`" in md and "def glue(name, value" in code[1].source
-    assert "### Exercise: Try it\n\nDo it." in md
+    assert "### Exercise 1.1 (Try it)\n\nDo it." in md  # numbered as the site numbers it
     assert (
         "<summary>Solution</summary>\n\nFirst." in md
         and "<summary>Solution (continued)</summary>\n\nSecond." in md
