@@ -85,7 +85,9 @@ def test_api_costs_nothing_measurable():
             assert r["ratio"] <= bound, (part, r)
     for method in ("flash", "sdpa"):
         for causal in (False, True):
-            ratios = [r["ratio"] for r in time_rows if (r["method"], r["causal"]) == (method, causal)]
+            ratios = [
+                r["ratio"] for r in time_rows if (r["method"], r["causal"]) == (method, causal)
+            ]
             assert np.exp(np.mean(np.log(ratios))) <= api.TIME_RATIO, (method, causal, ratios)
 
 

@@ -229,7 +229,7 @@ def linear_attention(
     on [V, 1], whose last column is the normaliser. Chapter 4.
     """
     chunk_size = check_positive_int("chunk_size", chunk_size)
-    if causal:  # features made group by group inside the chunked form: a working set that stays small
+    if causal:  # features made group by group inside the chunked form: a small working set
         return feature_attention(
             q, k, v, True, chunk_size, feature_q=elu_feature, feature_k=elu_feature
         )
