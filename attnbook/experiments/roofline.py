@@ -208,13 +208,15 @@ def state_numbers(state) -> tuple[int, int]:
 
     A KV cache (``mechanisms.dense.KVCache``, K and V: (B, H, t, d_k)) is read whole and grows by
     one key and one value: (2·B·H·t·d_k, 2·B·H·d_k). Any other state (a tuple of tensors of fixed
-    size: linear, recurrent, element-wise) is read and written whole. Chapter 4, The roofline,
-    measured.
+    size: linear, recurrent, element-wise; an integer position beside them is not counted) is read
+    and written whole. Chapter 4, The roofline, measured.
     """
     from attnbook.mechanisms.dense import KVCache
 
-    tensors = list(state) if isinstance(state, tuple) else None
-    if not tensors or not all(isinstance(x, torch.Tensor) for x in tensors):
+    fields = list(state) if isinstance(state, tuple) else []
+    tensors = [x for x in fields if isinstance(x, torch.Tensor)]
+    # a state may carry an integer position beside its tensors (the delta rule's, GLA's)
+    if not tensors or not all(isinstance(x, (torch.Tensor, int)) for x in fields):
         raise TypeError(
             f"state must be a decoding state (a tuple of tensors, e.g. KVCache), "
             f"got {type(state).__name__}"
