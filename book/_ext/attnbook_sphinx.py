@@ -61,8 +61,8 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
 def readable_download(app, pagename, templatename, context, doctree):
     """Replace `_sources/<page>.ipynb` (copied by the theme's launch buttons) with the readable
     copy."""
-    if not context.get("ipynb_source"):
-        return
+    if not context.get("ipynb_source") or not pagename.startswith("notebooks/"):
+        return  # the sections have readable copies; a back-matter page (results gallery) has none
     source = Path(app.srcdir) / f"{pagename}.md"
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     if not source.is_file() or not target.is_file():
