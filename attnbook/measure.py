@@ -251,8 +251,8 @@ def describe_device(device=None) -> str:
 
 def _git_commit() -> str:
     """Short hash of HEAD, with ``+dirty`` when tracked files differ from it (the code measured is
-    then
-    not exactly that commit); "unknown" outside a git checkout."""
+    then not exactly that commit). Outside a git checkout (a copy of one sent to another machine)
+    it is ``$ATTNBOOK_COMMIT`` with ``+copy`` (what the copy was made from), else "unknown"."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
@@ -270,10 +270,11 @@ def _git_commit() -> str:
             timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
+        out = None
+    commit = out.stdout.strip() if out is not None and out.returncode == 0 else ""
     if not commit:
-        return "unknown"
+        copied = os.environ.get("ATTNBOOK_COMMIT", "").strip()
+        return f"{copied}+copy" if copied else "unknown"
     return commit + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 

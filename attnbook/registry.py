@@ -586,7 +586,7 @@ SUITES: dict[str, Suite] = {
             "08",
             "generative function vs attention: nanoGPT's shakespeare_char recipe; cost vs n",
             gpu_quick=False,
-            gpu_allowance_s=200,
+            gpu_allowance_s=330,
             gpu_note="full: nanoGPT's recipe (5,000 iterations), dense and both generative mixers "
             "in parallel processes on the one GPU",
         ),
