@@ -5,8 +5,9 @@ the labelled ``attnbook/results/NAME-cuda.json``), in a process of its own, at t
 :class:`~attnbook.registry.Suite` record names (``gpu_quick``), and is stopped when it passes its
 time allowance (``gpu_allowance_s``), the suites with the smallest allowances first so that
 a long suite stopped at its allowance holds back none of the others. The allowances add up to at
-most :data:`BUDGET_S` (13 minutes), so the edition finishes within its budget on any GPU by construction; on one
-H100/H200-class GPU every suite is expected to finish well inside its allowance. A suite that is
+most :data:`BUDGET_S` (13 minutes), so the edition finishes within its budget on any GPU by
+construction; on one H100/H200-class GPU every suite is expected to finish well inside its
+allowance. A suite that is
 stopped writes nothing (``run_suite`` writes only a finished run) and is reported as such.
 """
 
