@@ -42,7 +42,8 @@ def test_choose_lr_takes_the_best_accuracy_then_the_lower_loss():
         {"method": "a", "num_pairs": 4, "lr": 1e-2, "accuracy": 0.9, "val_loss": 1.5},
         {"method": "a", "num_pairs": 8, "lr": 1e-3, "accuracy": 0.2, "val_loss": 3.0},
     ]
-    assert choose_lr(rows) == {("a", 4): 1e-2, ("a", 8): 1e-3}
+    assert choose_lr(rows) == {"a": 1e-2}
+    assert choose_lr(rows[3:]) == {"a": 1e-3}
 
 
 def test_suite_rows_do_not_depend_on_the_workers(monkeypatch):
@@ -62,11 +63,16 @@ def test_suite_rows_do_not_depend_on_the_workers(monkeypatch):
     assert [{k: v for k, v in r.items() if k not in drop} for r in serial] == [
         {k: v for k, v in r.items() if k not in drop} for r in parallel
     ]
-    assert len(serial) == 2 * 2 * 2 + 2 * 2  # the search, then one more seed per point
-    chosen = {(r["method"], r["num_pairs"]): r["lr"] for r in serial if r["phase"] == "seeds"}
+    # the search (2 models x 2 rates at P = 2), then the 3 other (P, seed) per model
+    assert len(serial) == 2 * 2 + 2 * 3
+    chosen = {r["method"]: r["lr"] for r in serial if r["phase"] == "seeds"}
     for r in serial:
         assert {"lr", "d_k", "heads", "vocab_size"} <= set(r) and r["d_k"] == 16 // r["heads"]
         if r["phase"] == "lr-search":
-            assert r["chosen"] == (r["lr"] == chosen[(r["method"], r["num_pairs"])])
+            assert r["num_pairs"] == 2 and r["seed"] == 0
+            assert r["chosen"] == (r["lr"] == chosen[r["method"]])
+    result = [(r["method"], r["num_pairs"], r["seed"]) for r in serial if r["chosen"]]
+    points = [(m, p, s) for m in tiny["models"] for p in (1, 2) for s in (0, 1)]
+    assert sorted(result) == sorted(points)
     hybrid = [r for r in serial if r["method"] == "hybrid"]
     assert all(r["layer_mixers"] == ["dense", "gated_delta_layer"] for r in hybrid)

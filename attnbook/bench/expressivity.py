@@ -6,9 +6,10 @@ most r = d_k pairs exactly, so the pairs P run from below r to at least 2·r (:d
 d_k = d_model / n_head = 8). The vocabulary (:data:`BUDGET`) has more key ids than any P needs and
 more than d_k, so keys can be told apart. Every model (:data:`MODELS`: one-layer mixers, the 2-layer
 dense model and the 2-layer hybrid of one dense and one Gated DeltaNet layer) gets its own learning
-rate: each (model, P) is trained at every rate of :data:`LR_GRID` on seed 0 (``phase``
-"lr-search"), the rate with the best accuracy is kept (``chosen``), and seeds 1 and 2 are trained at
-that rate (``phase`` "seeds"). The rows with ``chosen`` True are the result: 3 seeds per point.
+rate: each model is trained at every rate of :data:`LR_GRID` on seed 0 at the largest P, where
+recall is hardest (``phase`` "lr-search"); the rate with the best accuracy is kept (``chosen``), and
+every other (P, seed) is trained at that rate (``phase`` "seeds"). The rows with ``chosen`` True are
+the result: 3 seeds per point.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ BUDGET = dict(
 )
 STEPS = 1500  #: training steps of every run of the full sweep
 PAIRS = (4, 8, 16)  #: P below, at (d_k = 8) and above the state bound, up to 2·d_k
-LR_GRID = (1e-3, 3e-3, 1e-2)  #: learning rates searched per (model, P) on seed 0
+LR_GRID = (1e-3, 3e-3, 1e-2)  #: learning rates searched per model on seed 0, at the largest P
 SEEDS = (0, 1, 2)  #: seed 0 chooses the rate; all three are trained at it
 #: label -> how the model differs from BUDGET (the mixer, and layers for the 2-layer models). The
 #: delta rule, Gated DeltaNet and GLA are trained as their layers (β and gates projected from x, q
@@ -114,10 +115,10 @@ def _one(job: dict) -> dict:
 
 
 def choose_lr(rows: list[dict]) -> dict:
-    """{(method, num_pairs): rate} from the search rows: best accuracy, ties to the lower loss."""
+    """{method: rate} from the search rows: best accuracy, ties to the lower loss."""
     best = {}
     for r in rows:
-        key = (r["method"], r["num_pairs"])
+        key = r["method"]
         score = (r["accuracy"], -r["val_loss"])
         if key not in best or score > best[key][0]:
             best[key] = (score, r["lr"])
@@ -136,27 +137,27 @@ def _map(jobs: list[dict], workers: int, device) -> list[dict]:
 
 
 def run(device, quick: bool, workers: int | None = None) -> list[dict]:
-    """The learning-rate search on the first seed, then the other seeds at the chosen rates,
-    ``workers`` runs at a time (default: one per core, at most 2)."""
+    """The learning-rate search on the first seed at the largest P, then every other (P, seed) at
+    the chosen rates, ``workers`` runs at a time (default: one per core, at most 2)."""
     plan = settings(quick)
     device = torch.device(device)
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    first, rest = plan["seeds"][0], plan["seeds"][1:]
+    first, hardest = plan["seeds"][0], max(plan["pairs"])
     search = [
-        _job(label, p, lr, first, plan["steps"], device)
+        _job(label, hardest, lr, first, plan["steps"], device)
         for label in plan["models"]
-        for p in plan["pairs"]
         for lr in plan["lrs"]
     ]
     rows = [{**r, "phase": "lr-search"} for r in _map(search, workers, device)]
     chosen = choose_lr(rows)
     for r in rows:
-        r["chosen"] = r["lr"] == chosen[(r["method"], r["num_pairs"])]
+        r["chosen"] = r["lr"] == chosen[r["method"]]
     seeds = [
-        _job(label, p, chosen[(label, p)], seed, plan["steps"], device)
+        _job(label, p, chosen[label], seed, plan["steps"], device)
         for label in plan["models"]
         for p in plan["pairs"]
-        for seed in rest
+        for seed in plan["seeds"]
+        if (p, seed) != (hardest, first)
     ]
     rows += [{**r, "phase": "seeds", "chosen": True} for r in _map(seeds, workers, device)]
     return rows
