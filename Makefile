@@ -38,7 +38,7 @@ help:
 	@echo "make test   unit tests, nbval over every notebook, the -n -W build, the browser test"
 	@echo "make colab  rewrite notebooks/*.ipynb, the readable copies Colab opens (commit them)"
 	@echo "make pdf    the whole book as one PDF, _build/html/attnbook.pdf (after make site)"
-	@echo "make gpu    the GPU edition: every suite on CUDA, results stored in attnbook/results (<= 13 min)"
+	@echo "make gpu    the GPU edition: every suite on CUDA, results stored in attnbook/results (<= 15 min)"
 	@echo "make clean  remove _build"
 
 # ---------------------------------------------------------------- environment
@@ -130,7 +130,7 @@ test: venv chromium
 	echo "== make test: all steps passed in $$(( $$(date +%s) - start )) s"
 
 # The one-command GPU edition (attnbook/bench/gpu.py): prints its plan, runs every suite on CUDA within
-# 13 minutes and stores attnbook/results/*-cuda.json; without CUDA it refuses (exit code 2).
+# 15 minutes and stores attnbook/results/*-cuda.json; without CUDA it refuses (exit code 2).
 gpu: venv
 	$(BIN)/python -m attnbook gpu
 

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --store: let a quick run replace a full one"
     )
     gpu = sub.add_parser(
-        "gpu", help="the GPU edition: every suite on CUDA, results stored (at most 13 minutes)"
+        "gpu", help="the GPU edition: every suite on CUDA, results stored (at most 15 minutes)"
     )
     gpu.add_argument(
         "--plan", action="store_true", help="print the plan and exit (runs nothing, needs no GPU)"

@@ -534,7 +534,7 @@ SUITES: dict[str, Suite] = {
             "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak "
             "memory",
             gpu_quick=False,
-            gpu_allowance_s=15,
+            gpu_allowance_s=60,
             gpu_note="full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384",
             cpu_threads=2,
         ),
@@ -545,7 +545,7 @@ SUITES: dict[str, Suite] = {
             "the public attention() and decode() against the functions they wrap, interleaved: "
             "time and peak memory",
             gpu_quick=False,
-            gpu_allowance_s=10,
+            gpu_allowance_s=60,
             gpu_note="full: attention() and decode() against the bare functions",
             cpu_threads=2,
         ),
@@ -555,7 +555,7 @@ SUITES: dict[str, Suite] = {
             "05",
             "associative recall and related tasks, every mechanism",
             gpu_quick=True,
-            gpu_allowance_s=30,
+            gpu_allowance_s=45,
             gpu_note=(
                 "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps"
             ),
@@ -576,7 +576,7 @@ SUITES: dict[str, Suite] = {
             "07",
             "element-wise attention: cost, decoding and quality",
             gpu_quick=True,
-            gpu_allowance_s=30,
+            gpu_allowance_s=45,
             gpu_note="quick: the full sweep trains every form on three tasks at 4x scale",
             cpu_threads=1,
         ),

@@ -24,7 +24,7 @@ import torch
 
 from attnbook import reference
 from attnbook.bench import sweep
-from attnbook.checks import check_bool, check_sizes, checked
+from attnbook.checks import CorrectnessError, check_bool, check_sizes, checked
 from attnbook.measure import time_fn
 
 __all__ = ["TOKENS", "WIDTH", "sizes", "shape", "kernel_flops", "run", "ratios"]
@@ -82,7 +82,19 @@ def _forms():
     }
 
 
-def _check_forward(forms, q, k, v, causal) -> dict:
+def _check_row(form: str, what: str, q, causal: bool, check) -> dict:
+    """Run ``check()`` (a :func:`checked` call returning the relative error) and record it:
+    a form that fails is not timed for this configuration."""
+    row = {"kind": "check", "form": form, "what": what, "n": q.shape[2], "head_dim": q.shape[3]}
+    row.update(causal=causal, dtype=str(q.dtype).removeprefix("torch."))
+    try:
+        row.update(passed=True, rel_error=check(), message="")
+    except CorrectnessError as err:
+        row.update(passed=False, rel_error=None, message=str(err))
+    return row
+
+
+def _check_forward(forms, q, k, v, causal) -> list[dict]:
     """Each form's output on sampled rows of batch 0, heads 0-1, against the float64 reference."""
     n = q.shape[2]
     rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).astype(int))
@@ -92,20 +104,26 @@ def _check_forward(forms, q, k, v, causal) -> dict:
     qn, kn, vn = (x[:1, :2].double().cpu().numpy() for x in (q, k, v))
     ref = reference.scaled_dot_product_attention(qn[:, :, rows], kn, vn, mask=allowed)[0]
     margin = _ATOL[q.dtype] * max(1.0, float(np.abs(ref).max()))
-    errors = {}
+    checks = []
     for name, f in forms.items():
         with torch.no_grad():
             out = f(q, k, v, causal)[:1, :2, torch.as_tensor(rows, device=q.device)]
-        errors[name] = checked(
-            f"{name} forward, n={n}, causal={causal}, {q.dtype}", out, ref, rtol=0, atol=2 * margin
+        label = f"{name} forward, n={n}, causal={causal}, {q.dtype}"
+        checks.append(
+            _check_row(
+                name,
+                "forward",
+                q,
+                causal,
+                lambda: checked(label, out, ref, rtol=0, atol=2 * margin),
+            )
         )
-    return errors
+    return checks
 
 
-def _check_backward(forms, q, k, v, causal) -> None:
-    """Gradients of batch 0, heads 0-1: Triton's error against float64 autograd at most twice
-    SDPA-flash's
-    plus a margin."""
+def _check_backward(forms, q, k, v, causal) -> list[dict]:
+    """Gradients of batch 0, heads 0-1: SDPA-flash's error against float64 autograd within four
+    margins, Triton's at most twice SDPA-flash's plus a margin (rows: one per form and gradient)."""
     q, k, v = (x[:1, :2].detach().clone().requires_grad_() for x in (q, k, v))
     do = torch.randn_like(q)
     x64 = [x.detach().double().requires_grad_() for x in (q, k, v)]
@@ -114,17 +132,23 @@ def _check_backward(forms, q, k, v, causal) -> None:
     grads = {
         name: torch.autograd.grad(f(q, k, v, causal), (q, k, v), do) for name, f in forms.items()
     }
+    checks = []
     for i, wrt in enumerate(("dq", "dk", "dv")):
         margin = _ATOL[q.dtype] * max(1.0, exact[i].abs().max().item())
         sdpa_err = (grads["sdpa_flash"][i].double() - exact[i]).abs().max().item()
-        checked(f"sdpa_flash {wrt}", grads["sdpa_flash"][i], exact[i], rtol=0, atol=4 * margin)
-        checked(
-            f"triton {wrt}, n={q.shape[2]}, causal={causal}, {q.dtype}",
-            grads["triton"][i],
-            exact[i],
-            rtol=0,
-            atol=2 * sdpa_err + margin,
-        )
+        atol = {"sdpa_flash": 4 * margin, "triton": 2 * sdpa_err + margin}
+        for name in forms:
+            label = f"{name} {wrt}, n={q.shape[2]}, causal={causal}, {q.dtype}"
+            row = _check_row(
+                name,
+                f"backward {wrt}",
+                q,
+                causal,
+                lambda: checked(label, grads[name][i], exact[i], rtol=0, atol=atol[name]),
+            )
+            max_error = (grads[name][i].double() - exact[i]).abs().max().item()
+            checks.append({**row, "max_abs_error": max_error, "allowed_abs_error": atol[name]})
+    return checks
 
 
 def _roof_rows(device, dtype_name: str) -> list[dict]:
@@ -165,9 +189,17 @@ def run(device: torch.device, quick: bool) -> list[dict]:
             q, k, v = (
                 torch.randn(B, H, n, d, device=device, dtype=dtype, generator=g) for _ in range(3)
             )
-            errors = _check_forward(forms, q, k, v, causal)
-            if i == 0:
-                _check_backward(forms, q, k, v, causal)
+            forward_checks = _check_forward(forms, q, k, v, causal)
+            if i == 0:  # the backward is checked at the smallest n of each configuration
+                backward_checks = _check_backward(forms, q, k, v, causal)
+                rows += backward_checks
+            rows += forward_checks
+            failed = {
+                (c["form"], c["what"].split()[0])
+                for c in forward_checks + backward_checks
+                if not c["passed"]
+            }
+            errors = {c["form"]: c["rel_error"] for c in forward_checks}
             do = torch.randn_like(q)
             qg, kg, vg = (x.detach().clone().requires_grad_() for x in (q, k, v))
             for name, f in forms.items():
@@ -180,6 +212,10 @@ def run(device: torch.device, quick: bool) -> list[dict]:
                     return torch.autograd.grad(f(qg, kg, vg, causal), (qg, kg, vg), do)
 
                 for direction, fn in (("forward", forward), ("forward+backward", both)):
+                    if (name, "forward") in failed or (
+                        direction != "forward" and (name, "backward") in failed
+                    ):
+                        continue  # a form that fails its check is not timed
                     t = time_fn(fn, warmup=2, repeats=repeats, device=device)
                     flops = kernel_flops(n, d, causal, direction != "forward", heads=H, batch=B)
                     rows.append(

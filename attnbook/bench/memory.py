@@ -28,6 +28,7 @@ def activation_rows(device, quick: bool) -> list[dict]:
     if not quick:
         shapes += [(1, 2048, 256, 8), (2, 4096, 256, 4), (8, 1024, 512, 8)]
     rows = []
+    rng_state = torch.device(device).type == "cuda"  # see cost.block_saved_bytes
     for b, n, d, H in sweep(shapes, "activations"):
         for mixer in ("dense", "sdpa"):
             block = (
@@ -43,7 +44,9 @@ def activation_rows(device, quick: bool) -> list[dict]:
                 "n": n,
                 "d": d,
                 "heads": H,
-                "formula_bytes": cost.block_saved_bytes(b, n, d, H, fused=mixer == "sdpa"),
+                "formula_bytes": cost.block_saved_bytes(
+                    b, n, d, H, fused=mixer == "sdpa", rng_state=rng_state and mixer == "sdpa"
+                ),
                 "saved_bytes": saved_tensor_bytes(block, x),
                 "korthikanti_16bit_bytes": cost.korthikanti_layer_bytes(n, b, d, H),
             }

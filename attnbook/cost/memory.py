@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import math
 
-from attnbook.checks import check_nonnegative_int, check_positive_int, check_sizes, exact_ints
+from attnbook.checks import (
+    check_bool,
+    check_nonnegative_int,
+    check_positive_int,
+    check_sizes,
+    exact_ints,
+)
 
 __all__ = [
     "param_bytes",
@@ -81,6 +87,7 @@ def block_saved_bytes(
     bytes_per_element: int = 4,
     fused: bool = False,
     causal: bool = True,
+    rng_state: bool = False,
 ) -> int:
     """Exact bytes autograd saves for backward in one ``attnbook.models.gpt.Block`` (no dropout).
 
@@ -90,14 +97,16 @@ def block_saved_bytes(
     four (b, n) LayerNorm statistics, two (b, n, d_ff) FFN tensors (GELU input and output),
     and for the dense mixer the (b, H, n, n) softmax output plus the (n, n) boolean causal
     mask. A fused kernel (``fused=True``, the "sdpa" mixer) keeps a (b, H, n) log-sum-exp
-    instead of the n² terms.
+    instead of the n² terms. On CUDA the fused kernel for float32 (the memory-efficient one) also
+    saves its random-number state, a seed and an offset, even without dropout: ``rng_state=True``
+    adds those two int64 (16 bytes), as measured on an H200.
     """
     check_sizes(batch=batch, n=n, d_model=d_model, heads=heads, bytes_per_element=bytes_per_element)
     d_ff = 4 * d_model if d_ff is None else check_positive_int("d_ff", d_ff)
     b, e = batch, bytes_per_element
     total = e * (8 * b * n * d_model + 4 * b * n + 2 * b * n * d_ff)
-    if fused:
-        return total + 4 * b * heads * n  # log-sum-exp is kept in float32
+    if fused:  # log-sum-exp kept in float32
+        return total + 4 * b * heads * n + (16 if check_bool("rng_state", rng_state) else 0)
     return total + e * b * heads * n * n + (n * n if causal else 0)
 
 
