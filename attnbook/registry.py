@@ -504,7 +504,7 @@ SUITES: dict[str, Suite] = {
             "03",
             "parameters, activations, checkpointing and KV cache: formulas against measured bytes",
             gpu_quick=False,
-            gpu_allowance_s=20,
+            gpu_allowance_s=50,
             gpu_note="full",
         ),
         Suite(
@@ -534,7 +534,7 @@ SUITES: dict[str, Suite] = {
             "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak "
             "memory",
             gpu_quick=False,
-            gpu_allowance_s=60,
+            gpu_allowance_s=45,
             gpu_note="full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384",
             cpu_threads=2,
         ),
@@ -545,7 +545,7 @@ SUITES: dict[str, Suite] = {
             "the public attention() and decode() against the functions they wrap, interleaved: "
             "time and peak memory",
             gpu_quick=False,
-            gpu_allowance_s=60,
+            gpu_allowance_s=50,
             gpu_note="full: attention() and decode() against the bare functions",
             cpu_threads=2,
         ),
@@ -586,7 +586,7 @@ SUITES: dict[str, Suite] = {
             "08",
             "generative function vs attention: nanoGPT's shakespeare_char recipe; cost vs n",
             gpu_quick=False,
-            gpu_allowance_s=330,
+            gpu_allowance_s=310,
             gpu_note="full: nanoGPT's recipe (5,000 iterations), dense and both generative mixers "
             "in parallel processes on the one GPU",
         ),
