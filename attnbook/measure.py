@@ -251,8 +251,12 @@ def describe_device(device=None) -> str:
 
 def _git_commit() -> str:
     """Short hash of HEAD, with ``+dirty`` when tracked files differ from it (the code measured is
-    then not exactly that commit). Outside a git checkout (a copy of one sent to another machine)
-    it is ``$ATTNBOOK_COMMIT`` with ``+copy`` (what the copy was made from), else "unknown"."""
+    then not exactly that commit); "unknown" outside a git checkout. ``$ATTNBOOK_COMMIT``, when
+    set, is taken instead: the commit that a copy of the checkout sent to another machine was made
+    from (a copy's own .git may be missing or older than its files)."""
+    copied = os.environ.get("ATTNBOOK_COMMIT", "").strip()
+    if copied:
+        return copied
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
@@ -270,11 +274,10 @@ def _git_commit() -> str:
             timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
-        out = None
-    commit = out.stdout.strip() if out is not None and out.returncode == 0 else ""
+        return "unknown"
+    commit = out.stdout.strip() if out.returncode == 0 else ""
     if not commit:
-        copied = os.environ.get("ATTNBOOK_COMMIT", "").strip()
-        return f"{copied}+copy" if copied else "unknown"
+        return "unknown"
     return commit + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 

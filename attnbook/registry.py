@@ -87,8 +87,9 @@ class _Options:
 class Method(_Options, Entry):
     """An attention method ``fn(q, k, v, *, causal, **options) -> (B, H, N, Dv)``.
 
-    ``options``: name -> description; ``defaults``: name -> default, where the record is the one
-    place it is written (the sparse pattern factories read theirs from here); ``exact``: equal to
+    ``options``: name -> description; ``defaults``: name -> default of every option, read by
+    :func:`attention` (which passes them) and by the sparse pattern factories; a test holds each
+    function's own keyword defaults to them (tests/test_registry_records.py); ``exact``: equal to
     softmax attention; ``family``: dense, sparse, low-rank, kernel, linear, recurrent, elementwise,
     kernel-triton...; ``variant_of``: the method it re-implements (sdpa and flash compute dense
     attention); ``causal``: one of :data:`CAUSAL_MODES`; ``devices``: the device types it runs on
@@ -168,7 +169,7 @@ class Suite(Entry):
 
 
 _M = "attnbook.mechanisms."
-_CHUNK = "tokens per chunk of the chunked causal form (int >= 1, default 64)"
+_CHUNK = "tokens per chunk of the chunked causal form (int >= 1)"
 _TILE = "tile size of the block-wise kernel (int >= 1)"
 #: defaults of the sparse methods' options, read by their pattern factories through the record
 _WINDOW, _SPARSE_TILE = 128, 64
@@ -205,9 +206,9 @@ METHODS: dict[str, Method] = {
             family="dense",
             variant_of="dense",
             options={
-                "block_size": "query and key tile size (int >= 1, default flash.BLOCK_SIZE, "
-                "chosen by measurement)"
+                "block_size": "query and key tile size (int >= 1; default chosen by measurement)"
             },
+            defaults={"block_size": 256},
         ),
         Method(
             "sliding_window",
@@ -276,9 +277,10 @@ METHODS: dict[str, Method] = {
             family="low-rank",
             causal="noncausal",
             options={
-                "rank": "projected length, the book's k (int, 1..n, default 64)",
-                "seed": "seed of the random projections E, F (int >= 0, default 0)",
+                "rank": "projected length, the book's k (int, 1..n)",
+                "seed": "seed of the random projections E, F (int >= 0)",
             },
+            defaults={"rank": 64, "seed": 0},
             linear_in_n=True,
         ),
         Method(
@@ -289,10 +291,11 @@ METHODS: dict[str, Method] = {
             "O(N·r·D).",
             family="kernel",
             options={
-                "features": "number of random features r (int >= 1, default 256)",
-                "seed": "seed of the random feature matrix Ω (int >= 0, default 0)",
+                "features": "number of random features r (int >= 1)",
+                "seed": "seed of the random feature matrix Ω (int >= 0)",
                 "chunk_size": _CHUNK,
             },
+            defaults={"features": 256, "seed": 0, "chunk_size": 64},
             linear_in_n=True,
         ),
         Method(
@@ -303,6 +306,7 @@ METHODS: dict[str, Method] = {
             "decoding state.",
             family="linear",
             options={"chunk_size": _CHUNK},
+            defaults={"chunk_size": 64},
             step_target=_M + "linear:linear_step",
             prefill_target=_M + "linear:linear_prefill",
             linear_in_n=True,
@@ -316,10 +320,10 @@ METHODS: dict[str, Method] = {
             family="recurrent",
             causal="causal",
             options={
-                "gamma": "decay γ in (0, 1] for every head, or None for RetNet's 1 − 2^(−5−h) "
-                "(default None)",
+                "gamma": "decay γ in (0, 1] for every head, or None for RetNet's 1 − 2^(−5−h)",
                 "chunk_size": _CHUNK,
             },
+            defaults={"gamma": None, "chunk_size": 64},
             step_target=_M + "recurrent:retention_step",
             linear_in_n=True,
         ),
@@ -332,9 +336,10 @@ METHODS: dict[str, Method] = {
             family="recurrent",
             causal="causal",
             options={
-                "seed": "seed of the fixed Δ projection w (int >= 0, default 0)",
+                "seed": "seed of the fixed Δ projection w (int >= 0)",
                 "chunk_size": _CHUNK,
             },
+            defaults={"seed": 0, "chunk_size": 64},
             step_target=_M + "recurrent:selective_scan_step",
             linear_in_n=True,
         ),
@@ -347,9 +352,10 @@ METHODS: dict[str, Method] = {
             family="linear-recurrent",
             causal="causal",
             options={
-                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (default None: 1/(1 + ‖k_t‖²))",
+                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (None: 1/(1 + ‖k_t‖²))",
                 "chunk_size": _CHUNK,
             },
+            defaults={"beta": None, "chunk_size": 64},
             step_target=_M + "delta:delta_step",
             prefill_target=_M + "delta:delta_prefill",
             linear_in_n=True,
@@ -363,10 +369,11 @@ METHODS: dict[str, Method] = {
             family="linear-recurrent",
             causal="causal",
             options={
-                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (default None: 1/(1 + ‖k_t‖²))",
-                "g": "log-decays, (B, H, N) tensor <= 0 (default None: RetNet's log(1 − 2^(−5−h)))",
+                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (None: 1/(1 + ‖k_t‖²))",
+                "g": "log-decays, (B, H, N) tensor <= 0 (None: RetNet's log(1 − 2^(−5−h)))",
                 "chunk_size": _CHUNK,
             },
+            defaults={"beta": None, "g": None, "chunk_size": 64},
             step_target=_M + "delta:gated_delta_step",
             prefill_target=_M + "delta:gated_delta_prefill",
             linear_in_n=True,
@@ -381,9 +388,10 @@ METHODS: dict[str, Method] = {
             causal="causal",
             options={
                 "gk": "log forget gates, (B, H, N, D) tensor <= 0 "
-                "(default None: RetNet's log(1 − 2^(−5−h)) in every channel)",
-                "chunk_size": "tokens per chunk (int >= 1, default 16)",
+                "(None: RetNet's log(1 − 2^(−5−h)) in every channel)",
+                "chunk_size": "tokens per chunk (int >= 1)",
             },
+            defaults={"gk": None, "chunk_size": 16},
             step_target=_M + "gla:gla_step",
             prefill_target=_M + "gla:gla_prefill",
             linear_in_n=True,
@@ -396,10 +404,10 @@ METHODS: dict[str, Method] = {
             "O(t·N·D).",
             family="elementwise",
             options={
-                "order": "Taylor order t of exp(2qk) (int >= 0, default 2; even t keeps weights "
-                "positive)",
+                "order": "Taylor order t of exp(2qk) (int >= 0; even t keeps weights positive)",
                 "chunk_size": _CHUNK,
             },
+            defaults={"order": 2, "chunk_size": 64},
             step_target=_M + "elementwise:elementwise_step",
             prefill_target=_M + "elementwise:elementwise_prefill",
             linear_in_n=True,
@@ -414,7 +422,8 @@ METHODS: dict[str, Method] = {
             family="dense",
             variant_of="dense",
             devices=("cuda",),
-            options={"scale": "score scale (float > 0, default 1/sqrt(D))"},
+            options={"scale": "score scale (float > 0, or None for 1/sqrt(D))"},
+            defaults={"scale": None},
         ),
         Method(
             "linear_triton",
@@ -428,9 +437,9 @@ METHODS: dict[str, Method] = {
             causal="causal",
             devices=("cuda",),
             options={
-                "feature_map": "'elu1' (φ = elu + 1, default) or 'identity' "
-                "(features computed outside)"
+                "feature_map": "'elu1' (φ = elu + 1) or 'identity' (features computed outside)"
             },
+            defaults={"feature_map": "elu1"},
             linear_in_n=True,
         ),
     ]
@@ -809,7 +818,7 @@ def attention(
     for name in info.scan_inputs:
         check_tensor(name, {"q": q, "k": k, "v": v}[name])
     with inputs_validated():
-        out = info.fn(q, k, v, causal=causal, **options)
+        out = info.fn(q, k, v, causal=causal, **{**info.defaults, **options})
     return _check_output(info, out, {"q": q, "k": k, "v": v}, (*q.shape[:3], v.shape[-1]))
 
 

@@ -325,3 +325,13 @@ def test_kernel_flops_follow_the_counted_products():
 def test_fit_loglog_refuses_nan():
     with pytest.raises(ValueError, match="finite"):
         measure.fit_loglog([1, 2, 4], [1.0, np.nan, 4.0])
+
+
+def test_a_copied_checkout_is_labelled_with_the_commit_it_was_made_from(monkeypatch):
+    """On a machine that received a copy of the checkout, $ATTNBOOK_COMMIT names the commit."""
+    from attnbook.measure import environment
+
+    monkeypatch.setenv("ATTNBOOK_COMMIT", "b0a3c7e")
+    assert environment()["git_commit"] == "b0a3c7e"
+    monkeypatch.delenv("ATTNBOOK_COMMIT")
+    assert environment()["git_commit"] != "b0a3c7e"

@@ -57,3 +57,28 @@ def test_option_defaults_are_declared_options_and_reach_the_patterns():
     with pytest.raises(ValueError, match="defaults must name declared options"):
         add(Method("bad", lambda q, k, v, *, causal=False: v, "00", "x", defaults={"w": 1}))
     assert "bad" not in methods()
+
+
+def test_every_option_default_is_in_the_record_and_the_functions_agree():
+    """The record holds every option's default; a function's own keyword defaults (for calls that
+    bypass attention()) may not differ from it."""
+    import inspect
+
+    for name in methods():
+        info = method_info(name)
+        assert set(info.defaults) == set(info.options), name  # every option has its default
+        params = inspect.signature(info.fn).parameters
+        for option, default in info.defaults.items():
+            if option in params and params[option].default is not inspect.Parameter.empty:
+                assert params[option].default == default, (name, option)
+        described = " ".join(info.options.values())
+        assert "default " not in described.replace("default chosen", ""), name  # stated once
+
+
+def test_attention_passes_the_record_defaults():
+    q, k, v = _qkv(1, 2, 40, 8)
+    info = method_info("performer")
+    assert torch.equal(
+        attnbook.attention(q, k, v, method="performer"),
+        info.fn(q, k, v, causal=False, **info.defaults),
+    )

@@ -194,7 +194,9 @@ def mixer_cost(
 
 #: nanoGPT's shakespeare_char training recipe (its config/train_shakespeare_char.py): batch 64,
 #: 5,000 iterations, learning rate 1e-3 with 100 warm-up steps and a cosine decay to 1e-4,
-#: evaluated every 250 iterations; where nanoGPT reports a validation loss of about 1.47.
+#: evaluated every 250 iterations; where nanoGPT reports a validation loss of about 1.47. nanoGPT
+#: also drops out the attention weights and the attention branch's output, which the book's blocks
+#: do not: the stored H200 run overfits after about 1,000 iterations (chapter 8).
 NANOGPT_RECIPE = {
     "batch_size": 64,
     "steps": 5000,
