@@ -296,7 +296,9 @@ def test_gpu_sections_fold_until_a_result_is_stored(name, heading):
     note = re.search(r"^```\{admonition\} .+\n:class: dropdown\n(.*?)^```$", section, re.M | re.S)
     assert note and "make gpu" in note.group(1), f"{name}: {heading}: no folded note on `make gpu`"
     cells = _code_cells(section)
-    assert cells and all(_cell_tags(c) & {"hide-input", "remove-input"} for c in cells)
+    assert cells and all(
+        _cell_tags(c) & {"hide-input", "remove-input", "remove-cell"} for c in cells
+    )
     assert any('load_result("kernels", "cuda")' in c for c in cells)
 
 
@@ -847,6 +849,29 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
         f"search for FlashAttention returned {sorted(found)}, expected one of {sorted(expected)}"
     )
     assert not _problems(browser.events, browser.base)
+
+
+def test_search_snippets_show_math_as_text(site, browser):
+    """Snippets are cut from the page text, where math is TeX: _static/attnbook-search.js turns it
+    into text first (issue 24)."""
+    browser.open(browser.base + "search.html?q=softmax")
+    deadline, summaries = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        summaries = browser.evaluate(
+            "[...document.querySelectorAll('#search-results .context')].map(p => p.textContent)"
+        )
+        if len(summaries) >= 5:
+            break
+        time.sleep(0.2)
+    assert len(summaries) >= 5, f"search for softmax gave {len(summaries)} snippets"
+    raw = [t for t in summaries if re.search(r"\\[()\[\]]|\\(frac|sqrt|cdot|mathrm)", t)]
+    assert not raw, f"snippets with raw TeX: {raw[:2]}"
+    html_text = (
+        '<div role="main"><p>traffic <span class="math notranslate nohighlight">'
+        "\\(2 L n b\\, G d_k \\cdot \\sqrt{d}\\)</span> bytes</p></div>"
+    )
+    text = browser.evaluate(f"Search.htmlToText({json.dumps(html_text)})")
+    assert " ".join(text.split()) == "traffic 2 L n b G d_k · sqrt d bytes"
 
 
 # Each visible image: its content box against its natural size (1.0 = undistorted).
