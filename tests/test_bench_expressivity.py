@@ -76,3 +76,21 @@ def test_suite_rows_do_not_depend_on_the_workers(monkeypatch):
     assert sorted(result) == sorted(points)
     hybrid = [r for r in serial if r["method"] == "hybrid"]
     assert all(r["layer_mixers"] == ["dense", "gated_delta_layer"] for r in hybrid)
+
+
+def test_point_summary_reads_the_chosen_rows():
+    from attnbook.bench.expressivity import point_summary, result_rows
+
+    rows = [
+        {"method": "a", "num_pairs": 4, "lr": 1e-3, "accuracy": 0.5, "chosen": False},
+        {"method": "a", "num_pairs": 4, "lr": 3e-3, "accuracy": 0.75, "chosen": True},
+        {"method": "a", "num_pairs": 4, "lr": 3e-3, "accuracy": 0.25, "chosen": True},
+    ]
+    result = {"suite": "expressivity", "rows": rows}
+    points = point_summary(result_rows(result))
+    assert points[("a", 4)]["mean"] == 0.5 and points[("a", 4)]["seeds"] == 2
+    assert points[("a", 4)]["lr"] == 3e-3
+    with pytest.raises(ValueError, match="two learning rates"):
+        point_summary(rows)
+    with pytest.raises(ValueError, match="suite 'expressivity'"):
+        result_rows({"suite": "long", "rows": rows})

@@ -851,6 +851,7 @@ def test_search_finds_the_chapter_on_flashattention(site, browser):
     assert not _problems(browser.events, browser.base)
 
 
+@pytest.mark.browser
 def test_search_snippets_show_math_as_text(site, browser):
     """Snippets are cut from the page text, where math is TeX: _static/attnbook-search.js turns it
     into text first (issue 24)."""
