@@ -20,9 +20,21 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from attnbook.experiments.recall import train_recall
+from attnbook.experiments.recall import summarize, train_recall
 
-__all__ = ["BUDGET", "STEPS", "PAIRS", "LR_GRID", "SEEDS", "MODELS", "settings", "choose_lr", "run"]
+__all__ = [
+    "BUDGET",
+    "STEPS",
+    "PAIRS",
+    "LR_GRID",
+    "SEEDS",
+    "MODELS",
+    "settings",
+    "choose_lr",
+    "run",
+    "result_rows",
+    "point_summary",
+]
 
 #: One budget for every model: GPTs with a short convolution (kernel 4) in front of each mixer, as
 #: Zoology's backbones have, 8 heads of width 8, on fresh MQAR batches whose non-query positions
@@ -161,3 +173,21 @@ def run(device, quick: bool, workers: int | None = None) -> list[dict]:
     ]
     rows += [{**r, "phase": "seeds", "chosen": True} for r in _map(seeds, workers, device)]
     return rows
+
+
+def result_rows(result: dict) -> list[dict]:
+    """The rows of a stored run that are its result: each model trained at its chosen rate."""
+    if not isinstance(result, dict) or result.get("suite") != "expressivity":
+        raise ValueError("result must be a stored result of the suite 'expressivity'")
+    return [r for r in result["rows"] if r.get("chosen")]
+
+
+def point_summary(rows: list[dict]) -> dict:
+    """{(method, num_pairs): accuracy over seeds (mean, std, min, max, seeds) and the rate ``lr``}
+    of :func:`result_rows`."""
+    rates = {}
+    for r in rows:
+        if rates.setdefault(r["method"], r["lr"]) != r["lr"]:
+            raise ValueError(f"{r['method']}: rows at two learning rates; pass result_rows()")
+    stats = summarize(rows, by=("method", "num_pairs"))
+    return {(s["method"], s["num_pairs"]): {**s, "lr": rates[s["method"]]} for s in stats}
