@@ -168,6 +168,52 @@ def _roof_rows(device, dtype_name: str) -> list[dict]:
     ]
 
 
+def _time_rows(forms, qkv, causal: bool, failed: set, errors: dict, repeats: int) -> list[dict]:
+    """Each form's forward and forward+backward time on ``qkv`` (B, H, n, D), minus those whose
+    check failed (``failed``: {(form, "forward" | "backward")})."""
+    q, k, v = qkv
+    B, H, n, d = q.shape
+    do = torch.randn_like(q)
+    qg, kg, vg = (x.detach().clone().requires_grad_() for x in qkv)
+    rows = []
+    for name, f in forms.items():
+
+        def forward(f=f):
+            with torch.no_grad():
+                return f(q, k, v, causal)
+
+        def both(f=f):
+            return torch.autograd.grad(f(qg, kg, vg, causal), (qg, kg, vg), do)
+
+        for direction, fn in (("forward", forward), ("forward+backward", both)):
+            if (name, "forward") in failed or (
+                direction != "forward" and (name, "backward") in failed
+            ):
+                continue  # a form that fails its check is not timed
+            t = time_fn(fn, warmup=2, repeats=repeats, device=q.device)
+            flops = kernel_flops(n, d, causal, direction != "forward", heads=H, batch=B)
+            rows.append(
+                {
+                    "kind": "kernel",
+                    "form": name,
+                    "direction": direction,
+                    "n": n,
+                    "batch": B,
+                    "heads": H,
+                    "head_dim": d,
+                    "causal": causal,
+                    "dtype": str(q.dtype).removeprefix("torch."),
+                    "flops": flops,
+                    "min_s": t.min_s,
+                    "q10_s": t.q10_s,
+                    "median_s": t.median_s,
+                    "tflops": flops / t.min_s / 1e12,
+                    "rel_error": errors[name],
+                }
+            )
+    return rows
+
+
 def run(device: torch.device, quick: bool) -> list[dict]:
     device = torch.device(device)
     if device.type != "cuda":
@@ -200,43 +246,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
                 if not c["passed"]
             }
             errors = {c["form"]: c["rel_error"] for c in forward_checks}
-            do = torch.randn_like(q)
-            qg, kg, vg = (x.detach().clone().requires_grad_() for x in (q, k, v))
-            for name, f in forms.items():
-
-                def forward(f=f):
-                    with torch.no_grad():
-                        return f(q, k, v, causal)
-
-                def both(f=f):
-                    return torch.autograd.grad(f(qg, kg, vg, causal), (qg, kg, vg), do)
-
-                for direction, fn in (("forward", forward), ("forward+backward", both)):
-                    if (name, "forward") in failed or (
-                        direction != "forward" and (name, "backward") in failed
-                    ):
-                        continue  # a form that fails its check is not timed
-                    t = time_fn(fn, warmup=2, repeats=repeats, device=device)
-                    flops = kernel_flops(n, d, causal, direction != "forward", heads=H, batch=B)
-                    rows.append(
-                        {
-                            "kind": "kernel",
-                            "form": name,
-                            "direction": direction,
-                            "n": n,
-                            "batch": B,
-                            "heads": H,
-                            "head_dim": d,
-                            "causal": causal,
-                            "dtype": dtype_name,
-                            "flops": flops,
-                            "min_s": t.min_s,
-                            "q10_s": t.q10_s,
-                            "median_s": t.median_s,
-                            "tflops": flops / t.min_s / 1e12,
-                            "rel_error": errors[name],
-                        }
-                    )
+            rows += _time_rows(forms, (q, k, v), causal, failed, errors, repeats)
     return rows
 
 

@@ -92,13 +92,23 @@ class Decoder(nn.Module):
         max_len: int = 4096,
     ):
         super().__init__()
+        attention = lambda: CachedAttention(d_model, heads, kv_heads)  # noqa: E731
+        self._build(vocab_size, layers, d_model, attention, max_len=max_len)
+
+    def _build(
+        self, vocab_size: int, layers: int, d_model: int, attention, max_len: int | None = None
+    ) -> None:
+        """The parts every decoder of the book shares: token embedding (and learned positions up
+        to ``max_len`` when given), ``layers`` pre-norm layers of ``attention()`` and an MLP, the
+        final norm and the tied head (chapter 10's MLA decoder builds itself from them too)."""
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("layers", layers)
-        self.max_len = check_positive_int("max_len", max_len)
         self.tok = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Embedding(max_len, d_model)
+        if max_len is not None:
+            self.max_len = check_positive_int("max_len", max_len)
+            self.pos = nn.Embedding(max_len, d_model)
         self.ln1 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
-        self.att = nn.ModuleList(CachedAttention(d_model, heads, kv_heads) for _ in range(layers))
+        self.att = nn.ModuleList(attention() for _ in range(layers))
         self.ln2 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
         self.mlp = nn.ModuleList(
             nn.Sequential(
@@ -110,21 +120,29 @@ class Decoder(nn.Module):
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.head.weight = self.tok.weight
 
-    def new_cache(self) -> KVCache:
-        return KVCache(len(self.att))
-
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    @staticmethod
+    def _check_idx(idx) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 2:
             raise TypeError(
                 f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}"
             )
+
+    def _layers(self, x: torch.Tensor, cache, **options) -> torch.Tensor:
+        """The layers, the final norm and the head on embeddings x: (B, N, d) -> logits."""
+        for i, (ln1, att, ln2, mlp) in enumerate(zip(self.ln1, self.att, self.ln2, self.mlp)):
+            x = x + att(ln1(x), cache, i, **options)
+            x = x + mlp(ln2(x))
+        return self.head(self.ln_f(x))
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.att))
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        self._check_idx(idx)
         start = cache.tokens if cache is not None else 0
         if start + idx.shape[1] > self.max_len:
             raise ValueError(
                 f"sequence length {start + idx.shape[1]} exceeds max_len={self.max_len}"
             )
         x = self.tok(idx) + self.pos(torch.arange(start, start + idx.shape[1], device=idx.device))
-        for i, (ln1, att, ln2, mlp) in enumerate(zip(self.ln1, self.att, self.ln2, self.mlp)):
-            x = x + att(ln1(x), cache, i)
-            x = x + mlp(ln2(x))
-        return self.head(self.ln_f(x))
+        return self._layers(x, cache)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from attnbook.checks import check_nonnegative_int, check_positive_int, check_tensor
+from attnbook.models.decoder import Decoder
 
 __all__ = ["rope", "LatentCache", "MLAttention", "MLADecoder"]
 
@@ -147,8 +148,9 @@ class MLAttention(nn.Module):
         return self.out((p @ v).transpose(1, 2).reshape(B, N, H * dh))
 
 
-class MLADecoder(nn.Module):
-    """Token embedding, L pre-norm layers (MLA + MLP), tied head; positions by RoPE only.
+class MLADecoder(Decoder):
+    """Token embedding, L pre-norm layers (MLA + MLP), tied head; positions by RoPE only
+    (:class:`~attnbook.models.decoder.Decoder`'s parts, MLA in place of its attention).
 
     idx: (B, N) -> logits (B, N, |V|). Chapter 10.
     """
@@ -163,24 +165,13 @@ class MLADecoder(nn.Module):
         latent_dim: int,
         rope_dim: int,
     ):
-        super().__init__()
-        check_positive_int("vocab_size", vocab_size)
-        check_positive_int("layers", layers)
-        self.tok = nn.Embedding(vocab_size, d_model)
-        self.ln1 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
-        self.att = nn.ModuleList(
-            MLAttention(d_model, heads, head_dim, latent_dim, rope_dim) for _ in range(layers)
+        nn.Module.__init__(self)
+        self._build(
+            vocab_size,
+            layers,
+            d_model,
+            lambda: MLAttention(d_model, heads, head_dim, latent_dim, rope_dim),
         )
-        self.ln2 = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
-        self.mlp = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
-            )
-            for _ in range(layers)
-        )
-        self.ln_f = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self.head.weight = self.tok.weight
 
     def new_cache(self) -> LatentCache:
         return LatentCache(len(self.att))
@@ -188,12 +179,5 @@ class MLADecoder(nn.Module):
     def forward(
         self, idx: torch.Tensor, cache: LatentCache | None = None, *, absorbed: bool = False
     ) -> torch.Tensor:
-        if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 2:
-            raise TypeError(
-                f"idx must be a (B, N) torch.long tensor, got {getattr(idx, 'dtype', type(idx))}"
-            )
-        x = self.tok(idx)
-        for i, (ln1, att, ln2, mlp) in enumerate(zip(self.ln1, self.att, self.ln2, self.mlp)):
-            x = x + att(ln1(x), cache, i, absorbed=absorbed)
-            x = x + mlp(ln2(x))
-        return self.head(self.ln_f(x))
+        self._check_idx(idx)
+        return self._layers(self.tok(idx), cache, absorbed=absorbed)
