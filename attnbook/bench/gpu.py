@@ -7,8 +7,8 @@ time allowance (``gpu_allowance_s``), the suites with the smallest allowances fi
 a long suite stopped at its allowance holds back none of the others. The allowances add up to at
 most :data:`BUDGET_S` (15 minutes), so the edition finishes within its budget on any GPU by
 construction; on one H100/H200-class GPU every suite is expected to finish well inside its
-allowance. A suite that is
-stopped writes nothing (``run_suite`` writes only a finished run) and is reported as such.
+allowance. A suite that is stopped writes nothing (``run_suite`` writes only a finished run) and is
+reported as such.
 """
 
 from __future__ import annotations
