@@ -56,18 +56,19 @@ def test_flash_memory_within_twice_sdpa():
 
 
 def test_api_costs_nothing_measurable():
-    """Issue 23's targets on the stored ``api`` run: through ``attention()`` at most 1.1x the bare
-    function's time at every point and 1.05x on the geometric mean over n for flash and sdpa (the
-    1.05x target is not met by linear attention, see attnbook.bench.api), 1.1x its peak memory
-    (flash, sdpa, linear, performer), and per-token ``decode()`` at most 1.1x the bare step loop."""
+    """Issue 23's targets on the stored ``api`` run: through ``attention()`` at most 1.05x the bare
+    function's time (the median over rounds of each round's ratio, the two calls back to back) for
+    flash, sdpa, linear and performer at n = 1,024 .. 16,384, causal and not; 1.1x its peak memory;
+    and per-token ``decode()`` at most 1.1x the bare step loop."""
     from attnbook.bench import api
 
     assert API is not None and not API["quick"], "no full stored api-cpu.json"
     rows = API["rows"]
     time_rows = [r for r in rows if r["part"] == "time"]
     assert {(r["method"], r["n"], r["causal"]) for r in time_rows} == {
-        (m, n, c) for m in api.METHODS for n in (1024, 2048, 4096) for c in (False, True)
+        (m, n, c) for m in api.METHODS for n in (1024, 2048, 4096, 8192, 16384) for c in (0, 1)
     }
+    assert all(r["rounds"] >= 10 for r in time_rows)
     memory_rows = [r for r in rows if r["part"] == "memory"]
     assert {(r["method"], r["n"]) for r in memory_rows} == {
         (m, n) for m in api.METHODS for n in (1024, 4096, 16384)
@@ -77,18 +78,12 @@ def test_api_costs_nothing_measurable():
         r["method"] for r in decode_rows
     }
     for part, rows_, bound in (
-        ("time", time_rows, api.TIME_RATIO_MEASURED),
+        ("time", time_rows, api.TIME_RATIO),
         ("memory", memory_rows, api.MEMORY_RATIO),
         ("decode", decode_rows, api.DECODE_RATIO),
     ):
         for r in rows_:
             assert r["ratio"] <= bound, (part, r)
-    for method in ("flash", "sdpa"):
-        for causal in (False, True):
-            ratios = [
-                r["ratio"] for r in time_rows if (r["method"], r["causal"]) == (method, causal)
-            ]
-            assert np.exp(np.mean(np.log(ratios))) <= api.TIME_RATIO, (method, causal, ratios)
 
 
 def _linear_in_n() -> list[str]:
