@@ -231,6 +231,8 @@ def test_non_finite_inputs_are_named_through_the_api(method, where):
 
 
 def test_the_api_scans_each_input_at_most_once_and_only_on_a_bad_output(monkeypatch):
+    from attnbook.mechanisms import linear
+
     calls = []
     real = checks.is_finite
 
@@ -238,17 +240,64 @@ def test_the_api_scans_each_input_at_most_once_and_only_on_a_bad_output(monkeypa
         calls.append(tuple(x.shape))
         return real(x)
 
-    monkeypatch.setattr(checks, "is_finite", counting)
-    monkeypatch.setattr(registry, "is_finite", counting)
+    for module in (checks, registry, linear):
+        monkeypatch.setattr(module, "is_finite", counting)
     q, k, v = random_qkv((1, 2, 16, 4), seed=0, dtype=torch.float32)
     for method in ("dense", "flash", "sdpa", "linear", "performer", "sliding_window"):
-        calls.clear()
-        attnbook.attention(q, k, v, method=method, causal=True)
-        scanned_first = len(registry.method_info(method).scan_inputs)  # sdpa: q, which it can hide
-        assert calls == [(1, 2, 16, 4)] * (scanned_first + 1), (method, calls)  # then the output
+        for causal in (True, False):
+            calls.clear()
+            attnbook.attention(q, k, v, method=method, causal=causal)
+            info = registry.method_info(method)
+            scanned_first = len(info.scan_inputs.get("cpu", ()))  # sdpa: q, which it can hide
+            # then the output once, by the API or by the method itself, except where the method
+            # bounds it without reading it (linear attention and the Performer, non-causal)
+            reads = 0 if info.checks_output and not causal else 1
+            assert calls == [(1, 2, 16, 4)] * (scanned_first + reads), (method, causal, calls)
     calls.clear()
     attnbook.decode("linear", q, k, v)
     assert calls == [(1, 2, 16, 4)], calls  # no step scans: one check at the end
+
+
+@pytest.mark.parametrize("method", ["linear", "performer"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_methods_that_check_their_own_output_refuse_nan_and_inf(method, causal, where, value):
+    """The function alone raises FloatingPointError; through the API the input is named."""
+    q, k, v = random_qkv((1, 2, 33, 8), seed=3, dtype=torch.float32)
+    bad = dict(q=q, k=k, v=v)
+    bad[where] = bad[where].clone()
+    bad[where][0, 1, 7, 2] = value
+    fn = registry.method_info(method).fn
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        fn(bad["q"], bad["k"], bad["v"], causal=causal)
+    with pytest.raises(ValueError, match=f"{where} contains NaN or infinite"):
+        attnbook.attention(bad["q"], bad["k"], bad["v"], method=method, causal=causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_refuses_a_numerator_that_overflows_in_float16(causal):
+    """Finite float16 inputs whose weighted sums pass 65,504: an error, not an inf output; small
+    values of the same shape pass (the bound per row is then far from overflow)."""
+    q, k, v = random_qkv((1, 1, 64, 8), seed=0, dtype=torch.float16, scale=0.1)
+    with pytest.raises(FloatingPointError, match=r"method 'linear' \(max \|q\|.*float16"):
+        attnbook.attention(q, k, torch.full_like(v, 6e4), method="linear", causal=causal)
+    out = attnbook.attention(q, k, v, method="linear", causal=causal)
+    assert torch.isfinite(out).all()
+
+
+def test_the_row_bound_of_linear_attention_bounds_every_row():
+    """Σ_c |o_ic| ≤ φ(q_i)ᵀ(|S| 1) / φ(q_i)ᵀz, the bound the non-causal form checks instead of
+    reading its output, on random inputs of both signs."""
+    from attnbook.mechanisms.linear import elu_feature
+
+    q, k, v = random_qkv((2, 3, 40, 6), seed=5, dtype=torch.float64, scale=3)
+    out = attnbook.attention(q, k, v, method="linear")
+    fq, fk = elu_feature(q), elu_feature(k)
+    S, z = fk.transpose(-1, -2) @ v, fk.sum(2)
+    bound = (fq @ S.abs().sum(-1, keepdim=True))[..., 0] / (fq * z[:, :, None]).sum(-1)
+    assert (out.abs().sum(-1) <= bound * (1 + 1e-12)).all()
+    assert (out.abs().sum(-1) < 0.999 * bound).any()  # a bound, not an identity
 
 
 @pytest.mark.parametrize("method", ["flash", "sdpa", "linear", "performer"])

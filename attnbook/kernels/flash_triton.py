@@ -257,6 +257,12 @@ def block_sizes(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dic
     the sm_90 compiler reports no register spills in half precision (read from the compiled kernels
     with ``cuobjdump -res-usage``, not timed); float32 multiplies exactly ('ieee', not TF32) with
     smaller tiles and still spills some registers.
+
+    The backward for d > 64 runs without software pipelining (``num_stages=1``): on an H200 with
+    Triton 3.6, these tiles pipelined in two stages gave causal dK wrong in its last 16 columns
+    (error 41x SDPA's in float16), and correct with one stage, with the loop started at query
+    tile 0 instead of the diagonal, or with other tile shapes (a compiler fault we did not
+    isolate further; the kernels suite checks every configuration it times).
     """
     if device.type != "cuda":
         b = max(16, min(64, triton.next_power_of_2(n)))
@@ -275,7 +281,7 @@ def block_sizes(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dic
     bwd = (
         {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}
         if d <= 64
-        else {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+        else {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}
     )
     return {"fwd": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}, "bwd": bwd}
 

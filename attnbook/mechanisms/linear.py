@@ -27,6 +27,7 @@ from attnbook.checks import (
     check_same_length,
     check_step_inputs,
     check_tensor,
+    is_finite,
 )
 
 __all__ = [
@@ -193,17 +194,50 @@ def feature_attention(
     the call then raises ``FloatingPointError`` when a row's normaliser is so small that features
     which underflowed could change it by more than √eps of the dtype. Shared by linear attention
     and the Performer. Chapter 4.
+
+    The output is checked here, so ``attnbook.attention`` need not read it again
+    (``Method.checks_output``): ``FloatingPointError`` if it would hold NaN or inf (from a NaN or
+    inf input, or features that over- or underflow). Non-causal, one more column of the last
+    product bounds each row: with features ≥ 0, Σ_c |o_ic| ≤ φ(q_i)ᵀ(|S| 1) / φ(q_i)ᵀz, an (N,)
+    vector to check instead of the (N, Dv) output. Causal, the output is read once (the chunked
+    form costs far more than that read).
     """
     if causal:
         check_same_length(fq, fk)
         num = chunked_causal(
             fq, fk, _ones_column(v), chunk_size=chunk_size, feature_q=feature_q, feature_k=feature_k
         )
-    else:
-        num = fq @ (fk.transpose(-1, -2) @ _ones_column(v))
+        if underflow is not None:
+            _check_normaliser(*underflow, num[..., -1], fk.shape[2])
+        out = num[..., :-1] / num[..., -1:]
+        _require_finite(out)
+        return out
+    state = fk.transpose(-1, -2) @ _ones_column(v)  # [S, z]: (B, H, r, Dv + 1)
+    row_bound = state[..., :-1].abs().sum(-1, keepdim=True)  # |S| 1: (B, H, r, 1)
+    num = fq @ torch.cat([state, row_bound], dim=-1)  # [φ(Q)S, φ(Q)z, φ(Q)|S|1]: (B, H, N, Dv + 2)
     if underflow is not None:
-        _check_normaliser(*underflow, num[..., -1], fk.shape[2])
-    return num[..., :-1] / num[..., -1:]
+        _check_normaliser(*underflow, num[..., -2], fk.shape[2])
+    out = num[..., :-2] / num[..., -2:-1]
+    if not _bounded(num[..., -1], num[..., -2]):
+        _require_finite(out)  # the bound is too coarse or not finite: read the output
+    return out
+
+
+def _bounded(bound: torch.Tensor, den: torch.Tensor) -> bool:
+    """True when every row's bound_i / den_i ≥ Σ_c |o_ic| and every bound_i (≥ each |numerator|)
+    is finite and below half the dtype's largest value: then no entry of the output overflowed."""
+    half = torch.finfo(bound.dtype).max / 2
+    wide = torch.promote_types(bound.dtype, torch.float32)
+    bound, den = bound.detach().to(wide), den.detach().to(wide)
+    return torch.maximum((bound / den).amax(), bound.amax()).item() < half  # NaN: False
+
+
+def _require_finite(out: torch.Tensor) -> None:
+    if not is_finite(out):
+        raise FloatingPointError(
+            "the output holds NaN or infinite values: q, k or v holds NaN or inf, or the features "
+            f"over- or underflow in {out.dtype}; scale q and k down, or use an exact method"
+        )
 
 
 def _check_normaliser(method: str, features: int, den: torch.Tensor, n_keys: int) -> None:
