@@ -511,7 +511,7 @@ SUITES: dict[str, Suite] = {
             "02",
             "forward time of one Transformer layer vs sequence length n and width d",
             gpu_quick=False,
-            gpu_allowance_s=25,
+            gpu_allowance_s=15,
             gpu_note="full: n up to 16384, d up to 4096",
         ),
         Suite(
@@ -529,7 +529,7 @@ SUITES: dict[str, Suite] = {
             "04",
             "time, peak memory and error of every attention method vs n",
             gpu_quick=False,
-            gpu_allowance_s=60,
+            gpu_allowance_s=30,
             gpu_note="full: every method, n = 256 .. 16384",
             cpu_threads=1,
         ),
@@ -550,7 +550,7 @@ SUITES: dict[str, Suite] = {
             "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak "
             "memory",
             gpu_quick=False,
-            gpu_allowance_s=45,
+            gpu_allowance_s=40,
             gpu_note="full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384",
             cpu_threads=2,
         ),
@@ -561,7 +561,7 @@ SUITES: dict[str, Suite] = {
             "the public attention() and decode() against the functions they wrap, interleaved: "
             "time and peak memory",
             gpu_quick=False,
-            gpu_allowance_s=70,
+            gpu_allowance_s=65,
             gpu_note="full: attention() and decode() against the bare functions, n to 16,384",
             cpu_threads=2,
         ),
@@ -571,7 +571,7 @@ SUITES: dict[str, Suite] = {
             "05",
             "associative recall and related tasks, every mechanism",
             gpu_quick=True,
-            gpu_allowance_s=45,
+            gpu_allowance_s=85,
             gpu_note=(
                 "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps"
             ),
@@ -582,7 +582,7 @@ SUITES: dict[str, Suite] = {
             "06",
             "depth vs width at a fixed parameter budget: time and loss",
             gpu_quick=False,
-            gpu_allowance_s=25,
+            gpu_allowance_s=20,
             gpu_note="full",
             cpu_threads=1,
         ),
@@ -592,7 +592,7 @@ SUITES: dict[str, Suite] = {
             "07",
             "element-wise attention: cost, decoding and quality",
             gpu_quick=True,
-            gpu_allowance_s=45,
+            gpu_allowance_s=95,
             gpu_note="quick: the full sweep trains every form on three tasks at 4x scale",
             cpu_threads=1,
         ),
@@ -622,7 +622,7 @@ SUITES: dict[str, Suite] = {
             "generative function vs attention trained to convergence (nanoGPT's CPU recipe), "
             "n-gram baselines",
             gpu_quick=True,
-            gpu_allowance_s=25,
+            gpu_allowance_s=20,
             gpu_note="quick: the full sweep trains to convergence",
         ),
         Suite(
@@ -632,7 +632,7 @@ SUITES: dict[str, Suite] = {
             "time and peak memory of one training iteration per mixer vs context length; the ×4 "
             "inner dimension",
             gpu_quick=False,
-            gpu_allowance_s=20,
+            gpu_allowance_s=15,
             gpu_note="full: one training iteration per mixer and context length",
         ),
         Suite(
@@ -642,7 +642,7 @@ SUITES: dict[str, Suite] = {
             "Triton FlashAttention forward and forward+backward against SDPA's flash backend, "
             "TFLOP/s (CUDA only)",
             gpu_quick=False,
-            gpu_allowance_s=65,
+            gpu_allowance_s=60,
             gpu_note="full: n = 1024 .. 16384, D = 64, 128, causal and not, fp16 and bf16",
         ),
         Suite(
@@ -652,7 +652,7 @@ SUITES: dict[str, Suite] = {
             "ring, all-gather and Ulysses attention over P ranks: time, bytes and peak memory per "
             "rank vs n",
             gpu_quick=False,
-            gpu_allowance_s=25,
+            gpu_allowance_s=20,
             gpu_note="full at the world sizes that fit the GPUs present (P = 1 on one GPU)",
         ),
         Suite(

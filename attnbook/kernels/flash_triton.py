@@ -259,10 +259,10 @@ def block_sizes(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dic
     smaller tiles and still spills some registers.
 
     The backward for d > 64 runs without software pipelining (``num_stages=1``): on an H200 with
-    Triton 3.6, these tiles pipelined in two stages gave causal dK wrong in its last 16 columns
-    (error 41x SDPA's in float16), and correct with one stage, with the loop started at query
-    tile 0 instead of the diagonal, or with other tile shapes (a compiler fault we did not
-    isolate further; the kernels suite checks every configuration it times).
+    Triton 3.6, these tiles pipelined in two stages gave causal dK wrong in its last 16 columns,
+    and correct with one stage, with the loop started at query tile 0 instead of the diagonal,
+    or with other tile shapes (a compiler fault we did not isolate further; the kernels suite
+    checks every configuration before it times it).
     """
     if device.type != "cuda":
         b = max(16, min(64, triton.next_power_of_2(n)))
