@@ -7,11 +7,13 @@ Then per-token decoding: ``attnbook.decode`` against the bare loop of the method
 method with a step). The targets (chapter 4, issue 23): time ≤ 1.05x and peak memory ≤ 1.1x
 through the API, decoding ≤ 1.1x; ``tests/test_stored_targets.py`` asserts them on the stored run.
 
-Timing (:func:`paired_times`): each round calls the two forms back to back, in alternating order,
-and the ``ratio`` is the median over rounds of the round's api/direct time. A slow spell of the
-machine then slows both halves of a round alike; the ratio of the two separate minima (also
-stored, ``ratio_of_minima``) is not protected from that, and on a shared 2-core machine it scatters
-by ±10 % around the API's real cost of a few microseconds.
+Timing (:func:`paired_times`): each round calls the two forms back to back; as many rounds as fit
+in 3 s (1 s on a GPU; at least 6, at most 200), half of them with the API first; the ``ratio`` is
+the geometric mean of the two orders' median api/direct ratios. A slow spell of the machine then
+slows both halves of a round alike, and the first call of a round, which tends to be the slower,
+is the API in half the rounds. The ratio of the two separate minima (also stored,
+``ratio_of_minima``) has neither protection, and on a shared 2-core machine it scatters by ±10 %
+around the API's real cost of some microseconds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "TIME_RATIO",
     "MEMORY_RATIO",
     "DECODE_RATIO",
+    "MAX_ROUNDS",
     "paired_times",
     "run",
 ]
@@ -40,6 +43,7 @@ SHAPE = {"batch": 1, "heads": 4, "head_dim": 64}
 #: the methods whose public call is compared with the bare function
 METHODS = ("flash", "sdpa", "linear", "performer")
 TIME_RATIO, MEMORY_RATIO, DECODE_RATIO = 1.05, 1.1, 1.1
+MAX_ROUNDS = 200  #: of one comparison (a 1 ms call: 0.4 s)
 
 
 def _inputs(n: int, device, heads: int = SHAPE["heads"]):
@@ -57,35 +61,39 @@ def _pair(method: str, q, k, v, causal: bool) -> dict:
     }
 
 
-def paired_times(api, direct, repeats: int, device) -> dict:
-    """Time ``api()`` and ``direct()`` in ``repeats`` rounds, both in each round, the order
-    alternating; ``ratio``: the median over rounds of api/direct; the minima and their ratio too."""
+def paired_times(api, direct, device, budget_s: float, min_rounds: int = 6) -> dict:
+    """Time ``api()`` against ``direct()`` in rounds, both calls in each round, back to back:
+    as many rounds as fit in ``budget_s`` (an even number, at least ``min_rounds``, at most
+    :data:`MAX_ROUNDS`), half of them with ``api`` first. ``ratio``: the geometric mean of the two
+    orders' medians of api/direct (the first call of a round tends to be the slower; this cancels
+    it); also the minima, their ratio and the number of rounds."""
     times = {"api": [], "direct": []}
-    api(), direct()  # warm-up
-    for i in range(repeats):
+    start = time.perf_counter()
+    api(), direct()  # warm-up, and the length of a round
+    per_round = time.perf_counter() - start
+    rounds = 2 * max(min_rounds // 2, min(MAX_ROUNDS // 2, int(budget_s / per_round) // 2))
+    for i in range(rounds):
         for name, fn in (("api", api), ("direct", direct))[:: 1 if i % 2 else -1]:
             sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
+    ratios = [a / d for a, d in zip(times["api"], times["direct"])]
+    api_first, direct_first = statistics.median(ratios[1::2]), statistics.median(ratios[0::2])
     api_min, direct_min = min(times["api"]), min(times["direct"])
     return {
         "api_min_s": api_min,
         "direct_min_s": direct_min,
-        "ratio": statistics.median(a / d for a, d in zip(times["api"], times["direct"])),
+        "ratio": (api_first * direct_first) ** 0.5,
+        "ratio_api_first": api_first,
+        "ratio_direct_first": direct_first,
         "ratio_of_minima": api_min / direct_min,
-        "rounds": repeats,
+        "rounds": rounds,
     }
 
 
-def _rounds(n: int, repeats: int) -> int:
-    """Fewer rounds where one call takes up to seconds (n > 4,096): the fixed cost is then
-    invisible."""
-    return repeats if n <= 4096 else min(repeats, 5)
-
-
-def _time_rows(device, ns, repeats) -> list[dict]:
+def _time_rows(device, ns, budget_s) -> list[dict]:
     rows = []
     for n in sweep(ns, "api time"):
         q, k, v = _inputs(n, device)
@@ -93,7 +101,7 @@ def _time_rows(device, ns, repeats) -> list[dict]:
             for causal in (False, True):
                 fns = _pair(method, q, k, v, causal)
                 checked(f"{method} api n={n}", fns["api"](), fns["direct"](), rtol=0, atol=0)
-                timed = paired_times(fns["api"], fns["direct"], _rounds(n, repeats), device)
+                timed = paired_times(fns["api"], fns["direct"], device, budget_s)
                 rows.append(
                     {"part": "time", "method": method, "n": n, "causal": causal, **timed, **SHAPE}
                 )
@@ -134,7 +142,7 @@ def _bare_decode(step, q, k, v):
     return torch.stack(outs, dim=2)
 
 
-def _decode_rows(device, n, repeats) -> list[dict]:
+def _decode_rows(device, n, budget_s) -> list[dict]:
     rows = []
     q, k, v = _inputs(n, device)
     for method in methods(device=device):
@@ -146,7 +154,7 @@ def _decode_rows(device, n, repeats) -> list[dict]:
             "direct": lambda s=step: _bare_decode(s, q, k, v),
         }
         checked(f"{method} decode", fns["api"](), fns["direct"](), rtol=0, atol=0)
-        timed = paired_times(fns["api"], fns["direct"], repeats, device)
+        timed = paired_times(fns["api"], fns["direct"], device, budget_s)
         rows.append({"part": "decode", "method": method, "n": n, "causal": True, **timed, **SHAPE})
     return rows
 
@@ -154,10 +162,11 @@ def _decode_rows(device, n, repeats) -> list[dict]:
 def run(device: torch.device, quick: bool) -> list[dict]:
     time_ns = (256, 512) if quick else (1024, 2048, 4096, 8192, 16384)
     memory_ns = (256, 1024) if quick else (1024, 4096, 16384)
-    repeats = 3 if quick else (21 if device.type == "cuda" else 41)  # a GPU's times scatter less
+    # seconds of timing per comparison (a GPU's times scatter less than a shared CPU's)
+    budget_s = 0.05 if quick else (1.0 if device.type == "cuda" else 3.0)
     with torch.no_grad():
         return (
-            _time_rows(device, time_ns, repeats)
+            _time_rows(device, time_ns, budget_s)
             + _memory_rows(device, memory_ns)
-            + _decode_rows(device, 64 if quick else 256, repeats)
+            + _decode_rows(device, 64 if quick else 256, budget_s)
         )
