@@ -7,13 +7,16 @@ Then per-token decoding: ``attnbook.decode`` against the bare loop of the method
 method with a step). The targets (chapter 4, issue 23): time ≤ 1.05x and peak memory ≤ 1.1x
 through the API, decoding ≤ 1.1x; ``tests/test_stored_targets.py`` asserts them on the stored run.
 
-Timing (:func:`paired_times`): each round calls the two forms back to back; as many rounds as fit
-in 3 s (1 s on a GPU; at least 6, at most 200), half of them with the API first; the ``ratio`` is
-the geometric mean of the two orders' median api/direct ratios. A slow spell of the machine then
-slows both halves of a round alike, and the first call of a round, which tends to be the slower,
-is the API in half the rounds. The ratio of the two separate minima (also stored,
-``ratio_of_minima``) has neither protection, and on a shared 2-core machine it scatters by ±10 %
-around the API's real cost of some microseconds.
+Timing (:func:`paired_times`): each round calls the two forms back to back, half of the rounds
+with the API first; a comparison's ratio is the geometric mean of the two orders' median
+api/direct ratios. A slow spell of the machine then slows both halves of a round alike, and the
+first call of a round, which tends to be the slower, is the API in half the rounds. The whole time
+sweep runs :data:`PASSES` times (3 s a point on a CPU, 1 s on a GPU, split between the passes; 2 to
+200 rounds a pass), and a point's ``ratio`` is the median of its passes: a state of the machine
+that lasts a few seconds (which of two calls meets freshly mapped memory, say) then sways one pass
+only. The ratio of the two separate minima (also stored, ``ratio_of_minima``) has none of these
+protections, and on a shared 2-core machine it scatters by ±10 % around the API's real cost of
+some microseconds.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "MEMORY_RATIO",
     "DECODE_RATIO",
     "MAX_ROUNDS",
+    "PASSES",
     "paired_times",
     "run",
 ]
@@ -44,6 +48,7 @@ SHAPE = {"batch": 1, "heads": 4, "head_dim": 64}
 METHODS = ("flash", "sdpa", "linear", "performer")
 TIME_RATIO, MEMORY_RATIO, DECODE_RATIO = 1.05, 1.1, 1.1
 MAX_ROUNDS = 200  #: of one comparison (a 1 ms call: 0.4 s)
+PASSES = 3  #: sweeps over every time comparison; a point's ratio is the median of its passes
 
 
 def _inputs(n: int, device, heads: int = SHAPE["heads"]):
@@ -93,18 +98,37 @@ def paired_times(api, direct, device, budget_s: float, min_rounds: int = 6) -> d
     }
 
 
-def _time_rows(device, ns, budget_s) -> list[dict]:
+def _time_rows(device, ns, budget_s, passes: int = PASSES) -> list[dict]:
+    """Every comparison ``passes`` times, the whole sweep over again each time, ``budget_s`` split
+    between them; a point's ``ratio`` is the median of its passes' ratios."""
+    timed = {}
+    for _ in range(passes):
+        for n in sweep(ns, "api time"):
+            q, k, v = _inputs(n, device)
+            for method in METHODS:
+                for causal in (False, True):
+                    fns = _pair(method, q, k, v, causal)
+                    checked(f"{method} api n={n}", fns["api"](), fns["direct"](), rtol=0, atol=0)
+                    t = paired_times(fns["api"], fns["direct"], device, budget_s / passes, 2)
+                    timed.setdefault((method, n, causal), []).append(t)
     rows = []
-    for n in sweep(ns, "api time"):
-        q, k, v = _inputs(n, device)
-        for method in METHODS:
-            for causal in (False, True):
-                fns = _pair(method, q, k, v, causal)
-                checked(f"{method} api n={n}", fns["api"](), fns["direct"](), rtol=0, atol=0)
-                timed = paired_times(fns["api"], fns["direct"], device, budget_s)
-                rows.append(
-                    {"part": "time", "method": method, "n": n, "causal": causal, **timed, **SHAPE}
-                )
+    for (method, n, causal), ts in timed.items():
+        api_min, direct_min = min(t["api_min_s"] for t in ts), min(t["direct_min_s"] for t in ts)
+        rows.append(
+            {
+                "part": "time",
+                "method": method,
+                "n": n,
+                "causal": causal,
+                "ratio": statistics.median(t["ratio"] for t in ts),
+                "pass_ratios": [t["ratio"] for t in ts],
+                "api_min_s": api_min,
+                "direct_min_s": direct_min,
+                "ratio_of_minima": api_min / direct_min,
+                "rounds": sum(t["rounds"] for t in ts),
+                **SHAPE,
+            }
+        )
     return rows
 
 
