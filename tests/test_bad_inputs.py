@@ -1,6 +1,7 @@
 """Issue 23's twelve bad inputs across the public surface, each pinned: the right answer or a named
 error. Plus the public API's one cheap validation pass (checked by counts, not timings)."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 import torch
 from helpers import random_qkv
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnbook
 from attnbook import checks, measure, registry
@@ -298,6 +300,42 @@ def test_the_row_bound_of_linear_attention_bounds_every_row():
     bound = (fq @ S.abs().sum(-1, keepdim=True))[..., 0] / (fq * z[:, :, None]).sum(-1)
     assert (out.abs().sum(-1) <= bound * (1 + 1e-12)).all()
     assert (out.abs().sum(-1) < 0.999 * bound).any()  # a bound, not an identity
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the aten operations run inside the block, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["flash", "sdpa", "linear", "performer"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_api_runs_the_functions_operations_and_its_checks_only(method, causal):
+    """Counts, not timings: attention() runs every operation of the function it wraps and, beyond
+    them, one sum (and its one number read back) per scanned tensor: none for the methods that
+    check their own output, the output for the others, and the queries too for SDPA on a CPU."""
+    q, k, v = random_qkv((1, 2, 64, 8), seed=0, dtype=torch.float32)
+    info = registry.method_info(method)
+    calls = {
+        "api": lambda: attnbook.attention(q, k, v, method=method, causal=causal),
+        "direct": lambda: info.fn(q, k, v, causal=causal),
+    }
+    counts = {}
+    for name, call in calls.items():
+        call()  # warm: cached constants (the Performer's features) are made once
+        with _CountOps() as mode:
+            call()
+        counts[name] = mode.ops
+    assert not counts["direct"] - counts["api"], "attention() skipped part of the method"
+    scans = len(info.scan_inputs.get("cpu", ())) + (0 if info.checks_output else 1)
+    extra = {"detach": scans, "sum": scans, "_local_scalar_dense": scans} if scans else {}
+    assert counts["api"] - counts["direct"] == collections.Counter(extra)
 
 
 @pytest.mark.parametrize("method", ["flash", "sdpa", "linear", "performer"])
