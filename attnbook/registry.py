@@ -529,7 +529,7 @@ SUITES: dict[str, Suite] = {
             "04",
             "time, peak memory and error of every attention method vs n",
             gpu_quick=False,
-            gpu_allowance_s=30,
+            gpu_allowance_s=25,
             gpu_note="full: every method, n = 256 .. 16384",
             cpu_threads=1,
         ),
@@ -550,7 +550,7 @@ SUITES: dict[str, Suite] = {
             "the torch FlashAttention loop against fused SDPA, interleaved: time, tile sizes, peak "
             "memory",
             gpu_quick=False,
-            gpu_allowance_s=40,
+            gpu_allowance_s=35,
             gpu_note="full: torch flash against SDPA at n = 1024 .. 4096, memory at 16384",
             cpu_threads=2,
         ),
@@ -561,7 +561,7 @@ SUITES: dict[str, Suite] = {
             "the public attention() and decode() against the functions they wrap, interleaved: "
             "time and peak memory",
             gpu_quick=False,
-            gpu_allowance_s=65,
+            gpu_allowance_s=95,
             gpu_note="full: attention() and decode() against the bare functions, n to 16,384",
             cpu_threads=2,
         ),
@@ -571,7 +571,7 @@ SUITES: dict[str, Suite] = {
             "05",
             "associative recall and related tasks, every mechanism",
             gpu_quick=True,
-            gpu_allowance_s=85,
+            gpu_allowance_s=75,
             gpu_note=(
                 "quick: the full sweep trains recall models, every mechanism, 3 seeds, 1500 steps"
             ),
@@ -592,7 +592,7 @@ SUITES: dict[str, Suite] = {
             "07",
             "element-wise attention: cost, decoding and quality",
             gpu_quick=True,
-            gpu_allowance_s=95,
+            gpu_allowance_s=90,
             gpu_note="quick: the full sweep trains every form on three tasks at 4x scale",
             cpu_threads=1,
         ),
@@ -642,7 +642,7 @@ SUITES: dict[str, Suite] = {
             "Triton FlashAttention forward and forward+backward against SDPA's flash backend, "
             "TFLOP/s (CUDA only)",
             gpu_quick=False,
-            gpu_allowance_s=60,
+            gpu_allowance_s=55,
             gpu_note="full: n = 1024 .. 16384, D = 64, 128, causal and not, fp16 and bf16",
         ),
         Suite(
