@@ -823,8 +823,9 @@ def attention(
     q: (B, H, N, D), k: (B, H, M, D), v: (B, H, M, Dv) -> (B, H, N, Dv), on the inputs' device.
     ``causal=True`` needs N == M for every method (the mask is the square lower triangle).
     ``attnbook.methods()`` lists the methods; ``attnbook.method_info(name).options`` their options.
-    Shapes, dtypes and devices are checked once here; NaN/inf inputs are found from the output
-    (a NaN or inf in a position the method never reads, e.g. outside a sparse pattern, is not).
+    Shapes, dtypes and devices are checked once here; NaN/inf inputs are found from the output, or
+    from the method's own error where it checks its output (``Method.checks_output``); a NaN or inf
+    in a position the method never reads (e.g. outside a sparse pattern) is not.
     """
     info = method_info(method)
     causal = info.check_call(causal, options)
