@@ -176,6 +176,7 @@ class Suite(Entry):
 _M = "attnbook.mechanisms."
 _CHUNK = "tokens per chunk of the chunked causal form (int >= 1)"
 _TILE = "tile size of the block-wise kernel (int >= 1)"
+_BETA = "step sizes β, (B, H, N) tensor in [0, 1] (None: 1/(1 + ‖k_t‖²))"  # the delta rules
 #: defaults of the sparse methods' options, read by their pattern factories through the record
 _WINDOW, _SPARSE_TILE = 128, 64
 
@@ -359,7 +360,7 @@ METHODS: dict[str, Method] = {
             family="linear-recurrent",
             causal="causal",
             options={
-                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (None: 1/(1 + ‖k_t‖²))",
+                "beta": _BETA,
                 "chunk_size": _CHUNK,
             },
             defaults={"beta": None, "chunk_size": 64},
@@ -376,7 +377,7 @@ METHODS: dict[str, Method] = {
             family="linear-recurrent",
             causal="causal",
             options={
-                "beta": "step sizes β, (B, H, N) tensor in [0, 1] (None: 1/(1 + ‖k_t‖²))",
+                "beta": _BETA,
                 "g": "log-decays, (B, H, N) tensor <= 0 (None: RetNet's log(1 − 2^(−5−h)))",
                 "chunk_size": _CHUNK,
             },
